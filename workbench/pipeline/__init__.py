@@ -1,0 +1,1 @@
+"""Pipelines: parse → plan → execute → mask → record."""
