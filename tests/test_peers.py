@@ -1,0 +1,58 @@
+"""Smoke tests of the local peers: each one answers the real client the way the real server does."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+
+import pytest
+
+
+def _git(*args, cwd=None, extra_env=None, check=True):
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_CONFIG_GLOBAL": os.devnull, **(extra_env or {})}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=60, check=check)
+
+
+def _auth_env(user, password):
+    # the header travels in the environment, not in argv or the URL
+    header = "Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": header}
+
+
+def test_git_http_server_clones_and_serves_new_commits(git_http_server, tmp_path):
+    srv = git_http_server
+    big = os.urandom(2 * 1024 * 1024)
+    url = srv.create_repo("smoke", {"README.md": "hello\n", "dir/old.txt": "old\n",
+                                    "blob.bin": big})
+    assert url == f"{srv.base_url}/smoke.git" and "@" not in url
+    env = {**_auth_env(srv.username, srv.password), "GIT_TRACE_PACKET": "1"}
+    out = _git("clone", "-q", url, str(tmp_path / "c"), extra_env=env)
+    assert "version 2" in out.stderr  # smart HTTP, protocol v2
+    assert (tmp_path / "c" / "README.md").read_text() == "hello\n"
+    assert (tmp_path / "c" / "blob.bin").read_bytes() == big
+
+    sha = srv.commit("smoke", {"dir/new.txt": "new\n", "README.md": "changed\n"}, "second",
+                     delete=["dir/old.txt"])
+    _git("pull", "-q", cwd=tmp_path / "c", extra_env=_auth_env(srv.username, srv.password))
+    head = _git("rev-parse", "HEAD", cwd=tmp_path / "c").stdout.strip()
+    assert head == sha
+    assert not (tmp_path / "c" / "dir" / "old.txt").exists()
+    assert (tmp_path / "c" / "dir" / "new.txt").read_text() == "new\n"
+    assert (tmp_path / "c" / "README.md").read_text() == "changed\n"
+    # the URL without .git is served too
+    ls = _git("ls-remote", f"{srv.base_url}/smoke", extra_env=_auth_env("x", srv.token))
+    assert sha in ls.stdout
+
+
+def test_git_http_server_refuses_wrong_credentials(git_http_server, tmp_path):
+    srv = git_http_server
+    url = srv.create_repo("locked", {"a.txt": "a"})
+    anon = _git("clone", "-q", url, str(tmp_path / "a"), check=False)
+    assert anon.returncode != 0
+    bad = _git("clone", "-q", url, str(tmp_path / "b"), check=False,
+               extra_env=_auth_env(srv.username, srv.password + "x"))
+    assert bad.returncode != 0 and not (tmp_path / "b" / "a.txt").exists()
