@@ -56,3 +56,31 @@ def test_git_http_server_refuses_wrong_credentials(git_http_server, tmp_path):
     bad = _git("clone", "-q", url, str(tmp_path / "b"), check=False,
                extra_env=_auth_env(srv.username, srv.password + "x"))
     assert bad.returncode != 0 and not (tmp_path / "b" / "a.txt").exists()
+
+
+def _kubectl(kube_api, tmp_path, auth, *args, **kw):
+    cfg = tmp_path / f"kubeconfig-{auth}"
+    cfg.write_text(kube_api.kubeconfig(auth, **kw))
+    cfg.chmod(0o600)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    return subprocess.run(["kubectl", "--kubeconfig", str(cfg), *args], capture_output=True,
+                          text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("auth", ["token", "cert"])
+def test_kube_api_answers_real_kubectl(kube_api, tmp_path, auth):
+    out = _kubectl(kube_api, tmp_path, auth, "get", "--raw", "/version")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["gitVersion"] == "v1.31.4"
+    out = _kubectl(kube_api, tmp_path, auth, "version", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["serverVersion"]["minor"] == "31"
+    out = _kubectl(kube_api, tmp_path, auth, "auth", "can-i", "get", "namespaces")
+    assert out.returncode == 0 and out.stdout.strip() == "yes", out.stderr
+
+
+@pytest.mark.parametrize("auth", ["bad-token", "bad-cert"])
+def test_kube_api_refuses_real_kubectl_without_valid_credentials(kube_api, tmp_path, auth):
+    out = _kubectl(kube_api, tmp_path, auth, "get", "--raw", "/version")
+    assert out.returncode != 0
+    assert "Unauthorized" in out.stderr or "certificate" in out.stderr or "tls" in out.stderr
