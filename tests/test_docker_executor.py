@@ -1,0 +1,197 @@
+"""The docker executor against a real engine: env, files, exit codes, pulls, inspect, cleanup."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import docker
+import pytest
+
+from workbench.errors import ExecutionError
+from workbench.pipeline import executor as executors
+from workbench.pipeline.docker import DockerExecutor, env_script, sh_quote
+from workbench.pipeline.step import FileSpec, PullAuth, ResolvedStep
+
+pytestmark = pytest.mark.docker
+
+CANARY = "canary-7f3e9d1c-secret"
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    path = tmp_path / "scratch"
+    path.mkdir(mode=0o700)
+    return str(path)
+
+
+def execute(step: ResolvedStep, scratch: str):
+    """prepare → run → cleanup like the runner does; returns (result, output, executor)."""
+    ex = executors.get("docker")(step, scratch=scratch)
+    chunks: list[bytes] = []
+    try:
+        ex.prepare()
+        result = ex.run(chunks.append)
+    finally:
+        ex.cleanup()
+    return result, b"".join(chunks), ex
+
+
+def assert_nothing_left(client, ex: DockerExecutor, scratch: str) -> None:
+    with pytest.raises(docker.errors.NotFound):
+        client.api.inspect_container(ex.container_name)
+    assert os.listdir(scratch) == []
+
+
+def wait_running(client, name: str, seconds: float = 30) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            info = client.api.inspect_container(name)
+            if info["State"]["Running"]:
+                return info
+        except docker.errors.NotFound:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"container {name} never started")
+
+
+def test_sh_quote_survives_every_awkward_character():
+    value = "it's \"quoted\"\n$HOME `id` \\ $(echo no) \t end"
+    assert sh_quote(value) == "'it'\"'\"'s \"quoted\"\n$HOME `id` \\ $(echo no) \t end'"
+    with pytest.raises(ExecutionError):
+        env_script({"BAD NAME; rm -rf /": "x"})
+
+
+def test_step_sees_its_env_and_files_and_exit_code(docker_client, busybox_image, scratch):
+    awkward = "it's \"q\"\nline2 $HOME `id` \\ end"
+    step = ResolvedStep(
+        name="env-and-files", image=busybox_image, executor="docker",
+        env={"GREETING": awkward, "PLAIN": "plain"},
+        files=(FileSpec(env="TOKEN_FILE", filename="token", content=b"file-" + CANARY.encode()),
+               FileSpec(env="DOCKER_CONFIG", filename="config.json", content=b'{"auths": {}}',
+                        expose_dir=True)),
+        run='printf "%s|" "$GREETING"; echo "$PLAIN"\n'
+            'cat "$TOKEN_FILE"; echo; cat "$DOCKER_CONFIG/config.json"; echo\n'
+            'echo "path=$TOKEN_FILE"\n'
+            'echo to-stderr >&2\n'
+            'touch "$TOKEN_FILE" 2>/dev/null && echo writable || echo read-only\n'
+            'exit 3\n')
+    result, out, ex = execute(step, scratch)
+    text = out.decode()
+    assert result.status == "failed" and result.exit_code == 3
+    assert f"{awkward}|plain\n" in text
+    assert f"file-{CANARY}\n" in text
+    assert '{"auths": {}}' in text
+    assert "path=/run/workbench/" in text and "to-stderr\n" in text
+    assert "read-only" in text
+    assert_nothing_left(docker_client, ex, scratch)
+
+
+def test_output_keeps_order_and_raw_bytes(docker_client, busybox_image, scratch):
+    step = ResolvedStep(name="order", image=busybox_image, executor="docker",
+                        run="echo one; sleep 0.2; echo two >&2; sleep 0.2; "
+                            "printf 'three\\377\\n'")
+    result, out, ex = execute(step, scratch)
+    assert result.status == "success" and result.exit_code == 0
+    assert out == b"one\ntwo\nthree\xff\n"
+    assert_nothing_left(docker_client, ex, scratch)
+
+
+def test_inspect_of_a_running_step_shows_no_secret_and_cancel_cleans_up(
+        docker_client, busybox_image, scratch):
+    step = ResolvedStep(
+        name="inspect-me", image=busybox_image, executor="docker",
+        env={"API_TOKEN": "env-" + CANARY},
+        files=(FileSpec(env="KEY_FILE", filename="key", content=("file-" + CANARY).encode()),),
+        run='echo started; sleep 60', secrets=(CANARY.encode(),))
+    ex = DockerExecutor(step, scratch=scratch)
+    chunks: list[bytes] = []
+    ex.prepare()
+    box = {}
+    worker = threading.Thread(target=lambda: box.update(result=ex.run(chunks.append)))
+    worker.start()
+    try:
+        info = wait_running(docker_client, ex.container_name)
+        dump = json.dumps(info)
+        assert CANARY not in dump
+        assert not any(CANARY in e for e in info["Config"]["Env"] or [])
+        # the secret really is inside, only not in the container's description
+        probe = docker_client.api.exec_create(ex.container_name,
+                                              ["sh", "-c", "cat /run/workbench/*/key"])
+        assert CANARY.encode() in docker_client.api.exec_start(probe)
+        secret_dir = ex.secret_dir.path
+        assert os.stat(secret_dir).st_mode & 0o777 == 0o700
+    finally:
+        ex.cancel()
+        worker.join(60)
+        ex.cleanup()
+    assert box["result"].status == "cancelled"
+    assert not os.path.exists(secret_dir)
+    assert_nothing_left(docker_client, ex, scratch)
+    ex.cleanup()  # idempotent
+
+
+def test_timeout_kills_the_container_and_cleans_up(docker_client, busybox_image, scratch):
+    step = ResolvedStep(name="too-slow", image=busybox_image, executor="docker",
+                        env={"X": CANARY}, run="echo begin; sleep 60; echo never", timeout=1.5)
+    result, out, ex = execute(step, scratch)
+    assert result.status == "timeout" and result.exit_code is None
+    assert out == b"begin\n"
+    assert_nothing_left(docker_client, ex, scratch)
+
+
+def test_cancel_before_run_never_starts(docker_client, busybox_image, scratch):
+    step = ResolvedStep(name="never", image=busybox_image, executor="docker", run="echo hi")
+    ex = DockerExecutor(step, scratch=scratch)
+    ex.prepare()
+    ex.cancel()
+    out: list[bytes] = []
+    assert ex.run(out.append).status == "cancelled" and out == []
+    ex.cleanup()
+    assert_nothing_left(docker_client, ex, scratch)
+
+
+def test_pull_from_private_registry_with_credential(docker_client, private_registry, scratch):
+    reg = private_registry
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(reg.image)  # so the executor has to pull it
+    step = ResolvedStep(name="pulled", image=reg.image, executor="docker", run="echo pulled-ok",
+                        pull_auth=PullAuth(reg.host, reg.username, reg.password),
+                        uses=(("team-registry", 1),))
+    try:
+        result, out, ex = execute(step, scratch)
+        assert result.status == "success" and out == b"pulled-ok\n"
+        docker_client.images.get(reg.image)
+    finally:
+        docker_client.images.remove(reg.image, force=True)
+    assert_nothing_left(docker_client, ex, scratch)
+
+
+def test_wrong_registry_password_fails_clearly_without_the_password(
+        docker_client, private_registry, scratch):
+    reg = private_registry
+    wrong = "wrong-" + CANARY
+    step = ResolvedStep(name="bad-pull", image=reg.image, executor="docker", run="echo no",
+                        pull_auth=PullAuth(reg.host, reg.username, wrong),
+                        uses=(("team-registry", 2),), secrets=(wrong.encode(),))
+    ex = DockerExecutor(step, scratch=scratch)
+    with pytest.raises(ExecutionError) as err:
+        ex.prepare()
+    ex.cleanup()
+    message = str(err.value)
+    assert reg.image in message and "team-registry" in message and reg.username in message
+    assert "unauthorized" in message.lower() or "authentication" in message.lower()
+    assert wrong not in message and CANARY not in json.dumps(err.value.to_dict())
+    assert_nothing_left(docker_client, ex, scratch)
+
+
+def test_pull_credential_is_never_sent_to_another_registry(busybox_image, scratch):
+    step = ResolvedStep(name="elsewhere", image=busybox_image, executor="docker", run="true",
+                        pull_auth=PullAuth("127.0.0.1:1", "someone", "pw-" + CANARY))
+    ex = DockerExecutor(step, scratch=scratch)
+    with pytest.raises(ExecutionError, match="not for docker.io"):
+        ex.prepare()
+    ex.cleanup()
+    assert os.listdir(scratch) == []
