@@ -1,0 +1,274 @@
+"""The masker: every secret form is hidden, however the output is split into writes."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import re
+from urllib.parse import quote, quote_plus
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from workbench.credtypes import MIN_MASKABLE
+from workbench.pipeline.masking import Masker, derived_forms, mask, patterns_for, too_short
+
+STARS = Masker.REPLACEMENT
+CANARY = 'c4n4ry/P@ss+w0rd "quoted" \\ é <&> end'
+CANARY_B = CANARY.encode()
+
+
+def reference(text: bytes, secrets) -> bytes:
+    """Naive model: mark every occurrence of every pattern, collapse marked runs into one ****."""
+    marked = bytearray(len(text))
+    for p in patterns_for(secrets):
+        i = text.find(p)
+        while i != -1:
+            marked[i:i + len(p)] = b"\1" * len(p)
+            i = text.find(p, i + 1)
+    out, i = [], 0
+    while i < len(text):
+        j = i
+        while j < len(text) and marked[j] == marked[i]:
+            j += 1
+        out.append(STARS if marked[i] else text[i:j])
+        i = j
+    return b"".join(out)
+
+
+def fed(text: bytes, secrets, cuts, chunk_size: int = 65536) -> bytes:
+    """Feed ``text`` split at ``cuts`` and collect everything the masker emits."""
+    m = Masker(secrets, chunk_size=chunk_size)
+    bounds = [0, *sorted(cuts), len(text)]
+    return b"".join(m.feed(text[a:b]) for a, b in zip(bounds, bounds[1:])) + m.flush()
+
+
+def assert_hidden(out: bytes, text: bytes, lo: int, hi: int) -> None:
+    """``out`` is ``text`` with one **** covering at least ``text[lo:hi]`` and nothing else lost."""
+    assert out.count(STARS) == 1, out
+    before, after = out.split(STARS)
+    assert text.startswith(before) and text.endswith(after), out
+    assert len(before) <= lo and len(text) - len(after) >= hi, out
+
+
+def json_inside(value: str, **kw) -> bytes:
+    return json.dumps({"token": value, "n": 1}, **kw).encode()
+
+
+@pytest.mark.parametrize("form", [
+    CANARY_B,
+    base64.b64encode(CANARY_B),
+    base64.urlsafe_b64encode(CANARY_B),
+    base64.b64encode(CANARY_B).rstrip(b"="),
+    quote(CANARY_B).encode(),
+    quote(CANARY_B, safe="").encode(),
+    quote_plus(CANARY_B).encode(),
+    re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote(CANARY_B, safe="")).encode(),
+    json.dumps(CANARY)[1:-1].encode(),
+    json.dumps(CANARY, ensure_ascii=False)[1:-1].encode(),
+    json.dumps(CANARY)[1:-1].replace("/", "\\/").encode(),
+], ids=["raw", "b64", "b64url", "b64-nopad", "quote", "quote-nosafe", "quote_plus",
+        "quote-lowerhex", "json", "json-utf8", "json-slash"])
+def test_each_encoded_form_of_a_canary_is_masked(form):
+    text = b"step says: " + form + b" (done)\n"
+    assert mask(text, [CANARY_B]) == b"step says: **** (done)\n"
+
+
+@pytest.mark.parametrize("dumps", [
+    lambda v: json_inside(v),
+    lambda v: json_inside(v, ensure_ascii=False),
+    lambda v: json_inside(v).replace(b"/", b"\\/"),
+])
+def test_secret_inside_a_json_document_is_masked(dumps):
+    assert mask(dumps(CANARY), [CANARY_B]) == dumps("X").replace(b'"X"', b'"****"')
+
+
+def test_basic_auth_header_is_masked_from_the_user_password_pair():
+    header = b"Authorization: Basic " + base64.b64encode(b"deploy:s3cr3t-pw") + b"\r\n"
+    assert mask(header, [b"deploy:s3cr3t-pw"]) == b"Authorization: Basic ****\r\n"
+
+
+@pytest.mark.parametrize("offset", range(6))
+@pytest.mark.parametrize("urlsafe", [False, True])
+def test_secret_embedded_in_a_larger_base64_blob_is_masked_at_every_offset(offset, urlsafe):
+    rng = random.Random(offset)
+    prefix = bytes(rng.randrange(256) for _ in range(offset))
+    suffix = bytes(rng.randrange(256) for _ in range(7))
+    enc = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    blob = enc(prefix + CANARY_B + suffix)
+    # characters whose 6 bits all come from the secret's bytes
+    lo, hi = -(-8 * offset // 6), 8 * (offset + len(CANARY_B)) // 6
+    text = b"data: " + blob + b"\n"
+    assert_hidden(mask(text, [CANARY_B]), text, lo + 6, hi + 6)
+
+
+def test_each_line_of_a_multiline_secret_is_masked_alone_and_together():
+    key = b"-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\n  AQEFAASCBKcwggSjAgEAAoIB  \n-----END KEY-----\n"
+    lines = [ln.strip() for ln in key.splitlines()]
+    text = b"cat key:\n" + key + b"grep:\n" + lines[2] + b"\n" + lines[1] + b" tail\n"
+    out = mask(text, [key])
+    for line in lines:
+        assert line not in out
+    assert out == b"cat key:\n****grep:\n****\n**** tail\n"
+    # the JSON form of the whole value (newlines as \n) is masked too
+    assert mask(json_inside(key.decode()), [key]) == json_inside("X").replace(b'"X"', b'"****"')
+
+
+def test_overlapping_secrets_are_masked_as_their_union():
+    assert mask(b"x abcdefghi y", [b"abcdef", b"defghi"]) == b"x **** y"
+    assert mask(b"x abcdefghi y", [b"defghi", b"abcdef"]) == b"x **** y"
+    # one secret inside another, and a short one at the very edge of a long one
+    assert mask(b"<longsecretvalue>", [b"longsecretvalue", b"secr"]) == b"<****>"
+    assert mask(b"<abcdefgh>", [b"abcdefgh", b"ghij"]) == b"<****>"
+
+
+def test_adjacent_occurrences_collapse_but_separated_ones_do_not():
+    assert mask(b"tokntokntokn", [b"tokn"]) == STARS
+    assert mask(b"tokn tokn", [b"tokn"]) == b"**** ****"
+
+
+def test_innocent_output_around_secrets_is_kept_byte_for_byte():
+    text = bytes(range(256)) + b"hunter22" + bytes(range(255, -1, -1))
+    assert mask(text, [b"hunter22"]) == bytes(range(256)) + STARS + bytes(range(255, -1, -1))
+
+
+def test_values_too_short_to_mask_are_flagged_and_never_mask_output():
+    for value in (b"", b"a", b"abc", b"  ab \n", "é".encode()):
+        assert too_short(value)
+        assert derived_forms(value) == set()
+    assert not too_short(b"abcd")
+    text = b"abc abc a abcabc"
+    assert mask(text, [b"abc", b"a", b""]) == text
+    assert patterns_for([b"abc"]) == []
+
+
+def test_no_derived_fragment_is_shorter_than_the_minimum():
+    for value in (b"abcd", b"ab\ncd\nefgh", b"\x00\xff\x10\x80", CANARY_B):
+        forms = derived_forms(value)
+        assert forms and min(map(len, forms)) >= MIN_MASKABLE
+    # lines shorter than the minimum are not masked on their own
+    assert mask(b"ab\nab\n", [b"ab\ncd\nefgh"]) == b"ab\nab\n"
+
+
+def test_without_secrets_the_masker_passes_bytes_straight_through():
+    m = Masker([])
+    assert m.feed(b"partial line, no newline") == b"partial line, no newline"
+    assert m.flush() == b""
+    assert Masker([b"ab"]).feed(b"ab") == b"ab"  # only too-short values: nothing to hold back
+
+
+def test_masker_holds_back_no_more_than_the_longest_pattern():
+    m = Masker([b"secret-1"])
+    longest = max(map(len, patterns_for([b"secret-1"])))
+    out = m.feed(b"x" * 10_000)
+    assert len(out) >= 10_000 - (longest - 1) and set(out) == {ord("x")}
+    assert out + m.flush() == b"x" * 10_000
+
+
+SPLIT_TEXT = (b"a abcdefghi b " + base64.b64encode(b"pre" + b"topsecret!" + b"post")
+              + b" c " + quote(b"topsecret!/x", safe="").encode() + b" d abcdabcd e topsecret!")
+SPLIT_SECRETS = [b"abcdef", b"defghi", b"topsecret!", b"topsecret!/x", b"abcd"]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 5, 8, 64, 65536])
+def test_split_across_two_feeds_at_every_point_equals_one_shot(chunk_size):
+    expected = reference(SPLIT_TEXT, SPLIT_SECRETS)
+    assert mask(SPLIT_TEXT, SPLIT_SECRETS) == expected
+    for cut in range(len(SPLIT_TEXT) + 1):
+        assert fed(SPLIT_TEXT, SPLIT_SECRETS, [cut], chunk_size) == expected, cut
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 7, 65536])
+def test_byte_by_byte_feeding_equals_one_shot(chunk_size):
+    cuts = range(1, len(SPLIT_TEXT))
+    assert fed(SPLIT_TEXT, SPLIT_SECRETS, cuts, chunk_size) == reference(SPLIT_TEXT,
+                                                                         SPLIT_SECRETS)
+
+
+def test_secret_straddling_every_emit_boundary_never_escapes():
+    # chunk sizes below, at and above the secret's length put the emit boundary at every
+    # offset inside it; each feed's output alone must not reveal any of its characters in order
+    secret = b"Z9q!Z9q!Z9"  # self-overlapping, so matches overlap each other too
+    for chunk_size in range(1, 14):
+        for start in range(0, 14):
+            text = b"." * start + secret + b"q!Z9" + b"-" * 20  # 2nd match overlaps
+            m = Masker([secret], chunk_size=chunk_size)
+            pieces = [m.feed(text[i:i + 1]) for i in range(len(text))] + [m.flush()]
+            out = b"".join(pieces)
+            assert out == reference(text, [secret]) == b"." * start + STARS + b"-" * 20
+            assert not any(b"Z" in p or b"9" in p for p in pieces)
+
+
+def test_secret_at_chunk_boundaries_of_a_multi_megabyte_stream():
+    chunk = 65536
+    secret = b"ghp_" + b"k" * 36
+    rng = random.Random(7)
+    line = b"2026-11-22T03:00:00Z INFO build step output, nothing to see here\n"
+    filler = (line * (chunk // len(line) + 1))
+    parts, expected = [], []
+    for n in range(1, 80):  # about 5 MB, one secret across each boundary at a different offset
+        shift = rng.randrange(-len(secret), 1)
+        gap = filler[:chunk - len(secret) + shift] if n == 1 else filler[:chunk - len(secret)]
+        parts += [gap, secret]
+        expected += [gap, STARS]
+    text, want = b"".join(parts), b"".join(expected)
+    assert len(text) > 5_000_000
+    writes = [4096, 65536, 1_000_003]
+    for size in writes:
+        assert fed(text, [secret], range(size, len(text), size)) == want
+
+
+def test_flush_resets_the_masker_for_another_stream():
+    m = Masker([b"s3cret"])
+    assert m.feed(b"one s3c") + m.flush() == b"one s3c"
+    assert m.feed(b"ret two s3cret") + m.flush() == b"ret two ****"
+
+
+ALPHABET = b"ab=/+\n%"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(secrets=st.lists(st.binary(min_size=1, max_size=9).map(
+           lambda b: bytes(ALPHABET[x % len(ALPHABET)] for x in b)), min_size=0, max_size=4),
+       noise=st.lists(st.binary(max_size=6).map(
+           lambda b: bytes(ALPHABET[x % len(ALPHABET)] for x in b)), max_size=12),
+       data=st.data())
+def test_random_secrets_and_random_splits_never_leak_and_equal_one_shot(secrets, noise, data):
+    # text interleaves random noise with secrets and their derived forms
+    forms = sorted(patterns_for(secrets))
+    parts = []
+    for chunk in noise:
+        parts.append(chunk)
+        if forms:
+            parts.append(data.draw(st.sampled_from(forms)))
+    text = b"".join(parts)
+    cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=8))
+    chunk_size = data.draw(st.sampled_from([1, 2, 3, 16, 65536]))
+    one_shot = mask(text, secrets)
+    assert one_shot == reference(text, secrets)
+    assert fed(text, secrets, cuts, chunk_size) == one_shot
+    for s in secrets:
+        if not too_short(s):
+            assert s not in one_shot
+
+
+@settings(max_examples=200, deadline=None)
+@given(secret=st.binary(min_size=4, max_size=40), prefix=st.binary(max_size=8),
+       suffix=st.binary(max_size=8))
+def test_random_secret_in_random_base64_blob_loses_every_determined_character(
+        secret, prefix, suffix):
+    if too_short(secret):
+        return
+    blob = base64.b64encode(prefix + secret + suffix)
+    lo, hi = -(-8 * len(prefix) // 6), 8 * (len(prefix) + len(secret)) // 6
+    out = mask(blob, [secret])
+    assert blob[lo:hi] not in out
+    assert STARS in out
+
+
+def test_derived_forms_of_binary_values_skip_text_only_encodings():
+    value = os.urandom(16) + b"\xff\xfe"
+    forms = derived_forms(value)
+    assert value in forms and base64.b64encode(value) in forms
+    assert quote(value, safe="").encode() in forms

@@ -1,0 +1,161 @@
+"""Streaming multi-pattern masker: hides secret values and their encoded forms in step output."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+from typing import Iterable
+from urllib.parse import quote, quote_plus
+
+import ahocorasick_rs
+
+from ..credtypes import MIN_MASKABLE
+
+# Characters a URL encoder may leave alone: Python's quote (safe=""), quote (safe="/"), and
+# JavaScript's encodeURIComponent, which also keeps !~*'().
+_URL_SAFE_SETS = ("", "/", "-_.!~*'()")
+_PERCENT_HEX = re.compile(rb"%[0-9A-F]{2}")
+# Where the secret's bits start inside base64(k padding bytes + secret): characters before this
+# index mix in bits of the unknown bytes that precede the secret in a larger blob.
+_B64_FIRST_FULL_CHAR = (0, 2, 3)
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def too_short(value: bytes) -> bool:
+    """True when ``value`` is too short to mask without masking innocent output."""
+    return len(_bytes(value).strip()) < MIN_MASKABLE
+
+
+def derived_forms(value: bytes) -> set[bytes]:
+    """The value, its lines, and the encoded forms of each, without fragments too short to mask."""
+    value = _bytes(value)
+    if too_short(value):
+        return set()
+    bases = {value}
+    for line in value.splitlines():
+        bases.update((line, line.strip()))
+    forms: set[bytes] = set()
+    for base in bases:
+        if not too_short(base):
+            forms.update(_encodings(base))
+    return {f for f in forms if len(f) >= MIN_MASKABLE}
+
+
+def patterns_for(secrets: Iterable[bytes]) -> list[bytes]:
+    """Every pattern to mask for ``secrets``: the deduplicated union of their derived forms."""
+    out: set[bytes] = set()
+    for secret in secrets:
+        out.update(derived_forms(secret))
+    return sorted(out)
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+
+
+def _encodings(raw: bytes) -> set[bytes]:
+    whole = base64.b64encode(raw)
+    b64 = {whole, whole.rstrip(b"=")}
+    for k, first in enumerate(_B64_FIRST_FULL_CHAR):
+        # Only the characters every blob holding the secret at this offset (mod 3) shares.
+        last = (8 * k + 8 * len(raw)) // 6
+        b64.add(base64.b64encode(b"\0" * k + raw)[first:last])
+    forms = {raw} | b64 | {f.translate(_URLSAFE) for f in b64}
+    for safe in _URL_SAFE_SETS:
+        for encoded in (quote(raw, safe=safe), quote_plus(raw, safe=safe)):
+            upper = encoded.encode("ascii")
+            forms.update((upper, _PERCENT_HEX.sub(lambda m: m.group(0).lower(), upper)))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return forms
+    for ascii_only in (True, False):
+        escaped = json.dumps(text, ensure_ascii=ascii_only)[1:-1]
+        html_safe = (escaped.replace("<", "\\u003c").replace(">", "\\u003e")
+                     .replace("&", "\\u0026"))  # how Go's encoding/json writes them
+        for form in (escaped, html_safe):
+            forms.update((form.encode("utf-8"), form.replace("/", "\\/").encode("utf-8")))
+    return forms
+
+
+class Masker:
+    """Masks a byte stream fed in arbitrary pieces; holds back ``longest pattern - 1`` bytes."""
+
+    REPLACEMENT = b"****"
+    DFA_MAX_PATTERN_BYTES = 128 * 1024  # above this a DFA's memory outgrows its speed-up
+
+    def __init__(self, secrets: Iterable[bytes], *, chunk_size: int = 65536):
+        patterns = patterns_for(secrets)
+        self._step = max(1, chunk_size)
+        self._lock = threading.Lock()
+        self._buf = bytearray()  # bytes not yet emitted: the held-back tail plus new input
+        self._carry = 0  # leading bytes of _buf inside a match that began before the last emit
+        self._masking = False  # whether the last emitted byte was masked (collapses ****s)
+        self._ac = None
+        self._hold = 0
+        self._min_ready = 1
+        if patterns:
+            impl = (ahocorasick_rs.Implementation.DFA
+                    if sum(map(len, patterns)) <= self.DFA_MAX_PATTERN_BYTES else None)
+            self._ac = ahocorasick_rs.BytesAhoCorasick(patterns, implementation=impl)
+            longest = max(map(len, patterns))
+            self._hold = longest - 1
+            # Scan only once about a pattern's length is new, so byte-by-byte feeding does not
+            # rescan the held-back tail for every byte.
+            self._min_ready = min(self._step, longest)
+
+    def feed(self, data: bytes) -> bytes:
+        """Take the next piece of output; return the bytes that are now safe to emit."""
+        if self._ac is None:
+            return bytes(data)
+        with self._lock:
+            self._buf += data
+            out: list[bytes] = []
+            while len(self._buf) - self._hold >= self._min_ready:
+                self._emit(min(len(self._buf) - self._hold, self._step), out)
+            return b"".join(out)
+
+    def flush(self) -> bytes:
+        """End of stream: return the held-back tail, masked, and start afresh."""
+        if self._ac is None:
+            return b""
+        with self._lock:
+            out: list[bytes] = []
+            if self._buf:
+                self._emit(len(self._buf), out)
+            self._carry, self._masking = 0, False
+            return b"".join(out)
+
+    def _emit(self, n: int, out: list[bytes]) -> None:
+        """Emit the first ``n`` bytes of the buffer, scanning them plus the held-back tail."""
+        window = self._buf[:n + self._hold]
+        # Every match starting before n lies wholly inside the window (it is at most hold + 1
+        # long); later ones are found again in the next window, so only these count now.
+        spans = sorted((s, e) for _, s, e in self._ac.find_matches_as_indexes(
+            window, overlapping=True) if s < n)
+        if self._carry:
+            spans.insert(0, (0, self._carry))
+        pos = 0
+        end = 0
+        for start, stop in spans:
+            if start > end or end == 0:
+                if start > pos:
+                    out.append(bytes(window[pos:start]))
+                    self._masking = False
+                if not self._masking:
+                    out.append(self.REPLACEMENT)
+                    self._masking = True
+            end = max(end, stop)
+            pos = min(end, n)
+        if pos < n:
+            out.append(bytes(window[pos:n]))
+            self._masking = False
+        self._carry = max(0, end - n)
+        del self._buf[:n]
+
+
+def mask(data: bytes, secrets: Iterable[bytes]) -> bytes:
+    """Mask a whole byte string at once."""
+    masker = Masker(secrets)
+    return masker.feed(data) + masker.flush()
