@@ -18,6 +18,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def iso(dt: datetime | None) -> str | None:
+    """ISO-8601 in UTC; SQLite hands back naive datetimes, which we store as UTC."""
+    if dt is None:
+        return None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).isoformat()
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys and a busy timeout."""
     if url.startswith("sqlite"):

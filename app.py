@@ -1,0 +1,4 @@
+"""WSGI entry point: ``gunicorn app:app``."""
+from workbench import create_app
+
+app = create_app()

@@ -1,0 +1,177 @@
+"""People and tokens: users with hashed passwords and roles, personal and runner API tokens."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import audit
+from .audit import Actor
+from .db import iso, utcnow
+from .errors import AuthenticationRequired, Conflict, NotFound, PermissionDenied, ValidationError
+from .models import ApiToken, User, Workspace
+
+ROLES = ("admin", "editor", "viewer")
+RANK = {"viewer": 0, "editor": 1, "admin": 2}
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_hasher = PasswordHasher()
+# A hash to verify against when the user does not exist, so timing does not reveal existence.
+_DUMMY = _hasher.hash("workbench-no-such-user")
+
+
+def require(actor: Actor, role: str, action: str = "", *, workspace: str = "",
+            target: str = "") -> None:
+    """Refuse (and audit the refusal of ``action``) unless the actor has at least ``role``."""
+    if actor.role == "runner" or RANK.get(actor.role, -1) < RANK[role]:
+        err = PermissionDenied(f"this needs the {role} role")
+        if action:
+            audit.refused(err, actor, action, workspace=workspace, target=target)
+        raise err
+
+
+def get_workspace(s: Session, name: str, *, create: bool = False) -> Workspace:
+    ws = s.scalar(select(Workspace).where(Workspace.name == name))
+    if ws is None:
+        if not create:
+            raise NotFound(f"workspace {name[:63]!r} does not exist")
+        if not re.match(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$", name):
+            raise ValidationError("workspace names use a-z, 0-9, '.', '_', '-'", field="workspace")
+        ws = Workspace(name=name)
+        s.add(ws)
+        s.flush()
+    return ws
+
+
+def create_user(s: Session, actor: Actor, username: str, password: str, role: str) -> User:
+    require(actor, "admin")
+    if not USERNAME.match(username or ""):
+        raise ValidationError("username: letters, digits, '.', '_', '@', '-'", field="username")
+    if role not in ROLES:
+        raise ValidationError(f"role must be one of {', '.join(ROLES)}", field="role")
+    if len(password or "") < 10:
+        raise ValidationError("password must be at least 10 characters", field="password")
+    if s.scalar(select(User).where(User.username == username)):
+        raise Conflict(f"user {username!r} already exists")
+    user = User(username=username, password_hash=_hasher.hash(password), role=role)
+    s.add(user)
+    s.flush()
+    audit.record(s, actor, "user.create", target=username, details={"role": role})
+    return user
+
+
+def set_role(s: Session, actor: Actor, username: str, role: str) -> User:
+    require(actor, "admin")
+    user = find_user(s, username)
+    if role not in ROLES:
+        raise ValidationError(f"role must be one of {', '.join(ROLES)}", field="role")
+    user.role = role
+    audit.record(s, actor, "user.role", target=username, details={"role": role})
+    return user
+
+
+def find_user(s: Session, username: str) -> User:
+    user = s.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFound(f"user {username[:64]!r} does not exist")
+    return user
+
+
+def list_users(s: Session) -> list[User]:
+    return list(s.scalars(select(User).order_by(User.username)))
+
+
+def authenticate(s: Session, username: str, password: str) -> User:
+    """Check a password; the error is the same whether or not the user exists."""
+    user = s.scalar(select(User).where(User.username == username))
+    try:
+        _hasher.verify(user.password_hash if user else _DUMMY, password)
+    except (VerificationError, InvalidHashError):
+        user = None
+    if user is None or user.disabled:
+        raise AuthenticationRequired("wrong username or password")
+    return user
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass
+class IssuedToken:
+    """A newly created token: ``secret`` is shown once and never stored."""
+
+    token: ApiToken
+    secret: str
+
+
+def create_token(s: Session, actor: Actor, name: str, *, kind: str = "personal",
+                 username: str | None = None, workspace: str | None = None) -> IssuedToken:
+    """Personal tokens act as their user; runner tokens may only resolve in one workspace."""
+    if kind == "runner":
+        require(actor, "admin")
+        ws = get_workspace(s, workspace or "default", create=True)
+        owner = None
+    elif kind == "personal":
+        owner = find_user(s, username or actor.name)
+        if owner.username != actor.name:
+            require(actor, "admin")
+        ws = None
+    else:
+        raise ValidationError("kind must be personal or runner", field="kind")
+    if not name or len(name) > 100:
+        raise ValidationError("token name is required (up to 100 characters)", field="name")
+    secret = ("wbr_" if kind == "runner" else "wbp_") + secrets.token_urlsafe(32)
+    tok = ApiToken(kind=kind, name=name, prefix=secret[:8], token_hash=_hash_token(secret),
+                   user=owner, workspace=ws, created_by=actor.label)
+    s.add(tok)
+    s.flush()
+    audit.record(s, actor, f"token.create", target=name,
+                 workspace=ws.name if ws else "", details={"kind": kind, "token_id": tok.id})
+    return IssuedToken(tok, secret)
+
+
+def token_actor(s: Session, secret: str, source: str = "") -> Actor:
+    """The actor behind a bearer token, or AuthenticationRequired."""
+    tok = s.scalar(select(ApiToken).where(ApiToken.token_hash == _hash_token(secret)))
+    if tok is None or tok.revoked_at is not None or not hmac.compare_digest(
+            tok.token_hash, _hash_token(secret)):
+        raise AuthenticationRequired("invalid or revoked token")
+    tok.last_used_at = utcnow()
+    if tok.kind == "runner":
+        return Actor(tok.name, role="runner", source=source, workspace=tok.workspace.name,
+                     kind="runner")
+    if tok.user is None or tok.user.disabled:
+        raise AuthenticationRequired("invalid or revoked token")
+    return Actor(tok.user.username, role=tok.user.role, source=source, kind="user")
+
+
+def list_tokens(s: Session) -> list[ApiToken]:
+    return list(s.scalars(select(ApiToken).order_by(ApiToken.id.desc())))
+
+
+def revoke_token(s: Session, actor: Actor, token_id: int) -> ApiToken:
+    tok = s.get(ApiToken, token_id)
+    if tok is None:
+        raise NotFound(f"token {token_id} does not exist")
+    if not (tok.user and tok.user.username == actor.name):
+        require(actor, "admin")
+    if tok.revoked_at is None:
+        tok.revoked_at = utcnow()
+        audit.record(s, actor, "token.revoke", target=tok.name, details={"token_id": tok.id})
+    return tok
+
+
+def token_to_dict(tok: ApiToken) -> dict:
+    return {"id": tok.id, "kind": tok.kind, "name": tok.name, "prefix": tok.prefix,
+            "user": tok.user.username if tok.user else None,
+            "workspace": tok.workspace.name if tok.workspace else None,
+            "created_at": iso(tok.created_at),
+            "last_used_at": iso(tok.last_used_at),
+            "revoked": tok.revoked_at is not None}

@@ -1,0 +1,91 @@
+"""People, tokens and the audit log."""
+from __future__ import annotations
+
+from flask import jsonify, request
+
+from .. import accounts, audit
+from ..audit import unit
+from ..db import iso
+from ..errors import BadRequest
+from . import actor, api, body, vault
+from .credentials import int_arg
+
+
+def _user(u) -> dict:
+    return {"username": u.username, "role": u.role, "disabled": u.disabled,
+            "created_at": iso(u.created_at)}
+
+
+@api.get("/users")
+def list_users():
+    """Users and their roles (admin)."""
+    accounts.require(actor(), "admin")
+    with vault().factory() as s:
+        return jsonify({"items": [_user(u) for u in accounts.list_users(s)]})
+
+
+@api.post("/users")
+def create_user():
+    """Create a user with a role (admin)."""
+    d = body()
+    with unit(vault().factory) as s:
+        u = accounts.create_user(s, actor(), d.get("username", ""), d.get("password", ""),
+                                 d.get("role", "viewer"))
+        return jsonify(_user(u)), 201
+
+
+@api.patch("/users/<username>")
+def update_user(username: str):
+    """Change a user's role (admin)."""
+    with unit(vault().factory) as s:
+        return jsonify(_user(accounts.set_role(s, actor(), username, body().get("role", ""))))
+
+
+@api.get("/tokens")
+def list_tokens():
+    """API and runner tokens (admin sees all; others their own). Secrets are never listed."""
+    me = actor()
+    with vault().factory() as s:
+        toks = accounts.list_tokens(s)
+        if me.role != "admin":
+            toks = [t for t in toks if t.user and t.user.username == me.name]
+        return jsonify({"items": [accounts.token_to_dict(t) for t in toks]})
+
+
+@api.post("/tokens")
+def create_token():
+    """Create a personal token, or a runner token scoped to a workspace (admin); the secret is
+    in this response only."""
+    d = body()
+    with unit(vault().factory) as s:
+        issued = accounts.create_token(s, actor(), d.get("name", ""),
+                                       kind=d.get("kind", "personal"), username=d.get("user"),
+                                       workspace=d.get("workspace"))
+        out = accounts.token_to_dict(issued.token) | {"token": issued.secret}
+    resp = jsonify(out)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp, 201
+
+
+@api.delete("/tokens/<int:token_id>")
+def revoke_token(token_id: int):
+    """Revoke a token."""
+    with unit(vault().factory) as s:
+        return jsonify(accounts.token_to_dict(accounts.revoke_token(s, actor(), token_id)))
+
+
+@api.get("/audit")
+def audit_log():
+    """The audit log, newest first, filtered by workspace, target, actor, action, outcome."""
+    me = actor()
+    if me.role == "runner":
+        accounts.require(me, "viewer")
+    a = request.args
+    limit = int_arg("limit", 100)
+    if not 1 <= limit <= 1000:
+        raise BadRequest("limit must be 1–1000")
+    with vault().factory() as s:
+        evs = audit.query(s, workspace=a.get("workspace"), target=a.get("target"),
+                          actor=a.get("actor"), action=a.get("action"),
+                          outcome=a.get("outcome"), limit=limit, offset=int_arg("offset", 0))
+        return jsonify({"items": [audit.to_dict(e) for e in evs]})

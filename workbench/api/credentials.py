@@ -1,0 +1,157 @@
+"""Credential endpoints: CRUD, versions, references and resolve."""
+from __future__ import annotations
+
+import base64
+import binascii
+
+from flask import jsonify, request
+
+from .. import credentials as svc, credtypes
+from ..audit import unit
+from ..errors import BadRequest, ValidationError
+from . import actor, api, body, vault, workspace
+
+
+def _decode_values(type_name: str, values):
+    """JSON carries ``bytes`` fields (secret file content) as base64."""
+    if not isinstance(values, dict):
+        raise ValidationError("values must be an object of field → value", field="values")
+    ctype = credtypes.get(type_name)
+    out = dict(values)
+    for f in ctype.fields:
+        if f.kind == "bytes" and isinstance(out.get(f.name), str):
+            try:
+                out[f.name] = base64.b64decode(out[f.name], validate=True)
+            except (binascii.Error, ValueError):
+                raise ValidationError(f"{f.label} must be base64 in JSON", field=f.name) from None
+    return out
+
+
+def flag(name: str) -> bool:
+    return request.args.get(name, "").lower() in ("1", "true", "yes")
+
+
+def int_arg(name: str, default: int) -> int:
+    try:
+        return int(request.args.get(name, default))
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+
+
+@api.get("/credentials")
+def list_credentials():
+    """List credentials (metadata only), newest first; filter, search, sort, paginate."""
+    a = request.args
+    limit, offset = int_arg("limit", 50), int_arg("offset", 0)
+    with vault().factory() as s:
+        rows, total = svc.list_credentials(
+            s, workspace=workspace(), q=a.get("q"), type=a.get("type"), status=a.get("status"),
+            sort=a.get("sort", "-created_at"), limit=limit, offset=offset)
+        return jsonify({"items": [svc.to_dict(c) for c in rows], "total": total,
+                        "limit": limit, "offset": offset})
+
+
+@api.post("/credentials")
+def create_credential():
+    """Create a credential; secret values are accepted here and never returned."""
+    data = body()
+    type_name = data.get("type")
+    credtypes.get(type_name)
+    with unit(vault().factory) as s:
+        c = svc.create_credential(
+            s, vault().barrier, actor(), workspace=workspace(), cred_id=data.get("id"),
+            type=type_name, values=_decode_values(type_name, data.get("values", {})),
+            name=data.get("name", ""), description=data.get("description", ""))
+        return jsonify(svc.to_dict(c)), 201
+
+
+@api.get("/credentials/<cred_id>")
+def get_credential(cred_id: str):
+    """One credential's metadata, status and non-secret fields."""
+    with vault().factory() as s:
+        return jsonify(svc.to_dict(svc.get_credential(s, workspace(), cred_id)))
+
+
+@api.patch("/credentials/<cred_id>")
+def update_credential(cred_id: str):
+    """Rename (name, description) and/or change values or type (new version); never the ID."""
+    data = body()
+    with unit(vault().factory) as s:
+        if "values" in data:
+            current = svc.get_credential(s, workspace(), cred_id)
+            data["values"] = _decode_values(data.get("type", current.type), data["values"])
+        c = svc.update_credential(s, vault().barrier, actor(), workspace=workspace(),
+                                  cred_id=cred_id, changes=data, force=flag("force"))
+        return jsonify(svc.to_dict(c))
+
+
+@api.delete("/credentials/<cred_id>")
+def delete_credential(cred_id: str):
+    """Delete; 409 with the referencing pipelines and steps unless ``force=true`` (admin)."""
+    with unit(vault().factory) as s:
+        refs = svc.delete_credential(s, actor(), workspace=workspace(), cred_id=cred_id,
+                                     force=flag("force"))
+    return jsonify({"deleted": cred_id, "forced_references": refs})
+
+
+@api.get("/credentials/<cred_id>/versions")
+def list_versions(cred_id: str):
+    """Version history: who and when, never values."""
+    with vault().factory() as s:
+        return jsonify({"items": [svc.version_to_dict(v)
+                                  for v in svc.list_versions(s, workspace(), cred_id)]})
+
+
+@api.post("/credentials/<cred_id>/versions")
+def add_version(cred_id: str):
+    """Store new values as version N+1 (fields left out keep their current values)."""
+    data = body()
+    with unit(vault().factory) as s:
+        current = svc.get_credential(s, workspace(), cred_id)
+        values = _decode_values(current.type, data.get("values", {}))
+        c = svc.update_credential(s, vault().barrier, actor(), workspace=workspace(),
+                                  cred_id=cred_id, changes={"values": values})
+        return jsonify(svc.to_dict(c)), 201
+
+
+@api.post("/credentials/<cred_id>/versions/prune")
+def prune_versions(cred_id: str):
+    """Delete all but the newest ``keep`` versions; pinned versions answer 409 unless forced."""
+    keep = body().get("keep")
+    if not isinstance(keep, int):
+        raise ValidationError("keep must be an integer", field="keep")
+    with unit(vault().factory) as s:
+        pruned = svc.prune_versions(s, actor(), workspace=workspace(), cred_id=cred_id,
+                                    keep=keep, force=flag("force"))
+    return jsonify({"pruned": pruned})
+
+
+@api.get("/credentials/<cred_id>/references")
+def credential_references(cred_id: str):
+    """Pipelines and steps that reference this credential."""
+    with vault().factory() as s:
+        svc.get_credential(s, workspace(), cred_id)
+        return jsonify({"items": svc.references(s, workspace(), cred_id)})
+
+
+@api.post("/resolve")
+def resolve():
+    """Runner tokens only: return the values of the listed references (``id`` or ``id@N``)."""
+    data = body()
+    refs = data.get("refs")
+    if not isinstance(refs, list) or not refs or len(refs) > 100:
+        raise ValidationError("refs must be a list of 1–100 references", field="refs")
+    parsed = [svc.parse_ref(r if isinstance(r, str) else "") for r in refs]
+    context = data.get("context") if isinstance(data.get("context"), dict) else {}
+    with unit(vault().factory) as s:
+        out = svc.resolve(s, vault().barrier, actor(), workspace=workspace(), refs=parsed,
+                          context=context)
+    items = []
+    for ref, rc in out.items():
+        values = {k: base64.b64encode(v).decode() if isinstance(v, bytes) else v
+                  for k, v in rc.values.items()}
+        items.append({"ref": str(ref), "id": rc.id, "version": rc.version, "type": rc.type,
+                      "values": values})
+    resp = jsonify({"credentials": items})
+    resp.headers["Cache-Control"] = "no-store"
+    return resp

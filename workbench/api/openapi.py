@@ -1,0 +1,81 @@
+"""The OpenAPI document, built from the registered routes and the credential type registry."""
+from __future__ import annotations
+
+import re
+
+from flask import current_app, jsonify
+
+from .. import credtypes
+from . import api
+
+_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["code", "message"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                   "details": {"type": "object"}}}}}
+_ERRORS = {"400": "Bad request", "401": "No or invalid token", "403": "Role or scope refused",
+           "404": "Not found", "409": "Conflict (e.g. referenced by pipelines)",
+           "413": "Body too large", "422": "Invalid input"}
+
+
+def _values_schema(ctype: credtypes.CredentialType) -> dict:
+    props = {}
+    for f in ctype.fields:
+        if f.kind == "map":
+            props[f.name] = {"type": "object", "additionalProperties": {"type": "string"}}
+        else:
+            props[f.name] = {"type": "string", "writeOnly": f.secret, "description": f.label
+                             + (" (base64)" if f.kind == "bytes" else "")}
+    return {"type": "object", "properties": props, "additionalProperties": False,
+            "required": [f.name for f in ctype.fields if f.required]}
+
+
+def build_spec(app) -> dict:
+    paths: dict[str, dict] = {}
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v1") or rule.endpoint == "static":
+            continue
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
+        view = app.view_functions[rule.endpoint]
+        summary = (view.__doc__ or "").strip().splitlines()[0] if view.__doc__ else ""
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            op = {"operationId": rule.endpoint.split(".")[-1] + "_" + method.lower(),
+                  "summary": summary,
+                  "parameters": [{"name": p, "in": "path", "required": True,
+                                  "schema": {"type": "string"}} for p in rule.arguments]
+                  + [{"name": "workspace", "in": "query", "schema": {"type": "string",
+                                                                       "default": "default"}}],
+                  "responses": {"200": {"description": "OK"},
+                                **{c: {"description": d, "content": {"application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Error"}}}}
+                                   for c, d in _ERRORS.items()}}}
+            if method in ("POST", "PATCH"):
+                op["requestBody"] = {"content": {"application/json": {"schema": {
+                    "type": "object"}}}}
+            if rule.endpoint == "api.create_credential":
+                op["requestBody"]["content"]["application/json"]["schema"] = {
+                    "$ref": "#/components/schemas/NewCredential"}
+            if rule.endpoint == "api.openapi":
+                op["security"] = []
+            paths.setdefault(path, {})[method.lower()] = op
+    new_cred = {"oneOf": [{
+        "type": "object", "required": ["id", "type", "values"],
+        "properties": {"id": {"type": "string",
+                              "pattern": "^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"},
+                       "type": {"const": name}, "name": {"type": "string"},
+                       "description": {"type": "string"}, "values": _values_schema(t)}}
+        for name, t in credtypes.TYPES.items()]}
+    return {"openapi": "3.1.0",
+            "info": {"title": "Workbench API", "version": "1",
+                     "description": "Credential vault for CI. Secret values are write-only: "
+                                    "only POST /resolve (runner tokens) returns them."},
+            "servers": [{"url": "/"}],
+            "security": [{"bearer": []}],
+            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                           "schemas": {"Error": _ERROR, "NewCredential": new_cred}},
+            "paths": paths}
+
+
+@api.get("/openapi.json")
+def openapi():
+    """This document."""
+    return jsonify(build_spec(current_app))

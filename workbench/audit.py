@@ -1,0 +1,84 @@
+"""The append-only audit log: who did what to which credential, when, from where — never a value."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterator
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from .errors import WorkbenchError
+from .db import iso
+from .models import AuditEvent
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: a user, a token or the CLI, and from where."""
+
+    name: str
+    role: str = "viewer"  # admin | editor | viewer | runner
+    source: str = ""  # remote address, or "cli"
+    workspace: str | None = None  # runner tokens are scoped to one workspace
+    kind: str = "user"  # user | token | runner | system
+
+    @property
+    def label(self) -> str:
+        return self.name if self.kind == "user" else f"{self.kind}:{self.name}"
+
+
+SYSTEM = Actor("system", role="admin", source="cli", kind="system")
+
+
+def record(s: Session, actor: Actor, action: str, *, outcome: str = "ok", workspace: str = "",
+           target: str = "", details: dict[str, Any] | None = None) -> AuditEvent:
+    """Append one event.  ``details`` must hold metadata only (IDs, versions, field names)."""
+    ev = AuditEvent(actor=actor.label, action=action, outcome=outcome, workspace=workspace,
+                    target=target, source=actor.source, details=details or {})
+    s.add(ev)
+    return ev
+
+
+def query(s: Session, *, workspace: str | None = None, target: str | None = None,
+          actor: str | None = None, action: str | None = None, outcome: str | None = None,
+          since: datetime | None = None, limit: int = 100, offset: int = 0) -> list[AuditEvent]:
+    stmt = select(AuditEvent).order_by(AuditEvent.id.desc())
+    for column, value in ((AuditEvent.workspace, workspace), (AuditEvent.target, target),
+                          (AuditEvent.actor, actor), (AuditEvent.action, action),
+                          (AuditEvent.outcome, outcome)):
+        if value:
+            stmt = stmt.where(column == value)
+    if since:
+        stmt = stmt.where(AuditEvent.at >= since)
+    return list(s.scalars(stmt.limit(min(limit, 1000)).offset(offset)))
+
+
+def to_dict(ev: AuditEvent) -> dict:
+    return {"id": ev.id, "at": iso(ev.at), "actor": ev.actor, "action": ev.action,
+            "outcome": ev.outcome, "workspace": ev.workspace, "target": ev.target,
+            "source": ev.source, "details": ev.details}
+
+
+def refused(err, actor: Actor, action: str, *, workspace: str = "", target: str = "",
+            details: dict[str, Any] | None = None, outcome: str = "denied"):
+    """Attach an audit event to an error; ``unit`` records it after the rollback."""
+    err.audit_event = dict(actor=actor, action=action, outcome=outcome, workspace=workspace,
+                           target=target[:200], details=details or {})
+    return err
+
+
+@contextmanager
+def unit(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One transaction.  If it fails with an error that carries an audit event (a refused
+    attempt), the event is recorded in a transaction of its own, so refusals are never lost."""
+    try:
+        with factory.begin() as s:
+            yield s
+    except WorkbenchError as e:
+        ev = getattr(e, "audit_event", None)
+        if ev:
+            with factory.begin() as s2:
+                record(s2, ev.pop("actor"), ev.pop("action"), **ev)
+        raise

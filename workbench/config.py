@@ -1,0 +1,38 @@
+"""Settings from ``WORKBENCH_*`` environment variables."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Settings:
+    instance: Path
+    database_url: str
+    master_key: str | None = field(default=None, repr=False)
+    master_key_file: Path | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    max_body_bytes: int = 2 * 1024 * 1024
+    testing: bool = False
+    insecure_cookies: bool = False  # plain-HTTP local use (`workbench serve` on localhost)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        instance = Path(overrides.pop("instance", None) or env.get("WORKBENCH_INSTANCE")
+                        or "instance").absolute()
+        url = overrides.pop("database_url", None) or env.get("WORKBENCH_DATABASE_URL") \
+            or f"sqlite:///{instance / 'workbench.db'}"
+        key_file = overrides.pop("master_key_file", None) or env.get("WORKBENCH_MASTER_KEY_FILE")
+        s = cls(instance=instance, database_url=url,
+                master_key=overrides.pop("master_key", None) or env.get("WORKBENCH_MASTER_KEY"),
+                master_key_file=Path(key_file) if key_file else None,
+                secret_key=overrides.pop("secret_key", None) or env.get("WORKBENCH_SECRET_KEY"),
+                **overrides)
+        return s
+
+    @property
+    def key_path(self) -> Path:
+        """Where the master key lives when it is kept in a file."""
+        return self.master_key_file or (self.instance / "master.key")
