@@ -1,0 +1,168 @@
+"""Run records: runs, their steps (masked logs) and credential uses; models and services."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text, func, select
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+
+from ..db import Base, utcnow
+from ..errors import NotFound, ValidationError
+
+MAX_LOG_CHARS = 1024 * 1024  # per step; the tail is kept, it holds the failure
+RUN_STATUSES = ("success", "failed", "cancelled", "error", "running")
+STEP_STATUSES = ("success", "failed", "timeout", "cancelled", "error", "skipped")
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace: Mapped[str] = mapped_column(String(64), index=True)
+    pipeline: Mapped[str] = mapped_column(String(128))
+    file: Mapped[str] = mapped_column(String(512), default="")
+    source: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    trigger_user: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    trigger_runner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    steps: Mapped[list["StepRun"]] = relationship(
+        back_populates="run", order_by="StepRun.position", cascade="all, delete-orphan")
+    uses: Mapped[list["CredentialUse"]] = relationship(
+        back_populates="run", cascade="all, delete-orphan")
+
+
+class StepRun(Base):
+    __tablename__ = "step_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    duration: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    log: Mapped[str] = mapped_column(Text, default="")  # masked before it ever gets here
+    run: Mapped[Run] = relationship(back_populates="steps")
+
+
+class CredentialUse(Base):
+    """A credential version handed to a step; feeds the reference index's "last used"."""
+
+    __tablename__ = "credential_uses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    workspace: Mapped[str] = mapped_column(String(64))
+    step: Mapped[str] = mapped_column(String(64))
+    credential_id: Mapped[str] = mapped_column(String(63), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    run: Mapped[Run] = relationship(back_populates="uses")
+
+
+def store_run(session: Session, workspace: str, record: dict) -> Run:
+    """Insert (or replace) the run described by ``record`` as ``runner.run_pipeline`` builds it."""
+    try:
+        run_id = str(record["id"])
+        status = str(record["status"])
+    except (KeyError, TypeError):
+        raise ValidationError("a run record needs an id and a status", field="id") from None
+    if status not in RUN_STATUSES:
+        raise ValidationError(f"unknown run status {status[:16]!r}", field="status")
+    old = session.get(Run, run_id)
+    if old is not None:
+        if old.workspace != workspace:
+            raise NotFound(f"no run {run_id!r} in workspace {workspace!r}")
+        session.delete(old)
+        session.flush()
+    run = Run(id=run_id, workspace=workspace, pipeline=str(record.get("pipeline", ""))[:128],
+              file=str(record.get("file") or "")[:512], source=record.get("source"),
+              status=status, message=str(record.get("message") or ""),
+              started_at=_time(record.get("started_at")) or utcnow(),
+              finished_at=_time(record.get("finished_at")),
+              trigger_user=record.get("trigger_user"), trigger_runner=record.get("trigger_runner"))
+    for i, s in enumerate(record.get("steps") or []):
+        if s.get("status") not in STEP_STATUSES:
+            raise ValidationError(f"unknown step status {str(s.get('status'))[:16]!r}",
+                                  field="steps.status")
+        run.steps.append(StepRun(
+            position=i, name=str(s["name"])[:64], status=s["status"],
+            exit_code=s.get("exit_code"), duration=float(s.get("duration") or 0.0),
+            message=str(s.get("message") or ""), log=str(s.get("log") or "")[-MAX_LOG_CHARS:]))
+    for u in record.get("uses") or []:
+        run.uses.append(CredentialUse(
+            workspace=workspace, step=str(u["step"])[:64], credential_id=str(u["credential_id"]),
+            version=int(u["version"]), used_at=_time(u.get("used_at")) or utcnow()))
+    session.add(run)
+    session.flush()
+    return run
+
+
+def list_runs(session: Session, workspace: str, limit: int = 50, offset: int = 0) -> list[Run]:
+    """Newest first."""
+    q = (select(Run).where(Run.workspace == workspace)
+         .order_by(Run.started_at.desc(), Run.id).limit(max(1, min(limit, 500)))
+         .offset(max(0, offset)))
+    return list(session.scalars(q))
+
+
+def count_runs(session: Session, workspace: str) -> int:
+    return session.scalar(select(func.count()).select_from(Run)
+                          .where(Run.workspace == workspace)) or 0
+
+
+def get_run(session: Session, run_id: str, workspace: str | None = None) -> Run:
+    run = session.get(Run, run_id)
+    if run is None or (workspace is not None and run.workspace != workspace):
+        raise NotFound(f"no run {run_id!r}")
+    return run
+
+
+def last_used(session: Session, workspace: str) -> dict[str, datetime]:
+    """credential ID → when a step last received it."""
+    q = (select(CredentialUse.credential_id, func.max(CredentialUse.used_at))
+         .where(CredentialUse.workspace == workspace).group_by(CredentialUse.credential_id))
+    return {cid: _aware(when) for cid, when in session.execute(q)}
+
+
+def run_to_dict(run: Run, with_log: bool = False) -> dict[str, Any]:
+    steps = []
+    for s in run.steps:
+        d = {"name": s.name, "status": s.status, "exit_code": s.exit_code,
+             "duration": s.duration, "message": s.message}
+        if with_log:
+            d["log"] = s.log
+        steps.append(d)
+    return {
+        "id": run.id, "workspace": run.workspace, "pipeline": run.pipeline, "file": run.file,
+        "status": run.status, "message": run.message,
+        "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at),
+        "trigger_user": run.trigger_user, "trigger_runner": run.trigger_runner, "steps": steps,
+        "uses": [{"step": u.step, "credential_id": u.credential_id, "version": u.version,
+                  "used_at": _iso(u.used_at)} for u in run.uses],
+    }
+
+
+def _aware(when: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything we store is UTC
+    if when is not None and when.tzinfo is None:
+        return when.replace(tzinfo=timezone.utc)
+    return when
+
+
+def _iso(when: datetime | None) -> str | None:
+    return _aware(when).isoformat() if when is not None else None
+
+
+def _time(value) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return _aware(value)
+    try:
+        return _aware(datetime.fromisoformat(str(value)))
+    except ValueError:
+        raise ValidationError("times must be ISO-8601", field="started_at") from None

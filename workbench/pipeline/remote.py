@@ -1,0 +1,139 @@
+"""Talking to a Workbench server: the HTTP resolver and the HTTP run recorder."""
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Sequence
+
+import requests
+
+from .. import credtypes, errors
+from .resolve import Ref, ResolvedCredential, Resolver
+from .runner import Recorder
+
+TIMEOUT = (10, 60)  # connect, read (seconds)
+MAX_RESPONSE = 64 * 1024 * 1024
+
+
+class _Client:
+    """Bearer-token JSON client; the token lives in one header and nowhere else."""
+
+    def __init__(self, server: str, token: str, workspace: str):
+        if not server.startswith(("http://", "https://")):
+            raise errors.ConfigError("the server URL must start with http:// or https://",
+                                     field="server")
+        if not token:
+            raise errors.ConfigError("a runner token is required (WORKBENCH_RUNNER_TOKEN or "
+                                     "--token-file)")
+        self.server = server.rstrip("/")
+        self.workspace = workspace
+        self.session = requests.Session()
+        self.session.trust_env = False  # no proxy env or .netrc: the token goes to `server` only
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.server} workspace={self.workspace}>"
+
+    def post(self, path: str, body: dict) -> dict:
+        url = f"{self.server}{path}"
+        try:
+            resp = self.session.post(url, params={"workspace": self.workspace}, json=body,
+                                     timeout=TIMEOUT, allow_redirects=False)
+        except requests.RequestException as exc:
+            raise errors.ExecutionError(f"cannot reach {self.server} ({type(exc).__name__})"
+                                        ) from None
+        if resp.status_code >= 300:
+            raise _error(resp)
+        if len(resp.content) > MAX_RESPONSE:
+            raise errors.PayloadTooLarge("the server's answer is too large")
+        try:
+            return resp.json()
+        except ValueError:
+            raise errors.ExecutionError(f"{path}: the server did not answer JSON") from None
+
+
+def _error(resp: requests.Response) -> errors.WorkbenchError:
+    """The server's error body → the matching exception of errors.py."""
+    try:
+        body = resp.json().get("error") or {}
+    except (ValueError, AttributeError):
+        body = {}
+    message = str(body.get("message") or f"the server answered HTTP {resp.status_code}")
+    details = body.get("details") if isinstance(body.get("details"), dict) else {}
+    if 300 <= resp.status_code < 400:
+        return errors.ExecutionError(f"the server redirected (HTTP {resp.status_code}); "
+                                     "check the server URL")
+    for cls in _classes():
+        if cls.code == body.get("code"):
+            break
+    else:
+        cls = {401: errors.AuthenticationRequired, 403: errors.PermissionDenied,
+               404: errors.NotFound, 409: errors.Conflict, 413: errors.PayloadTooLarge,
+               422: errors.ValidationError}.get(resp.status_code, errors.WorkbenchError)
+    if issubclass(cls, errors.PipelineError):  # its message already names file and line
+        cls = errors.ValidationError
+    return cls(message, **details)
+
+
+def _classes():
+    todo, seen = [errors.WorkbenchError], []
+    while todo:
+        cls = todo.pop()
+        seen.append(cls)
+        todo.extend(cls.__subclasses__())
+    return sorted(seen, key=lambda c: -len(c.__mro__))  # most specific first
+
+
+class HttpResolver(Resolver):
+    """Resolver over ``POST {server}/api/v1/resolve?workspace=W``."""
+
+    def __init__(self, server: str, token: str, workspace: str):
+        self.client = _Client(server, token, workspace)
+
+    def __repr__(self) -> str:
+        return repr(self.client)
+
+    def resolve(self, refs: Sequence[Ref], *, context: dict | None = None
+                ) -> dict[Ref, ResolvedCredential]:
+        body = {"refs": [str(r) for r in refs], "context": context or {}}
+        answer = self.client.post("/api/v1/resolve", body)
+        by_text = {str(r): r for r in refs}
+        out: dict[Ref, ResolvedCredential] = {}
+        for item in answer.get("credentials") or []:
+            ref = by_text.get(str(item.get("ref")))
+            if ref is None:
+                continue
+            out[ref] = ResolvedCredential(id=str(item["id"]), version=int(item["version"]),
+                                          type=str(item["type"]),
+                                          values=_decode(item["type"], item.get("values") or {}))
+        missing = [t for t, r in by_text.items() if r not in out]
+        if missing:
+            raise errors.NotFound(f"unknown credentials: {', '.join(missing)}", missing=missing)
+        return out
+
+
+def _decode(type_name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``bytes`` fields travel as base64 strings."""
+    ctype = credtypes.get(type_name)
+    out = dict(values)
+    for f in ctype.fields:
+        if f.kind == "bytes" and isinstance(out.get(f.name), str):
+            try:
+                out[f.name] = base64.b64decode(out[f.name], validate=True)
+            except (binascii.Error, ValueError):
+                raise errors.ValidationError(f"{f.label}: the server sent invalid base64",
+                                             field=f.name) from None
+    return out
+
+
+class HttpRecorder(Recorder):
+    """Sends the finished run to ``POST {server}/api/v1/runs?workspace=W``."""
+
+    def __init__(self, server: str, token: str, workspace: str):
+        self.client = _Client(server, token, workspace)
+
+    def __repr__(self) -> str:
+        return repr(self.client)
+
+    def record(self, record: dict) -> None:
+        self.client.post("/api/v1/runs", record)
