@@ -13,6 +13,7 @@ from .runner import Recorder
 
 TIMEOUT = (10, 60)  # connect, read (seconds)
 MAX_RESPONSE = 64 * 1024 * 1024
+MAX_REFS = 100
 
 
 class _Client:
@@ -95,11 +96,14 @@ class HttpResolver(Resolver):
 
     def resolve(self, refs: Sequence[Ref], *, context: dict | None = None
                 ) -> dict[Ref, ResolvedCredential]:
-        body = {"refs": [str(r) for r in refs], "context": context or {}}
-        answer = self.client.post("/api/v1/resolve", body)
         by_text = {str(r): r for r in refs}
+        texts = list(by_text)
+        items: list[dict] = []
+        for i in range(0, len(texts), MAX_REFS):  # the server takes at most MAX_REFS per call
+            body = {"refs": texts[i:i + MAX_REFS], "context": context or {}}
+            items.extend(self.client.post("/api/v1/resolve", body).get("credentials") or [])
         out: dict[Ref, ResolvedCredential] = {}
-        for item in answer.get("credentials") or []:
+        for item in items:
             ref = by_text.get(str(item.get("ref")))
             if ref is None:
                 continue

@@ -1,0 +1,151 @@
+"""``workbench run`` and ``workbench exec``: run a pipeline, or one command, with credentials."""
+from __future__ import annotations
+
+import getpass
+import os
+import shlex
+import socket
+import sys
+from pathlib import Path
+
+import click
+import yaml
+
+from ..errors import WorkbenchError
+from ..pipeline.parse import load_pipeline, parse_pipeline
+from ..pipeline.runner import DbRecorder, RunResult, run_pipeline
+
+
+def _out(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _note(line: str) -> None:
+    click.echo(f"workbench: {line}", err=True)
+
+
+def _token(token: str | None, token_file: str | None) -> str | None:
+    if token_file:
+        return Path(token_file).read_text().strip()
+    return token
+
+
+def _backend(workspace: str, server: str | None, token: str | None):
+    """(resolver, recorder, instance_dir, trigger) for a server or for the local vault."""
+    if server:
+        from ..pipeline.remote import HttpRecorder, HttpResolver
+        return (HttpResolver(server, token or "", workspace),
+                HttpRecorder(server, token or "", workspace), None,
+                {"trigger_runner": socket.gethostname()[:128]})
+    from flask.cli import ScriptInfo
+
+    info = click.get_current_context().ensure_object(ScriptInfo)
+    app = info.load_app()
+    with app.app_context():
+        vault = app.extensions["workbench"]
+    from ..credentials import VaultResolver  # the vault core; imported only in embedded mode
+    return (VaultResolver(vault.factory, vault.barrier, workspace),
+            DbRecorder(vault.factory, workspace), str(vault.settings.instance),
+            {"trigger_user": getpass.getuser()[:128]})
+
+
+def _common(fn):
+    options = [
+        click.option("--workspace", "-w", envvar="WORKBENCH_WORKSPACE", default="default",
+                     show_default=True, help="Workspace holding the credentials."),
+        click.option("--server", envvar="WORKBENCH_SERVER", metavar="URL",
+                     help="Resolve through this Workbench server instead of the local vault "
+                          "(env WORKBENCH_SERVER)."),
+        click.option("--token-file", type=click.Path(exists=True, dir_okay=False),
+                     help="File holding the runner token (preferred)."),
+        click.option("--token", envvar="WORKBENCH_RUNNER_TOKEN", metavar="TOKEN",
+                     help="Runner token; prefer env WORKBENCH_RUNNER_TOKEN or --token-file, "
+                          "a command-line token is visible to other local users."),
+        click.option("--workdir", type=click.Path(file_okay=False), default=".",
+                     help="Directory the steps run in (also their HOME)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _execute(pipeline, source, workspace, server, token, token_file, workdir, notify
+             ) -> RunResult:
+    try:
+        resolver, recorder, instance, trigger = _backend(
+            workspace, server, _token(token, token_file))
+        return run_pipeline(pipeline, resolver, recorder=recorder, echo=_out, notify=notify,
+                            instance_dir=instance, workdir=os.path.abspath(workdir),
+                            trigger=trigger, source=source)
+    except WorkbenchError as exc:  # messages name IDs, files and lines; never values
+        raise click.ClickException(exc.message) from None
+
+
+@click.command("run")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@_common
+def run(file, workspace, server, token, token_file, workdir):
+    """Run the pipeline FILE; its output is printed masked; non-zero exit when it failed."""
+    try:
+        pipeline = load_pipeline(file)
+        source = Path(file).read_text(encoding="utf-8")
+    except WorkbenchError as exc:
+        raise click.ClickException(exc.message) from None
+    result = _execute(pipeline, source, workspace, server, token, token_file, workdir, _note)
+    _note(f"run {result.id}: {result.status}")
+    sys.exit(result.exit_code)
+
+
+def binding(spec: str) -> dict:
+    """``ID`` | ``ID:env=NAME`` | ``ID:file=NAME[,filename=F]`` | ``ID:field=NAME,...``."""
+    cred_id, _, rest = spec.partition(":")
+    entry: dict = {"id": cred_id}
+    fields: dict[str, str] = {}
+    for part in filter(None, rest.split(",")):
+        key, eq, value = part.partition("=")
+        if not eq or not key or not value:
+            raise click.BadParameter(f"{part!r} is not KEY=NAME", param_hint="--cred")
+        if key in ("env", "file", "filename"):
+            entry[key] = value
+        else:
+            fields[key] = value
+    if fields:
+        if "env" in entry:
+            raise click.BadParameter("use either env=NAME or field=NAME pairs, not both",
+                                     param_hint="--cred")
+        entry["env"] = fields
+    return entry
+
+
+@click.command("exec", context_settings={"ignore_unknown_options": True,
+                                         "allow_interspersed_args": False})
+@click.option("--cred", "creds", multiple=True, metavar="ID[:BINDING]",
+              help="Credential to inject: ID (default binding), ID:env=NAME, ID:file=NAME, "
+                   "ID:username=U,password=P.  Repeatable.")
+@click.option("--timeout", default=None, help="Kill the command after this long (30s, 10m, 1h).")
+@_common
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(creds, timeout, workspace, server, token, token_file, workdir, argv):
+    """Run one command (no shell) with credentials injected; exits with its exit code."""
+    step = {"name": "exec", "run": "exec " + shlex.join(argv),
+            "credentials": [binding(c) for c in creds]}
+    if timeout:
+        step["timeout"] = timeout
+    # the same parser as pipeline files: the same name checks and refusals
+    text = yaml.safe_dump({"name": "exec", "steps": [step]}, sort_keys=False)
+    try:
+        pipeline = parse_pipeline(text, filename="<exec>")
+    except WorkbenchError as exc:
+        raise click.ClickException(exc.message) from None
+    result = _execute(pipeline, None, workspace, server, token, token_file, workdir,
+                      lambda line: None)
+    (step_result,) = result.steps
+    if step_result.status in ("success", "failed") and step_result.exit_code is not None:
+        sys.exit(step_result.exit_code)
+    _note(f"{step_result.status}" + (f": {step_result.message}" if step_result.message else ""))
+    sys.exit(result.exit_code if result.exit_code else 1)
+
+
+exec_.name = "exec"
+commands = [run, exec_]
