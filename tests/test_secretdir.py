@@ -17,11 +17,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
-def parent(tmp_path):
+def parent(secret_scratch):
     """A private parent of our own under the real scratch root, so peers' dirs are never swept."""
-    d = SecretDir.create(scratch_root(str(tmp_path)))
-    yield d.path
-    d.remove()
+    return secret_scratch
 
 
 def mode(path):
