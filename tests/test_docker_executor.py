@@ -153,8 +153,9 @@ def test_cancel_before_run_never_starts(docker_client, busybox_image, scratch):
     assert_nothing_left(docker_client, ex, scratch)
 
 
-def test_pull_from_private_registry_with_credential(docker_client, private_registry, scratch):
-    reg = private_registry
+@pytest.mark.parametrize("registry", ["private_registry", "token_registry"])
+def test_pull_from_private_registry_with_credential(docker_client, registry, request, scratch):
+    reg = request.getfixturevalue(registry)  # Basic auth, then the Bearer token flow
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(reg.image)  # so the executor has to pull it
     step = ResolvedStep(name="pulled", image=reg.image, executor="docker", run="echo pulled-ok",

@@ -45,3 +45,14 @@ def test_scheme_choice_and_challenge_parsing():
     assert base_urls("http://reg.internal:80/") == ["http://reg.internal:80"]
     assert parse_challenge('Bearer realm="https://auth.example/token",service="reg.example"') \
         == ("bearer", {"realm": "https://auth.example/token", "service": "reg.example"})
+
+
+def test_bearer_token_flow(token_registry):
+    reg = token_registry
+    good = check_registry({"registry": reg.host, "username": reg.username,
+                           "password": reg.password}, 5)
+    assert (good.status, good.reason) == ("True", "Authenticated")
+    bad = check_registry({"registry": reg.host, "username": reg.username,
+                          "password": "nope-" + reg.password}, 5)
+    assert (bad.status, bad.reason) == ("False", "AuthenticationFailed")
+    assert "token service" in bad.message and reg.password not in bad.message

@@ -131,9 +131,10 @@ class DockerExecutor(Executor):
         if auth is None:
             who = "without credentials"
         else:
-            cred = getattr(auth, "credential", "") or ", ".join(c for c, _ in self.step.uses)
-            who = (f"with the pull credential {cred or '(unnamed)'} "
-                   f"(user {auth.username} on {auth.registry})")
+            # the planner lists the pull credential among the step's uses
+            ids = ", ".join(f"{c}@{v}" for c, v in self.step.uses) or "(none recorded)"
+            who = (f"as user {auth.username} on {auth.registry} "
+                   f"(credentials of this step: {ids})")
         return ExecutionError(f"step {self.step.name}: cannot pull image {self.step.image} "
                               f"{who}: {self._scrub(reason)}", image=self.step.image)
 
