@@ -239,6 +239,13 @@ def test_workdir_is_used_or_a_fresh_empty_one_is_made(secret_scratch, tmp_path):
     assert not os.path.exists(fresh[0])
 
 
+def test_a_missing_workdir_is_an_error_that_names_it(secret_scratch, tmp_path):
+    missing = str(tmp_path / "nope")
+    result, data = execute(make_step("echo hi", workdir=missing), secret_scratch)
+    assert result.status == "error" and missing in result.message and data == b""
+    assert os.listdir(secret_scratch) == ["lock"]
+
+
 def test_killed_by_a_signal_is_a_failure(secret_scratch):
     result, _ = execute(make_step("kill -9 $$"), secret_scratch)
     assert result.status == "failed" and result.exit_code == -signal.SIGKILL

@@ -70,7 +70,7 @@ class LocalExecutor(Executor):
         self._guard: int | None = None
         self._cancelled = threading.Event()
         self._wake: tuple[int, int] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # cancel() may come from a signal handler
 
     def prepare(self) -> None:
         """Create the private dir and write the step's files into it."""
@@ -99,19 +99,23 @@ class LocalExecutor(Executor):
         with self._lock:
             if self._wake is None:
                 self._wake = os.pipe()
+                os.set_blocking(self._wake[1], False)  # many cancels must never block
         if self._cancelled.is_set():
             return StepResult(self.step.name, "cancelled", None, 0.0, "cancelled before start")
         env = {**self.step.env, **self._file_env}
         read_fd, write_fd = os.pipe()
+        cwd = "?"
         try:
             cwd = self._workdir()
             self._proc = subprocess.Popen(
                 ["/bin/sh", "-c", self.step.run], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                 stdout=write_fd, stderr=write_fd, start_new_session=True, close_fds=True,
                 preexec_fn=_die_with_parent())
-        except (OSError, ExecutionError) as e:
+        except (OSError, ValueError, ExecutionError) as e:
             os.close(read_fd)
-            why = e.strerror if isinstance(e, OSError) else e.message
+            why = (f"{e.strerror} (working directory {cwd})" if isinstance(e, OSError)
+                   else e.message if isinstance(e, ExecutionError)
+                   else "the script contains a NUL byte")
             return StepResult(self.step.name, "error", None, time.monotonic() - start,
                               f"cannot start the step: {why}")
         finally:
