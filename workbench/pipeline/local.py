@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import select
 import signal
@@ -25,7 +24,7 @@ WATCHER = 'read _; kill -s KILL -- "-$0"'
 
 def _die_with_parent():
     """A preexec_fn: the child gets SIGKILL when the runner thread that started it dies."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # the C library is already in the process
     parent = os.getpid()
 
     def preexec() -> None:
@@ -269,7 +268,7 @@ class LocalExecutor(Executor):
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.kill()
-            watcher.wait(timeout=10)
+            watcher.wait()  # a shell blocked in read() dies on SIGKILL at once
         guard, self._guard = self._guard, None
         if guard is not None:
             os.close(guard)
