@@ -40,7 +40,8 @@ def create_app(settings: Settings | None = None, *, vault: Vault | None = None,
                       SESSION_COOKIE_SECURE=not settings.testing and not settings.insecure_cookies)
     app.extensions["workbench"] = vault
 
-    from . import api
+    from . import api, model_modules
+    model_modules.import_all()  # models register their hooks (e.g. the reference index's guard)
     api.register(app)
     for name in WEB_MODULES:
         try:
