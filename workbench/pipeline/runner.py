@@ -1,11 +1,15 @@
 """Orchestrates a run: plan, execute each step, mask every byte, record the outcome."""
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -86,14 +90,15 @@ def run_pipeline(pipeline: Pipeline, resolver: Resolver, *, recorder: Recorder |
               "status": "running", "message": "", "started_at": utcnow().isoformat(),
               "steps": [], "uses": [], **(trigger or {})}
     try:
-        steps = plan(pipeline, resolver, context={"run": run_id}, workdir=workdir)
+        steps = plan(pipeline, resolver, context={"run": run_id},
+                     workdir=workdir or os.path.join(tempfile.gettempdir(), f"wb-run-{run_id}"))
     except WorkbenchError as exc:
         record.update(status="error", message=exc.message, finished_at=utcnow().isoformat())
         if recorder is not None:
             recorder.record(record)
         raise
     results: list[StepResult] = []
-    with _signals(cancel):
+    with _signals(cancel), _run_dir(workdir, steps):
         for rs in steps:
             if cancel.cancelled or (results and results[-1].status != "success"):
                 results.append(StepResult(rs.name, "skipped", None, 0.0))
@@ -202,6 +207,19 @@ class _Tail:
         data = bytes(self.buf[-self.limit:])
         head = "[… earlier output dropped …]\n" if self.dropped or len(self.buf) > self.limit else ""
         return head + data.decode("utf-8", "replace")
+
+
+@contextmanager
+def _run_dir(workdir: str | None, steps: list[ResolvedStep]):
+    """Without a workdir the steps share a private one for the run, removed afterwards."""
+    path = steps[0].workdir if steps and not workdir else None
+    if path:
+        os.mkdir(path, 0o700)
+    try:
+        yield
+    finally:
+        if path:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class _signals:
