@@ -294,9 +294,11 @@ RUNNER = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from workbench.pipeline.local import LocalExecutor
     from workbench.pipeline.step import FileSpec, ResolvedStep
-    step = ResolvedStep(name="s", run="sleep 300 & echo ready; sleep 300",
+    step = ResolvedStep(name="s", run=sys.argv[4],
                         env={"PATH": "/usr/bin:/bin", "WB_TEST_MARK": sys.argv[3]},
                         files=(FileSpec("F", "f", b"x"),))
+    if sys.argv[5:] == ["no-watcher"]:  # leave only the parent-death signal
+        LocalExecutor._start_watcher = lambda self, pgid: None
     ex = LocalExecutor(step, scratch=sys.argv[2])
     ex.prepare()
     ex.run(lambda chunk: (sys.stdout.buffer.write(chunk), sys.stdout.flush()))
@@ -305,8 +307,8 @@ RUNNER = textwrap.dedent("""
 
 def test_a_sigkilled_runner_takes_the_step_tree_with_it_and_sweep_cleans_up(secret_scratch):
     mark = secrets.token_hex(8)
-    runner = subprocess.Popen([sys.executable, "-c", RUNNER, ROOT, secret_scratch, mark],
-                              stdout=subprocess.PIPE)
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER, ROOT, secret_scratch, mark,
+                               "sleep 300 & echo ready; sleep 300"], stdout=subprocess.PIPE)
     try:
         assert runner.stdout.readline() == b"ready\n"
         deadline = time.monotonic() + 10
@@ -322,3 +324,49 @@ def test_a_sigkilled_runner_takes_the_step_tree_with_it_and_sweep_cleans_up(secr
     assert wait_until_gone(mark) == []
     assert sweep(secret_scratch) == [os.path.join(secret_scratch, left[0])]
     assert os.listdir(secret_scratch) == ["lock"]
+
+
+def test_the_parent_death_signal_alone_kills_the_step_of_a_sigkilled_runner(secret_scratch):
+    mark = secrets.token_hex(8)
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER, ROOT, secret_scratch, mark,
+                               "echo ready; while :; do sleep 1; done", "no-watcher"],
+                              stdout=subprocess.PIPE)
+    try:
+        assert runner.stdout.readline() == b"ready\n"
+        assert marked_pids(mark)
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+        runner.stdout.close()
+    # the loop's current `sleep 1` may finish on its own; the shell must not start another
+    assert wait_until_gone(mark) == []
+    sweep(secret_scratch)
+
+
+def test_a_pipeline_through_the_runner_masks_values_and_leaves_no_file(secret_scratch,
+                                                                       dict_resolver):
+    from workbench.pipeline.parse import parse_pipeline
+    from workbench.pipeline.runner import run_pipeline
+
+    token = "tok-" + secrets.token_hex(12)
+    cert = "cert-" + secrets.token_hex(12)
+    dict_resolver.add("api-token", "secret_text", {"secret": token})
+    dict_resolver.add("tls", "secret_file", {"filename": "client.pem", "content": cert.encode()})
+    pipeline = parse_pipeline(textwrap.dedent("""
+        name: e2e
+        steps:
+          - name: use
+            run: 'echo "token=$API_TOKEN"; cat "$CERT"; echo; echo "path=$CERT"'
+            credentials:
+              - {id: api-token, env: API_TOKEN}
+              - {id: tls, file: CERT}
+    """), filename="e2e.yaml")
+    out = bytearray()
+    result = run_pipeline(pipeline, dict_resolver, scratch=secret_scratch, echo=out.extend)
+    assert result.status == "success", result.steps
+    text = out.decode()
+    assert token not in text and cert not in text
+    assert "token=" in text
+    path = text.split("path=", 1)[1].strip()
+    assert path.startswith(secret_scratch + "/") and path.endswith("/client.pem")
+    assert not os.path.exists(path) and os.listdir(secret_scratch) == ["lock"]

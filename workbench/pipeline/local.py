@@ -24,11 +24,12 @@ WATCHER = 'read _; kill -s KILL -- "-$0"'
 
 def _die_with_parent():
     """A preexec_fn: the child gets SIGKILL when the runner thread that started it dies."""
-    libc = ctypes.CDLL(None, use_errno=True)  # the C library is already in the process
+    # looked up before the fork, so the child runs as little Python as possible
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # the C library is already loaded
     parent = os.getpid()
 
     def preexec() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the runner died before prctl took effect
             os.kill(os.getpid(), signal.SIGKILL)
     return preexec
