@@ -3,15 +3,20 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 import threading
 import time
 
 import docker
 import pytest
 
+from tests.fixtures.pipelines import DictResolver, canary
 from workbench.errors import ExecutionError
 from workbench.pipeline import executor as executors
+from workbench.pipeline.parse import parse_pipeline
+from workbench.pipeline.runner import run_pipeline
 from workbench.pipeline.docker import DockerExecutor, env_script, sh_quote
+from workbench.pipeline.secretdir import LOCK
 from workbench.pipeline.step import FileSpec, PullAuth, ResolvedStep
 
 pytestmark = pytest.mark.docker
@@ -20,10 +25,9 @@ CANARY = "canary-7f3e9d1c-secret"
 
 
 @pytest.fixture
-def scratch(tmp_path):
-    path = tmp_path / "scratch"
-    path.mkdir(mode=0o700)
-    return str(path)
+def scratch(secret_scratch):
+    """The runner's kind of parent (tmpfs where there is one), private to this test."""
+    return secret_scratch
 
 
 def execute(step: ResolvedStep, scratch: str):
@@ -38,10 +42,15 @@ def execute(step: ResolvedStep, scratch: str):
     return result, b"".join(chunks), ex
 
 
+def leftovers(scratch: str) -> list[str]:
+    """Secret dirs still under ``scratch`` (the fixture's own lock file aside)."""
+    return [name for name in os.listdir(scratch) if name != LOCK]
+
+
 def assert_nothing_left(client, ex: DockerExecutor, scratch: str) -> None:
     with pytest.raises(docker.errors.NotFound):
         client.api.inspect_container(ex.container_name)
-    assert os.listdir(scratch) == []
+    assert leftovers(scratch) == []
 
 
 def wait_running(client, name: str, seconds: float = 30) -> dict:
@@ -195,4 +204,42 @@ def test_pull_credential_is_never_sent_to_another_registry(busybox_image, scratc
     with pytest.raises(ExecutionError, match="not for docker.io"):
         ex.prepare()
     ex.cleanup()
-    assert os.listdir(scratch) == []
+    assert leftovers(scratch) == []
+
+
+def test_pipeline_run_pulls_injects_masks_and_cleans_up(docker_client, private_registry,
+                                                        secret_scratch, monkeypatch):
+    reg = private_registry
+    vault = DictResolver()
+    token, ssh_like = canary("apitoken"), canary("keyfile")
+    vault.add("team-registry", "docker_registry",
+              {"registry": reg.host, "username": reg.username, "password": reg.password})
+    vault.add("api-token", "secret_text", {"secret": token})
+    vault.add("key", "secret_file", {"filename": "key.txt", "content": ssh_like})
+    pipeline = parse_pipeline(textwrap.dedent(f"""\
+        name: docker-e2e
+        steps:
+          - name: in-container
+            image: {reg.image}
+            image_pull_credential: team-registry
+            credentials: [{{id: api-token, env: API_TOKEN}}, {{id: key, file: KEY_FILE}}]
+            run: |
+              echo "token=$API_TOKEN"
+              echo "key=$(cat "$KEY_FILE")"
+              echo "step=$WORKBENCH_STEP"
+              test -z "$HOSTNAME_OF_RUNNER" && echo "no runner env"
+        """), filename="docker-e2e.yaml")
+    out = bytearray()
+    monkeypatch.setenv("HOSTNAME_OF_RUNNER", "leak")
+    try:
+        result = run_pipeline(pipeline, vault, scratch=secret_scratch, echo=out.extend)
+    finally:
+        docker_client.images.remove(reg.image, force=True)
+    text = bytes(out).decode()
+    assert result.status == "success", (result.steps, text)
+    assert "token=" in text and "key=" in text
+    assert token not in text and ssh_like not in text and reg.password not in text
+    assert "step=in-container" in text and "no runner env" in text
+    assert leftovers(secret_scratch) == []
+    left = docker_client.containers.list(all=True, filters={"label": "workbench.step=in-container"})
+    assert left == []
