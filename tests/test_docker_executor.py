@@ -3,19 +3,15 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 import threading
 import time
 
 import docker
 import pytest
 
-from tests.fixtures.pipelines import DictResolver, canary
 from workbench.errors import ExecutionError
 from workbench.pipeline import executor as executors
-from workbench.pipeline.parse import parse_pipeline
-from workbench.pipeline.runner import run_pipeline
-from workbench.pipeline.docker import DockerExecutor, env_script, sh_quote
+from workbench.pipeline.docker import DockerExecutor, env_script, sh_quote, sweep_containers
 from workbench.pipeline.secretdir import LOCK
 from workbench.pipeline.step import FileSpec, PullAuth, ResolvedStep
 
@@ -207,39 +203,64 @@ def test_pull_credential_is_never_sent_to_another_registry(busybox_image, scratc
     assert leftovers(scratch) == []
 
 
-def test_pipeline_run_pulls_injects_masks_and_cleans_up(docker_client, private_registry,
-                                                        secret_scratch, monkeypatch):
-    reg = private_registry
-    vault = DictResolver()
-    token, ssh_like = canary("apitoken"), canary("keyfile")
-    vault.add("team-registry", "docker_registry",
-              {"registry": reg.host, "username": reg.username, "password": reg.password})
-    vault.add("api-token", "secret_text", {"secret": token})
-    vault.add("key", "secret_file", {"filename": "key.txt", "content": ssh_like})
-    pipeline = parse_pipeline(textwrap.dedent(f"""\
-        name: docker-e2e
-        steps:
-          - name: in-container
-            image: {reg.image}
-            image_pull_credential: team-registry
-            credentials: [{{id: api-token, env: API_TOKEN}}, {{id: key, file: KEY_FILE}}]
-            run: |
-              echo "token=$API_TOKEN"
-              echo "key=$(cat "$KEY_FILE")"
-              echo "step=$WORKBENCH_STEP"
-              test -z "$HOSTNAME_OF_RUNNER" && echo "no runner env"
-        """), filename="docker-e2e.yaml")
-    out = bytearray()
-    monkeypatch.setenv("HOSTNAME_OF_RUNNER", "leak")
+@pytest.fixture(scope="module")
+def nobody_image(docker_client, busybox_image):
+    """busybox whose image config says ``USER nobody`` (uid 65534), built offline by commit."""
+    tag = "local/busybox-nobody:1"
+    holder = docker_client.api.create_container(busybox_image, command=["true"])
     try:
-        result = run_pipeline(pipeline, vault, scratch=secret_scratch, echo=out.extend)
+        docker_client.api.commit(holder["Id"], repository=tag.split(":")[0], tag="1",
+                                 changes=["USER nobody"])
     finally:
-        docker_client.images.remove(reg.image, force=True)
-    text = bytes(out).decode()
-    assert result.status == "success", (result.steps, text)
-    assert "token=" in text and "key=" in text
-    assert token not in text and ssh_like not in text and reg.password not in text
-    assert "step=in-container" in text and "no runner env" in text
-    assert leftovers(secret_scratch) == []
-    left = docker_client.containers.list(all=True, filters={"label": "workbench.step=in-container"})
-    assert left == []
+        docker_client.api.remove_container(holder["Id"], force=True)
+    return tag
+
+
+def test_non_root_image_user_can_read_its_secrets(docker_client, nobody_image, scratch):
+    step = ResolvedStep(
+        name="as-nobody", image=nobody_image, executor="docker", env={"TOKEN": "env-" + CANARY},
+        files=(FileSpec(env="KEY_FILE", filename="key", content=b"file-" + CANARY.encode()),),
+        run='id -u; echo "$TOKEN"; cat "$KEY_FILE"; echo; ls /run/workbench || echo unlisted')
+    result, out, ex = execute(step, scratch)
+    assert result.status == "success", out
+    assert out.decode().splitlines()[:3] == ["65534", f"env-{CANARY}", f"file-{CANARY}"]
+    assert b"unlisted" in out  # it may open what it was told about, not browse the dir
+    assert_nothing_left(docker_client, ex, scratch)
+
+
+def test_timeout_holds_when_the_step_closes_its_output(docker_client, busybox_image, scratch):
+    step = ResolvedStep(name="quiet", image=busybox_image, executor="docker", timeout=1.5,
+                        run="echo bye; exec >/dev/null 2>&1; sleep 60")
+    result, out, ex = execute(step, scratch)
+    assert result.status == "timeout" and out == b"bye\n"
+    assert_nothing_left(docker_client, ex, scratch)
+
+
+def test_workdir_is_the_containers_workspace(docker_client, busybox_image, scratch, tmp_path):
+    work = tmp_path / "checkout"
+    work.mkdir()
+    (work / "input.txt").write_text("from the checkout\n")
+    step = ResolvedStep(name="in-workdir", image=busybox_image, executor="docker",
+                        workdir=str(work), run="pwd; cat input.txt; echo built > output.txt")
+    result, out, ex = execute(step, scratch)
+    assert result.status == "success" and out == b"/workspace\nfrom the checkout\n"
+    assert (work / "output.txt").read_text() == "built\n"
+
+
+def test_sweep_removes_containers_whose_runner_died(docker_client, busybox_image, scratch):
+    step = ResolvedStep(name="orphan", image=busybox_image, executor="docker", run="sleep 60")
+    ex = DockerExecutor(step, scratch=scratch)
+    ex.prepare()
+    box = {}
+    worker = threading.Thread(target=lambda: box.update(result=ex.run(lambda _b: None)))
+    worker.start()
+    try:
+        wait_running(docker_client, ex.container_name)
+        ex.secret_dir.remove()  # what secretdir.sweep does once the owning runner is dead
+        assert ex.container_name in sweep_containers(docker_client)
+        worker.join(60)
+        assert not worker.is_alive() and box["result"].status in ("failed", "error")
+    finally:
+        ex.cancel()
+        ex.cleanup()
+    assert_nothing_left(docker_client, ex, scratch)

@@ -1,16 +1,19 @@
 """The ``docker`` executor: runs a step's script in a container; secrets arrive by a read-only mount."""
 from __future__ import annotations
 
-import base64
+import io
 import os
 import re
 import secrets
+import socket
+import tarfile
 import threading
 import time
 
 from ..errors import ExecutionError
+from .dockerimage import ensure_image, scrub
 from .executor import Executor, Output, register
-from .secretdir import SecretDir
+from .secretdir import LOCK, SecretDir
 from .step import StepResult
 
 MOUNT = "/run/workbench"  # where the private secret dir appears inside the container
@@ -19,7 +22,7 @@ ENV_FILE, SCRIPT_FILE = "step-env.sh", "step-script.sh"
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # the container's command never varies with the step, so `docker inspect` shows no secret
 WRAPPER = f"set -a; . {MOUNT}/{ENV_FILE}; set +a; exec /bin/sh {MOUNT}/{SCRIPT_FILE}"
-HUB_NAMES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
+LABEL_STEP, LABEL_DIR, LABEL_HOST = "workbench.step", "workbench.secret-dir", "workbench.host"
 KILL_GRACE = 10.0  # seconds to wait for the output stream to end after a kill
 
 
@@ -40,16 +43,44 @@ def env_script(env: dict[str, str]) -> bytes:
     return "".join(lines).encode("utf-8", "surrogateescape")
 
 
-def registry_of(image: str) -> str:
-    """The registry host an image reference points at (``docker.io`` for Docker Hub)."""
-    from docker.auth import resolve_repository_name
-    from docker.utils import parse_repository_tag
-    return resolve_repository_name(parse_repository_tag(image)[0])[0]
+def sweep_containers(client) -> list[str]:
+    """Remove this host's step containers whose secret dir is gone (their runner died)."""
+    removed = []
+    try:
+        found = client.api.containers(
+            all=True, filters={"label": [f"{LABEL_HOST}={socket.gethostname()}"]})
+    except Exception:  # noqa: BLE001 - a sweep is best effort
+        return removed
+    for c in found:
+        path = (c.get("Labels") or {}).get(LABEL_DIR)
+        if path and not os.path.exists(path):
+            try:
+                client.api.remove_container(c["Id"], force=True, v=True)
+                removed.append(c["Names"][0].lstrip("/") if c.get("Names") else c["Id"])
+            except Exception:  # noqa: BLE001
+                pass
+    return removed
 
 
-def same_registry(a: str, b: str) -> bool:
-    norm = [re.sub(r"^https?://", "", x.strip().lower()).rstrip("/").split("/")[0] for x in (a, b)]
-    return norm[0] == norm[1] or (norm[0] in HUB_NAMES and norm[1] in HUB_NAMES)
+def image_uid(api, container: str, user: str) -> int | None:
+    """The uid the container will run as (``User`` of its config), or None if unknown."""
+    name = user.split(":", 1)[0].strip()
+    if name in ("", "root"):
+        return 0
+    if name.isdigit():
+        return int(name)
+    try:  # a name: look it up in the image's own /etc/passwd
+        stream, _ = api.get_archive(container, "/etc/passwd")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.next()
+            text = tar.extractfile(member).read().decode("utf-8", "replace") if member else ""
+    except Exception:  # noqa: BLE001 - no passwd file, or not a regular file
+        return None
+    for line in text.splitlines():
+        parts = line.split(":")
+        if len(parts) > 2 and parts[0] == name and parts[2].isdigit():
+            return int(parts[2])
+    return None
 
 
 @register
@@ -60,28 +91,31 @@ class DockerExecutor(Executor):
 
     def __init__(self, step, *, scratch):
         super().__init__(step, scratch=scratch)
-        self.client = None
+        self.client = self.streams = None
         self.secret_dir: SecretDir | None = None
         self.container_id: str | None = None
         self.container_name = f"wb-{re.sub(r'[^a-zA-Z0-9_.-]', '-', step.name)[:40]}-" \
                               f"{secrets.token_hex(6)}"
         self._cancelled = threading.Event()
         self._lock = threading.Lock()
+        self._exit: list[int | None] = []
         self._gone = False
 
-    # -- prepare -------------------------------------------------------------------------------
     def prepare(self) -> None:
         import docker
         if not self.step.image:
             raise ExecutionError(f"step {self.step.name}: the docker executor needs an image")
         try:
-            self.client = docker.from_env(timeout=600)
+            self.client = docker.from_env(timeout=300)
             self.client.ping()
+            # attach and wait last as long as the step: no read timeout on those
+            self.streams = docker.from_env(timeout=None)
         except Exception as exc:  # noqa: BLE001 - any connection problem means "no engine"
             raise ExecutionError(f"step {self.step.name}: cannot reach the Docker engine "
                                  f"({type(exc).__name__})") from None
+        sweep_containers(self.client)
         self._write_secrets()
-        self._ensure_image()
+        ensure_image(self.client, self.step)
 
     def _write_secrets(self) -> None:
         self.secret_dir = SecretDir.create(self.scratch)
@@ -92,96 +126,48 @@ class DockerExecutor(Executor):
         self.secret_dir.write_bytes(ENV_FILE, env_script(env))
         self.secret_dir.write_bytes(SCRIPT_FILE, self.step.run.encode("utf-8", "surrogateescape"))
 
-    def _ensure_image(self) -> None:
-        import docker
-        image, auth = self.step.image, self.step.pull_auth
-        if auth is None:
-            try:
-                self.client.images.get(image)
-                return
-            except docker.errors.ImageNotFound:
-                pass
-            except docker.errors.APIError as exc:
-                raise self._pull_error(exc.explanation or str(exc)) from None
-        elif not same_registry(auth.registry, registry_of(image)):
-            # the engine hands pull credentials to the image's registry: never to another one
-            raise self._pull_error(f"the pull credential is for {auth.registry}, "
-                                   f"not for {registry_of(image)}")
-        self._pull()
+    def _grant(self, uid: int | None) -> None:
+        """Let a non-root image user read its secrets; the names inside stay unlisted."""
+        if uid is None or uid == 0 or uid == os.geteuid() or os.geteuid() != 0:
+            return  # nothing to do, or not ours to do (the step then reports EACCES itself)
+        top = self.secret_dir.path
+        os.chmod(top, 0o711)  # the dir stays ours (sweep needs that); traverse-only for uid
+        for root, dirs, files in os.walk(top):
+            for name in dirs + files:
+                if not (root == top and name == LOCK):
+                    os.chown(os.path.join(root, name), uid, -1, follow_symlinks=False)
 
-    def _pull(self) -> None:
-        import docker
-        from docker.utils import parse_repository_tag
-        repo, tag = parse_repository_tag(self.step.image)
-        auth = self.step.pull_auth
-        config = None if auth is None else {
-            "username": auth.username, "password": auth.password, "serveraddress": auth.registry}
-        try:
-            for event in self.client.api.pull(repo, tag=tag or "latest", auth_config=config,
-                                              stream=True, decode=True):
-                if "error" in event:
-                    raise self._pull_error(str(event.get("error")))
-        except docker.errors.APIError as exc:
-            raise self._pull_error(exc.explanation or str(exc)) from None
-        except docker.errors.DockerException as exc:
-            raise self._pull_error(type(exc).__name__) from None
-
-    def _pull_error(self, reason: str) -> ExecutionError:
-        auth = self.step.pull_auth
-        if auth is None:
-            who = "without credentials"
-        else:
-            # the planner lists the pull credential among the step's uses
-            ids = ", ".join(f"{c}@{v}" for c, v in self.step.uses) or "(none recorded)"
-            who = (f"as user {auth.username} on {auth.registry} "
-                   f"(credentials of this step: {ids})")
-        return ExecutionError(f"step {self.step.name}: cannot pull image {self.step.image} "
-                              f"{who}: {self._scrub(reason)}", image=self.step.image)
-
-    def _scrub(self, text: str) -> str:
-        """The engine's words minus anything secret (it should echo none; make sure)."""
-        auth = self.step.pull_auth
-        hidden = [s.decode("utf-8", "replace") for s in self.step.secrets if s]
-        if auth is not None:
-            pair = f"{auth.username}:{auth.password}".encode()
-            hidden += [auth.password, base64.b64encode(pair).decode()]
-        for value in sorted((h for h in hidden if h), key=len, reverse=True):
-            text = text.replace(value, "****")
-        return text[:500]
-
-    # -- run -----------------------------------------------------------------------------------
     def run(self, output: Output) -> StepResult:
         started = time.monotonic()
         if self._cancelled.is_set():
             return StepResult(self.step.name, "cancelled", None, 0.0, "cancelled before start")
         try:
             stream = self._create_and_attach()
-        except ExecutionError as exc:
-            return StepResult(self.step.name, "error", None, time.monotonic() - started,
-                              exc.message)
-        reader = threading.Thread(target=self._pump, args=(stream, output), daemon=True)
-        reader.start()
-        try:
+            reader = threading.Thread(target=self._pump, args=(stream, output), daemon=True)
+            reader.start()
             self.client.api.start(self.container_id)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - foreign text is scrubbed before use
             self._kill()
-            reader.join(KILL_GRACE)
+            why = exc.message if isinstance(exc, ExecutionError) else scrub(self.step, str(exc))
             return StepResult(self.step.name, "error", None, time.monotonic() - started,
-                              f"cannot start the container: {self._scrub(str(exc))}")
+                              f"cannot start the container: {why}")
         if self._cancelled.is_set():  # cancel() raced with the start
             self._kill()
+        waiter = threading.Thread(target=self._wait, daemon=True)
+        waiter.start()
         deadline = None if self.step.timeout is None else started + self.step.timeout
         timed_out = False
-        while reader.is_alive():
+        while waiter.is_alive():
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 timed_out = True
                 self._kill()
-                reader.join(KILL_GRACE)
+                waiter.join(KILL_GRACE)
                 break
-            reader.join(0.5 if left is None else min(left, 0.5))
-        code = self._exit_code()
+            waiter.join(0.5 if left is None else min(left, 0.5))
+        reader.join(KILL_GRACE)  # the rest of the output arrives after the exit
         took = time.monotonic() - started
+        code = self._exit[0] if self._exit else None
         if timed_out:
             return StepResult(self.step.name, "timeout", None, took,
                               f"killed after the {self.step.timeout:g}s timeout")
@@ -189,11 +175,12 @@ class DockerExecutor(Executor):
             return StepResult(self.step.name, "cancelled", None, took, "cancelled")
         if code is None:
             return StepResult(self.step.name, "error", None, took, "lost track of the container")
-        return StepResult(self.step.name, "success" if code == 0 else "failed", code, took)
+        if code == 0:
+            return StepResult(self.step.name, "success", 0, took)
+        return StepResult(self.step.name, "failed", code, took, f"exit code {code}")
 
     def _create_and_attach(self):
-        host_path = self.secret_dir.path
-        binds = {host_path: {"bind": MOUNT, "mode": "ro"}}
+        binds = {self.secret_dir.path: {"bind": MOUNT, "mode": "ro"}}
         if self.step.workdir:
             binds[self.step.workdir] = {"bind": WORKSPACE, "mode": "rw"}
         api = self.client.api
@@ -201,17 +188,17 @@ class DockerExecutor(Executor):
             binds=binds, network_mode=os.environ.get("WORKBENCH_DOCKER_NETWORK", "host"),
             # no log driver: unmasked output must not land in the engine's log files
             log_config={"type": "none", "config": {}})
-        try:
-            created = api.create_container(
-                self.step.image, command=[WRAPPER], entrypoint=["/bin/sh", "-c"],
-                name=self.container_name, host_config=host_config,
-                working_dir=WORKSPACE if self.step.workdir else None,
-                labels={"workbench.step": self.step.name}, use_config_proxy=False)
-            with self._lock:
-                self.container_id = created["Id"]
-            return api.attach(self.container_id, stdout=True, stderr=True, stream=True)
-        except Exception as exc:  # noqa: BLE001
-            raise ExecutionError(f"cannot create the container: {self._scrub(str(exc))}") from None
+        created = api.create_container(
+            self.step.image, command=[WRAPPER], entrypoint=["/bin/sh", "-c"],
+            name=self.container_name, host_config=host_config,
+            working_dir=WORKSPACE if self.step.workdir else None, use_config_proxy=False,
+            labels={LABEL_STEP: self.step.name, LABEL_DIR: self.secret_dir.path,
+                    LABEL_HOST: socket.gethostname()})
+        with self._lock:
+            self.container_id = created["Id"]
+        user = api.inspect_container(self.container_id)["Config"].get("User") or ""
+        self._grant(image_uid(api, self.container_id, user))
+        return self.streams.api.attach(self.container_id, stdout=True, stderr=True, stream=True)
 
     @staticmethod
     def _pump(stream, output: Output) -> None:
@@ -222,11 +209,11 @@ class DockerExecutor(Executor):
         except Exception:  # noqa: BLE001 - a torn stream after a kill is expected
             pass
 
-    def _exit_code(self) -> int | None:
+    def _wait(self) -> None:
         try:
-            return int(self.client.api.wait(self.container_id, timeout=30)["StatusCode"])
-        except Exception:  # noqa: BLE001
-            return None
+            self._exit.append(int(self.streams.api.wait(self.container_id)["StatusCode"]))
+        except Exception:  # noqa: BLE001 - removed under us: the caller reports it
+            self._exit.append(None)
 
     def _kill(self) -> None:
         with self._lock:
@@ -238,7 +225,6 @@ class DockerExecutor(Executor):
         except Exception:  # noqa: BLE001 - it may have exited already
             pass
 
-    # -- cancel / cleanup ----------------------------------------------------------------------
     def cancel(self) -> None:
         self._cancelled.set()
         self._kill()
@@ -260,7 +246,8 @@ class DockerExecutor(Executor):
             self._gone = True
         except Exception:  # noqa: BLE001 - cleanup never raises; a later call may retry
             return
-        try:
-            self.client.close()
-        except Exception:  # noqa: BLE001
-            pass
+        for client in (self.client, self.streams):
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001
+                pass
