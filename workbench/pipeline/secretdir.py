@@ -110,6 +110,35 @@ def _write_at(dir_fd: int, name: str, data: bytes) -> None:
         os.close(fd)
 
 
+def _unlock_tree(path: str) -> None:
+    """Give ourselves rwx on every dir below ``path``: a step may have chmod'ed one to 0."""
+    os.chmod(path, 0o700)
+    for root, dirs, _files in os.walk(path):
+        for d in dirs:
+            sub = os.path.join(root, d)
+            if not os.path.islink(sub):
+                os.chmod(sub, 0o700)
+
+
+def _rmtree(path: str) -> bool:
+    """Remove ``path`` (never following symlinks), even below dirs a step made unreadable."""
+    if os.path.islink(path):
+        return False
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        try:
+            _unlock_tree(path)
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+    return True
+
+
 class SecretDir:
     """A 0700 dir with a random name; an exclusive flock on its lock file marks it alive."""
 
@@ -201,7 +230,7 @@ class SecretDir:
         # on tmpfs an overwrite before unlink buys nothing: the pages are freed, not left on disk
         try:
             if self._fd is not None:
-                shutil.rmtree(self.path, ignore_errors=True)
+                _rmtree(self.path)
         except Exception:  # noqa: BLE001 - cleanup must never raise
             pass
         for attr in ("_fd", "_lock"):
@@ -260,13 +289,13 @@ def sweep(parent: str) -> list[str]:
         for name in os.listdir(pfd):
             if not _NAME.match(name):
                 continue
+            path = os.path.join(parent, name)
             try:
-                if not _stale(pfd, name):
+                if not _stale(pfd, name) or not _rmtree(path):
                     continue
-                shutil.rmtree(name, dir_fd=pfd)
             except OSError:
                 continue
-            removed.append(os.path.join(parent, name))
+            removed.append(path)
     finally:
         os.close(pfd)
     return removed
