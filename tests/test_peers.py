@@ -84,3 +84,22 @@ def test_kube_api_refuses_real_kubectl_without_valid_credentials(kube_api, tmp_p
     out = _kubectl(kube_api, tmp_path, auth, "get", "--raw", "/version")
     assert out.returncode != 0
     assert "Unauthorized" in out.stderr or "certificate" in out.stderr or "tls" in out.stderr
+
+
+def _ssh(sshd_server, tmp_path, key_pem, name):
+    key = tmp_path / name
+    key.write_text(key_pem)
+    key.chmod(0o600)
+    return subprocess.run(
+        ["ssh", "-F", "none", "-i", str(key), "-p", str(sshd_server.port),
+         "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+         "-o", f"UserKnownHostsFile={tmp_path / 'known_hosts'}", "-o", "ConnectTimeout=10",
+         f"{sshd_server.username}@{sshd_server.host}", "echo", "logged-in"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_sshd_server_accepts_only_the_authorized_key(sshd_server, tmp_path):
+    good = _ssh(sshd_server, tmp_path, sshd_server.private_key_pem, "good")
+    assert good.returncode == 0 and good.stdout.strip() == "logged-in", good.stderr
+    bad = _ssh(sshd_server, tmp_path, sshd_server.unauthorized_key_pem, "bad")
+    assert bad.returncode != 0 and "Permission denied" in bad.stderr
