@@ -34,3 +34,25 @@ def register(type_name: str) -> Callable[[Check], Check]:
         CHECKS[type_name] = fn
         return fn
     return wrap
+
+
+def reachable(status: str, reason: str, message: str) -> Condition:
+    """A ``Reachable`` condition: the outcome of one connectivity test."""
+    return Condition("Reachable", status, reason, message)
+
+
+def _load_checks() -> None:
+    # every module in this package registers what it checks; importing them fills CHECKS
+    import importlib
+    import pkgutil
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
+
+
+_load_checks()
+
+from .validation import validate  # noqa: E402  (needs the names above)
+from .verdict import summary, verify  # noqa: E402
+
+__all__ = ["CHECKS", "Check", "Condition", "now_iso", "reachable", "register", "summary",
+           "validate", "verify"]
