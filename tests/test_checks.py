@@ -34,7 +34,8 @@ def assert_clean(cond: Condition, *secrets: str) -> None:
 
 def jwt(exp: datetime) -> str:
     enc = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()  # noqa
-    return f"{enc({'alg': 'RS256', 'typ': 'JWT'})}.{enc({'sub': 'ci', 'exp': int(exp.timestamp())})}.c2lnbmF0dXJl"
+    claims = {"sub": "ci", "exp": int(exp.timestamp())}
+    return f"{enc({'alg': 'RS256', 'typ': 'JWT'})}.{enc(claims)}.c2lnbmF0dXJl"
 
 
 # ---- git over HTTP --------------------------------------------------------------------------
@@ -101,11 +102,11 @@ def test_password_never_in_any_process_argv(git_http_server, repo):
         s.hold.clear()
         s.release.set()
         worker.join(30)
-    # the scan saw git talking to the repo (else it proves nothing) …
-    assert any(b"git" in a and repo.encode() in a for a in seen)
-    # … and neither the password nor a URL carrying it was on any command line
+    # neither the password nor a URL carrying it was on any command line …
     assert not [a for a in seen if s.password.encode() in a]
     assert not [a for a in seen if f"{s.username}:".encode() in a]
+    # … while the scan did see git talking to the repo (else it would prove nothing)
+    assert any(b"git" in a and f":{s.port}/checked.git".encode() in a for a in seen)
     assert result and result[0].reason == "Authenticated"
 
 
@@ -350,3 +351,16 @@ def test_summary_rules():
     assert summary([valid, soon]) == ("Issues found", "expires in 3 days")
     assert summary([valid, untestable]) == ("Not tested", "exec plugin")
     assert summary([valid])[0] == "Not tested"
+
+
+def test_git_check_gives_up_after_its_timeout(git_http_server, repo):
+    s = git_http_server
+    s.release.clear()
+    s.hold.set()
+    try:
+        c = verify("username_password", {"username": s.username, "password": s.password,
+                                         "target": repo}, timeout=2)
+    finally:
+        s.hold.clear()
+        s.release.set()
+    assert (c.status, c.reason) == ("False", "Unreachable") and "within 2 s" in c.message, c

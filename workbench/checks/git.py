@@ -84,7 +84,8 @@ def _environment(tmp: Path, username: str, password: str, timeout: float) -> dic
     env.update({k: os.environ[k] for k in KEEP_ENV if k in os.environ})
     known_hosts = tmp / "known_hosts"
     ssh = ["ssh", "-F", "none", "-o", "StrictHostKeyChecking=accept-new",
-           "-o", f"UserKnownHostsFile={known_hosts}", "-o", f"ConnectTimeout={max(1, int(timeout))}",
+           "-o", f"UserKnownHostsFile={known_hosts}",
+           "-o", f"ConnectTimeout={max(1, int(timeout))}",
            "-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1",
            "-o", "PreferredAuthentications=password,keyboard-interactive"]
     env.update({
@@ -130,7 +131,7 @@ def ls_remote(target: str, username: str, password: str, timeout: float,
 
 def _failure(err: str, at: str, timeout: float) -> Condition:
     """Classify git's stderr; the message is ours, never git's text (it may quote a URL)."""
-    if err.startswith("timeout:") or "timed out" in err and "connection timed out" not in err:
+    if err.startswith("timeout:") or ("timed out" in err and "connection timed out" not in err):
         return reachable("False", "Unreachable", f"no answer from {at} within {timeout:g} s")
     if any(s in err for s in _AUTH_FAILED):
         return reachable("False", "AuthenticationFailed", f"{at} rejected the credential")
@@ -138,7 +139,8 @@ def _failure(err: str, at: str, timeout: float) -> Condition:
         return reachable("False", "Unreachable", f"the TLS certificate of {at} is not trusted")
     if any(s in err for s in _UNREACHABLE):
         return reachable("False", "Unreachable", f"cannot connect to {at}")
-    if "unsupported" in err and "protocol" in err or "transport" in err and "not allowed" in err:
+    if ("unsupported" in err and "protocol" in err) or ("transport" in err
+                                                        and "not allowed" in err):
         return reachable("Unknown", "NotTestable", f"git does not speak the protocol of {at}")
     if any(s in err for s in _MISSING):
         return reachable("False", "UnexpectedResponse", f"there is no git repository at {at}")

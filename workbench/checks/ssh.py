@@ -15,7 +15,8 @@ from .probe import network_failure
 _PARAMIKO = ((ed25519.Ed25519PrivateKey, paramiko.Ed25519Key, "ed25519"),
              (rsa.RSAPrivateKey, paramiko.RSAKey, "rsa"),
              (ec.EllipticCurvePrivateKey, paramiko.ECDSAKey, "ecdsa"))
-TARGET = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+))(?::(?P<port>\d{1,5}))?$")
+TARGET = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+))"
+                    r"(?::(?P<port>\d{1,5}))?$")
 
 
 class KeyProblem(Exception):

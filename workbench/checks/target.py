@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 
 from . import Condition, reachable, register
 from .git import SCP, is_git_target, ls_remote
-from .probe import BadURL, fetch, network_failure, safe_url, status_condition, without_userinfo
+from .probe import (BadURL, fetch, network_failure, safe_url, status_condition,
+                    without_userinfo)
 
 GIT_ADVERTISEMENT = "application/x-git-upload-pack-advertisement"
 

@@ -1,4 +1,4 @@
-"""Static validation run on every save: a ``Valid`` condition and, where dates exist, ``Expiring``."""
+"""Static validation on every save: a ``Valid`` condition and, given dates, ``Expiring``."""
 from __future__ import annotations
 
 import base64
