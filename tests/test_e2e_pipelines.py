@@ -225,3 +225,161 @@ def test_cli_run_and_exec_through_a_server(resolve_server, tmp_path, monkeypatch
     assert workspace == "team" and record["status"] == "failed"
     assert [s["status"] for s in record["steps"]] == ["failed", "skipped"]
     assert all(resolve_server.token not in req["url"] for req in resolve_server.requests)
+
+
+def local_vault(tmp_path):
+    """Environment and a ``workbench`` caller for a fresh local vault under ``tmp_path``."""
+    import subprocess
+    import sys
+
+    from workbench import crypto
+
+    master = crypto.encode_key(crypto.generate_key())
+    env = {"PATH": os.environ["PATH"], "WORKBENCH_INSTANCE": str(tmp_path / "inst"),
+           "WORKBENCH_MASTER_KEY": master, "PYTHONPATH": str(Path(__file__).parents[1])}
+
+    def wb(*args, stdin=None, popen=False):
+        cmd = [sys.executable, "-m", "workbench", *args]
+        if popen:
+            return subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        return subprocess.run(cmd, env=env, cwd=tmp_path, input=stdin, capture_output=True,
+                              text=True, timeout=120)
+    return master, wb
+
+
+def recorded_runs(tmp_path):
+    from workbench.db import make_engine, make_sessionmaker
+    from workbench.pipeline.records import get_run, list_runs, run_to_dict
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'inst' / 'workbench.db'}")
+    try:
+        with make_sessionmaker(engine)() as session:
+            return [run_to_dict(get_run(session, r.id), with_log=True)
+                    for r in list_runs(session, "default")]
+    finally:
+        engine.dispose()
+
+
+def test_cli_embedded_run_against_the_local_vault(tmp_path):
+    """``python -m workbench run`` with the local vault: real DB, real encryption, real steps."""
+    import json
+
+    master, wb = local_vault(tmp_path)
+    secret = canary("vaulttok")
+
+    added = wb("cred", "add", "deploy-token", "--type", "secret_text", "--values-stdin",
+               stdin=json.dumps({"secret": secret}))
+    assert added.returncode == 0, added.stderr
+    (tmp_path / "p.yaml").write_text(textwrap.dedent("""\
+        name: embedded
+        steps:
+          - name: use
+            run: echo "token=$DEPLOY_TOKEN"; env
+            credentials: [deploy-token]
+          - name: fail
+            run: exit 4
+          - name: never
+            run: echo never
+        """))
+    res = wb("run", "p.yaml")
+    assert res.returncode == 1
+    assert "token=" in res.stdout and secret not in res.stdout + res.stderr
+    assert master not in res.stdout and "WORKBENCH_MASTER_KEY" not in res.stdout
+    assert "step fail: failed (exit 4)" in res.stderr and "never" not in res.stdout
+    (d,) = recorded_runs(tmp_path)
+    assert [(s["name"], s["status"], s["exit_code"]) for s in d["steps"]] == [
+        ("use", "success", 0), ("fail", "failed", 4), ("never", "skipped", None)]
+    assert secret not in d["steps"][0]["log"] and "token=" in d["steps"][0]["log"]
+    assert d["uses"][0]["credential_id"] == "deploy-token" and d["trigger_user"]
+
+    res = wb("exec", "--cred", "deploy-token:file=TOKEN_FILE", "--", "sh", "-c",
+             'wc -c < "$TOKEN_FILE"; cat "$TOKEN_FILE"; echo; exit 9')
+    assert res.returncode == 9, res.stderr
+    size, shown = res.stdout.split("\n")[:2]
+    assert int(size) == len(secret) and shown and secret not in res.stdout
+    res = wb("exec", "--cred", "nope", "--", "true")
+    assert res.returncode != 0 and "unknown credential 'nope'" in res.stderr
+
+
+def test_http_resolver_against_the_real_api(vault, tmp_path):
+    """The runner's HTTP client against the vault's own /api/v1/resolve with a runner token."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from workbench import create_app, credentials
+    from workbench.accounts import create_token
+    from workbench.audit import SYSTEM
+    from workbench.errors import NotFound, PermissionDenied
+    from workbench.pipeline.remote import HttpResolver
+    from workbench.pipeline.resolve import Ref
+
+    content = canary("pem").encode() + b"\n\x00\xff"
+    with vault.factory.begin() as s:
+        credentials.create_credential(s, vault.barrier, SYSTEM, workspace="team", cred_id="cert",
+                                      type="secret_file",
+                                      values={"filename": "c.pem", "content": content})
+        credentials.create_credential(s, vault.barrier, SYSTEM, workspace="team", cred_id="tok",
+                                      type="secret_text", values={"secret": canary("apitok")})
+        token = create_token(s, SYSTEM, "ci", kind="runner", workspace="team").secret
+    server = make_server("127.0.0.1", 0, create_app(vault.settings, vault=vault), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        resolver = HttpResolver(url, token, "team")
+        out = resolver.resolve([Ref("cert"), Ref("tok", 1)], context={"run": "r1"})
+        assert out[Ref("cert")].values["content"] == content
+        assert out[Ref("tok", 1)].type == "secret_text" and out[Ref("tok", 1)].version == 1
+        with pytest.raises(NotFound) as info:
+            resolver.resolve([Ref("tok"), Ref("tok", 9), Ref("nope")])
+        assert sorted(info.value.details["missing"]) == ["nope", "tok@9"]
+        with pytest.raises(PermissionDenied):
+            HttpResolver(url, token, "other").resolve([Ref("tok")])
+        result, out_bytes, _record, _work, _scratch = run("""\
+            steps:
+              - name: show
+                run: cat "$CERT" | head -1; echo "$TOK"
+                credentials: [cert, tok]
+            """, resolver, tmp_path)
+        assert result.status == "success"
+        tok = out[Ref("tok", 1)].values["secret"]
+        assert_clean(out_bytes, [tok, content.split(b"\n")[0].decode()], "console output")
+    finally:
+        server.shutdown()
+
+
+def test_sigterm_to_the_cli_cancels_cleans_up_and_records(tmp_path):
+    import json
+    import signal
+    import time
+
+    _master, wb = local_vault(tmp_path)
+    secret = canary("sigtok")
+    assert wb("cred", "add", "tok", "--type", "secret_text", "--values-stdin",
+              stdin=json.dumps({"secret": secret})).returncode == 0
+    (tmp_path / "p.yaml").write_text(
+        "steps:\n  - name: wait\n    run: echo \"$TOKEN_FILE\" > path.txt; echo $$ > pid.txt;"
+        " sleep 60\n    credentials: [{id: tok, file: TOKEN_FILE}]\n"
+        "  - {name: after, run: 'echo after > after.txt'}\n")
+    proc = wb("run", "p.yaml", popen=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "pid.txt").exists() or not (tmp_path / "pid.txt").read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        path = (tmp_path / "path.txt").read_text().strip()
+        assert os.path.exists(path)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert not os.path.exists(path) and not (tmp_path / "after.txt").exists()
+    shell_pid = int((tmp_path / "pid.txt").read_text())
+    assert not os.path.exists(f"/proc/{shell_pid}") or \
+        Path(f"/proc/{shell_pid}/stat").read_text().split()[2] == "Z"
+    (d,) = recorded_runs(tmp_path)
+    assert d["status"] == "cancelled"
+    assert [s["status"] for s in d["steps"]] == ["cancelled", "skipped"]

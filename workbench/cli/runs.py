@@ -44,8 +44,11 @@ def _backend(workspace: str, server: str | None, token: str | None):
     app = info.load_app()
     with app.app_context():
         vault = app.extensions["workbench"]
+    from ..audit import Actor
     from ..credentials import VaultResolver  # the vault core; imported only in embedded mode
-    return (VaultResolver(vault.factory, vault.barrier, workspace),
+    # the local operator acting as an embedded runner: resolves are audited under their name
+    actor = Actor(getpass.getuser(), role="runner", source="cli", kind="cli")
+    return (VaultResolver(vault.factory, vault.barrier, workspace, actor),
             DbRecorder(vault.factory, workspace), str(vault.settings.instance),
             {"trigger_user": getpass.getuser()[:128]})
 
