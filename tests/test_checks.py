@@ -364,3 +364,53 @@ def test_git_check_gives_up_after_its_timeout(git_http_server, repo):
         s.hold.clear()
         s.release.set()
     assert (c.status, c.reason) == ("False", "Unreachable") and "within 2 s" in c.message, c
+
+
+def test_public_repo_does_not_test_the_credential(git_http_server):
+    s = git_http_server
+    url = s.create_repo("public-checked", {"a.txt": "a"})
+    s.public.add("public-checked")
+    c = verify("username_password", {"username": s.username, "password": "anything-at-all",
+                                     "target": url})
+    assert (c.status, c.reason) == ("Unknown", "NotTestable"), c
+
+
+def test_ssh_rsa_pem_key(sshd_server):
+    s = sshd_server
+    c = verify("ssh_private_key", {"username": s.username, "private_key": s.rsa_private_key_pem,
+                                   "target": f"ssh://{s.host}:{s.port}"})
+    assert (c.status, c.reason) == ("True", "Authenticated") and "rsa" in c.message, c
+    wrong_user = verify("ssh_private_key", {"username": "nobody",
+                                            "private_key": s.rsa_private_key_pem,
+                                            "target": s.target})
+    assert wrong_user.reason == "AuthenticationFailed"
+
+
+def test_kubeconfig_tls_server_name(kube_api):
+    import yaml
+    doc = yaml.safe_load(kube_api.kubeconfig("token"))
+    doc["clusters"][0]["cluster"]["tls-server-name"] = "localhost"
+    assert verify("kubeconfig", {"kubeconfig": yaml.safe_dump(doc)}).reason == "Authenticated"
+    doc["clusters"][0]["cluster"]["tls-server-name"] = "elsewhere.example"
+    c = verify("kubeconfig", {"kubeconfig": yaml.safe_dump(doc)})
+    assert (c.status, c.reason) == ("False", "Unreachable") and "not trusted" in c.message, c
+
+
+def test_kubeconfig_client_key_files_are_gone_after_the_check(kube_api, tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    for auth in ("cert", "bad-cert"):
+        verify("kubeconfig", {"kubeconfig": kube_api.kubeconfig(auth)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_kubeconfig_with_local_file_paths_is_valid_but_not_tested(kube_api, tmp_path):
+    import yaml
+    doc = yaml.safe_load(kube_api.kubeconfig("none"))
+    doc["users"][0]["user"] = {"client-certificate": str(tmp_path / "c.crt"),
+                               "client-key": str(tmp_path / "c.key")}
+    text = yaml.safe_dump(doc)
+    v = validate("kubeconfig", {"kubeconfig": text})[0]
+    assert (v.status, v.reason) == ("True", "LocalFilePath")
+    c = verify("kubeconfig", {"kubeconfig": text})
+    assert (c.status, c.reason) == ("Unknown", "NotTestable")

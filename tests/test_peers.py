@@ -104,3 +104,16 @@ def test_sshd_server_accepts_only_the_authorized_key(sshd_server, tmp_path):
     assert good.returncode == 0 and good.stdout.strip() == "logged-in", good.stderr
     bad = _ssh(sshd_server, tmp_path, sshd_server.unauthorized_key_pem, "bad")
     assert bad.returncode != 0 and "Permission denied" in bad.stderr
+
+
+def test_sshd_server_accepts_the_rsa_pem_key(sshd_server, tmp_path):
+    assert sshd_server.rsa_private_key_pem.startswith("-----BEGIN RSA PRIVATE KEY-----")
+    out = _ssh(sshd_server, tmp_path, sshd_server.rsa_private_key_pem, "rsa")
+    assert out.returncode == 0 and out.stdout.strip() == "logged-in", out.stderr
+
+
+def test_git_http_server_public_repos_need_no_credentials(git_http_server, tmp_path):
+    url = git_http_server.create_repo("open-source", {"LICENSE": "MIT\n"})
+    git_http_server.public.add("open-source")
+    _git("clone", "-q", url, str(tmp_path / "o"))
+    assert (tmp_path / "o" / "LICENSE").read_text() == "MIT\n"

@@ -5,6 +5,7 @@ import base64
 import binascii
 from datetime import datetime
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .. import credtypes, kubeconfig
@@ -32,7 +33,6 @@ def _kube_user(name: str, user: dict, errors: list[Finding],
         try:
             pem = _b64(user["client-certificate-data"])
             dates.append((f"the client certificate of user {name!r}", cert_expiry(pem)))
-            from cryptography import x509
             cert = x509.load_pem_x509_certificate(pem)
         except (ValueError, binascii.Error):
             errors.append(("CertificateDoesNotParse", f"the client-certificate-data of user "
