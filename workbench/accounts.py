@@ -1,6 +1,7 @@
 """People and tokens: users with hashed passwords and roles, personal and runner API tokens."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -22,8 +23,12 @@ ROLES = ("admin", "editor", "viewer")
 RANK = {"viewer": 0, "editor": 1, "admin": 2}
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _hasher = PasswordHasher()
-# A hash to verify against when the user does not exist, so timing does not reveal existence.
-_DUMMY = _hasher.hash("workbench-no-such-user")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the user does not exist, so timing does not reveal it."""
+    return _hasher.hash("workbench-no-such-user")
 
 
 def require(actor: Actor, role: str, action: str = "", *, workspace: str = "",
@@ -91,7 +96,7 @@ def authenticate(s: Session, username: str, password: str) -> User:
     """Check a password; the error is the same whether or not the user exists."""
     user = s.scalar(select(User).where(User.username == username))
     try:
-        _hasher.verify(user.password_hash if user else _DUMMY, password)
+        _hasher.verify(user.password_hash if user else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         user = None
     if user is None or user.disabled:

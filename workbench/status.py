@@ -3,9 +3,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import checks, credtypes
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import audit, checks, credtypes
+from .accounts import require
+from .audit import Actor
 from .checks import Condition, now_iso
-from .models import Credential
+from .crypto import Barrier
+from .models import Credential, Workspace
 
 
 def _static(ctype: credtypes.CredentialType, values: dict[str, Any],
@@ -58,3 +64,45 @@ def on_save(c: Credential, ctype: credtypes.CredentialType, values: dict[str, An
     c.conditions = [d for d in (c.conditions or []) if d["type"] not in ("Reachable",)]
     c.conditions = [d for d in c.conditions if d["type"] not in ("Valid", "Expiring")]
     set_conditions(c, _static(ctype, values, problems))
+
+
+def _run_check(type_name: str, values: dict[str, Any], timeout: float) -> Condition:
+    verify = getattr(checks, "verify", None)
+    if verify:
+        return verify(type_name, values, timeout)
+    return Condition("Reachable", "Unknown", "NotTestable",
+                     f"{type_name} credentials have no connectivity test")
+
+
+def verify_credential(s: Session, barrier: Barrier, actor: Actor, workspace: str, cred_id: str,
+                      timeout: float = 10.0) -> Credential:
+    """Test the credential against the target stored with it (never one from the request)."""
+    from .credentials import current_values, get_credential
+    require(actor, "editor", "credential.verify", workspace=workspace, target=cred_id)
+    c = get_credential(s, workspace, cred_id)
+    _, values = current_values(s, barrier, c)
+    ctype = credtypes.get(c.type)
+    _, problems = ctype.validate(values)
+    c.conditions = [d for d in (c.conditions or []) if d["type"] == "Reachable"]
+    set_conditions(c, _static(ctype, values, problems) + [_run_check(c.type, values, timeout)])
+    audit.record(s, actor, "credential.verify", workspace=workspace, target=cred_id,
+                 details={"status": c.status, "reason": next(
+                     (d["reason"] for d in c.conditions if d["type"] == "Reachable"), "")})
+    return c
+
+
+def verify_all(factory, barrier: Barrier, actor: Actor, workspace: str | None = None,
+               timeout: float = 10.0) -> dict[str, int]:
+    """Re-check every credential (for cron); one transaction per credential."""
+    with factory() as s:
+        stmt = select(Workspace.name, Credential.cred_id).join(
+            Credential, Credential.workspace_id == Workspace.id)
+        if workspace:
+            stmt = stmt.where(Workspace.name == workspace)
+        targets = s.execute(stmt.order_by(Workspace.name, Credential.cred_id)).all()
+    counts: dict[str, int] = {}
+    for ws, cid in targets:
+        with audit.unit(factory) as s:
+            status = verify_credential(s, barrier, actor, ws, cid, timeout).status
+        counts[status] = counts.get(status, 0) + 1
+    return counts

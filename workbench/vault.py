@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import keyring
@@ -16,7 +14,8 @@ from .errors import ConfigError
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str):
+    from alembic.config import Config  # imported lazily: it costs ~0.3 s at every CLI start
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -37,6 +36,7 @@ class Vault:
         self._barrier: Barrier | None = None
 
     def migrate(self) -> None:
+        from alembic import command
         with self.engine.begin() as conn:
             cfg = alembic_config(self.settings.database_url)
             cfg.attributes["connection"] = conn

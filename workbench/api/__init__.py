@@ -9,13 +9,15 @@ from werkzeug.exceptions import HTTPException
 
 from .. import accounts, audit
 from ..audit import Actor
-from ..errors import AuthenticationRequired, BadRequest, WorkbenchError
+from ..errors import AuthenticationRequired, BadRequest, PermissionDenied, WorkbenchError
 from ..vault import Vault
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 # Route modules (each adds its routes to ``api``); optional ones may not exist yet.
 ROUTE_MODULES = ["credentials", "admin", "runs", "sources", "openapi"]
 PUBLIC_ENDPOINTS = {"api.openapi"}
+# Runner tokens exist to resolve values and report runs; nothing else.
+RUNNER_ENDPOINTS = {"api.resolve", "api.store_run"}
 
 
 def vault() -> Vault:
@@ -58,6 +60,8 @@ def _authenticate():
             audit.record(s, Actor("anonymous", source=request.remote_addr or "", kind="token"),
                          "auth.token", outcome="denied", target=request.path[:200])
         return error_response(e)
+    if g.actor.role == "runner" and request.endpoint not in RUNNER_ENDPOINTS:
+        return error_response(PermissionDenied("runner tokens may only resolve and record runs"))
     return None
 
 

@@ -155,3 +155,12 @@ def resolve():
     resp = jsonify({"credentials": items})
     resp.headers["Cache-Control"] = "no-store"
     return resp
+
+
+@api.post("/credentials/<cred_id>/verify")
+def verify(cred_id: str):
+    """Test the credential against its stored target (editors, admins) and record the status."""
+    from .. import status
+    with unit(vault().factory) as s:
+        c = status.verify_credential(s, vault().barrier, actor(), workspace(), cred_id)
+        return jsonify(svc.to_dict(c))

@@ -185,4 +185,31 @@ def versions(cred_id, workspace, as_json):
         f"{i['version']:>4}  {i['created_at']}  {i['created_by']}" for i in items))
 
 
+@cred.command("verify")
+@click.argument("cred_id", required=False)
+@click.option("--all", "all_", is_flag=True, help="re-check every credential (for cron)")
+@click.option("--timeout", default=10.0, show_default=True)
+@click.option("--workspace", default=None, help="default: 'default' (with --all: every one)")
+@json_option
+@with_appcontext
+def verify(cred_id, all_, timeout, workspace, as_json):
+    """Test a credential against its target and record the result in its status."""
+    from .. import status
+    if all_ == bool(cred_id):
+        raise click.UsageError("give a credential ID or --all")
+    if all_:
+        counts = status.verify_all(vault().factory, vault().barrier, cli_actor(), workspace,
+                                   timeout)
+        emit(counts, as_json, ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+             or "no credentials")
+        sys.exit(1 if counts.get("Issues found") else 0)
+    with unit(vault().factory) as s:
+        c = status.verify_credential(s, vault().barrier, cli_actor(), workspace or "default",
+                                     cred_id, timeout)
+        d = svc.to_dict(c)
+    emit(d, as_json, f"{cred_id}: {d['status']}" + (f" — {d['status_message']}"
+                                                     if d["status_message"] else ""))
+    sys.exit(1 if d["status"] == "Issues found" else 0)
+
+
 commands = [cred]
