@@ -16,11 +16,10 @@ from ..errors import ExecutionError
 from .step import FileSpec
 
 SUBDIR = "workbench-secrets"
-LOCK = "lock"  # a name check_filename refuses as a credential file name can't collide: no dot
+LOCK = "lock"  # write_bytes refuses this name; FileSpec files live in subdirs
 _NAME = re.compile(r"^[0-9a-f]{32}$")
 _TMPFS = ("tmpfs", "ramfs")
-# a dir without its lock file is either being created or being removed right now; only an old
-# one is a leftover (its creator died between mkdir and flock)
+# a lockless dir is being created or removed right now, unless old (creator died before flock)
 LOCKLESS_GRACE = 60.0
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
