@@ -96,11 +96,11 @@ def test_step_sees_its_env_and_files_and_exit_code(docker_client, busybox_image,
 
 def test_output_keeps_order_and_raw_bytes(docker_client, busybox_image, scratch):
     step = ResolvedStep(name="order", image=busybox_image, executor="docker",
-                        run="echo one; sleep 0.2; echo two >&2; sleep 0.2; "
+                        run="for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done; "
                             "printf 'three\\377\\n'")
     result, out, ex = execute(step, scratch)
     assert result.status == "success" and result.exit_code == 0
-    assert out == b"one\ntwo\nthree\xff\n"
+    assert out == b"".join(b"out%d\nerr%d\n" % (i, i) for i in range(1, 6)) + b"three\xff\n"
     assert_nothing_left(docker_client, ex, scratch)
 
 

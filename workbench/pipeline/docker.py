@@ -20,8 +20,10 @@ MOUNT = "/run/workbench"  # where the private secret dir appears inside the cont
 WORKSPACE = "/workspace"
 ENV_FILE, SCRIPT_FILE = "step-env.sh", "step-script.sh"
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# the container's command never varies with the step, so `docker inspect` shows no secret
-WRAPPER = f"set -a; . {MOUNT}/{ENV_FILE}; set +a; exec /bin/sh {MOUNT}/{SCRIPT_FILE}"
+# the container's command never varies with the step, so `docker inspect` shows no secret;
+# stderr joins stdout in one pipe, as with the local executor, so the order is the step's own
+WRAPPER = (f"exec 2>&1; set -a; . {MOUNT}/{ENV_FILE}; set +a; "
+           f"exec /bin/sh {MOUNT}/{SCRIPT_FILE}")
 LABEL_STEP, LABEL_DIR, LABEL_HOST = "workbench.step", "workbench.secret-dir", "workbench.host"
 KILL_GRACE = 10.0  # seconds to wait for the output stream to end after a kill
 
