@@ -1,14 +1,13 @@
-"""Registry of credential types: their fields, validation, and the forms a step can consume."""
+"""Registry of credential types: their fields, validation, and the forms a step can consume.
+
+The base class and the registry live here; the built-in types are in ``builtin``."""
 from __future__ import annotations
 
-import base64
-import json
 import re
-from dataclasses import dataclass, field as dc_field
-from typing import Any, Callable, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from .errors import ValidationError
-from . import kubeconfig as kube
+from ..errors import ValidationError
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_VALUE_BYTES = 1024 * 1024  # one secret field; the request-size limit is enforced separately
@@ -124,9 +123,9 @@ class CredentialType:
             if f.secret and f.name in values:
                 v = values[f.name]
                 if isinstance(v, dict):
-                    out.extend(_b(x) for x in v.values())
+                    out.extend(as_bytes(x) for x in v.values())
                 else:
-                    out.append(_b(v))
+                    out.append(as_bytes(v))
         return out
 
     def short_values(self, values: dict[str, Any]) -> list[str]:
@@ -138,7 +137,7 @@ class CredentialType:
                 continue
             items = v.items() if isinstance(v, dict) else [(f.name, v)]
             for key, item in items:
-                if 0 < len(_b(item)) < MIN_MASKABLE:
+                if 0 < len(as_bytes(item)) < MIN_MASKABLE:
                     short.append(key if isinstance(v, dict) else f.name)
         return short
 
@@ -149,7 +148,7 @@ def env_prefix(cred_id: str) -> str:
     return p if re.match(r"[A-Z_]", p) else "_" + p
 
 
-def _b(v: Any) -> bytes:
+def as_bytes(v: Any) -> bytes:
     return v if isinstance(v, bytes) else str(v).encode("utf-8")
 
 
@@ -173,7 +172,7 @@ def _coerce(f: Field, raw: Any) -> Any:
             if not isinstance(v, str):
                 raise ValidationError(f"{f.label}: the value of {k} must be text", field=f.name)
             value[k] = v
-        size = sum(len(_b(v)) for v in value.values())
+        size = sum(len(as_bytes(v)) for v in value.values())
     else:
         if not isinstance(raw, str):
             raise ValidationError(f"{f.label} must be text", field=f.name)
@@ -182,179 +181,11 @@ def _coerce(f: Field, raw: Any) -> Any:
         if f.kind == "text" and not f.secret and ("\n" in raw or "\r" in raw):
             raise ValidationError(f"{f.label} must be a single line", field=f.name)
         value = raw
-        size = len(_b(raw))
+        size = len(as_bytes(raw))
     if size > MAX_VALUE_BYTES:
         raise ValidationError(f"{f.label} is larger than {MAX_VALUE_BYTES // 1024} KiB",
                               field=f.name)
     return value
-
-
-_target = Field("target", "Target URL", required=False,
-                help="What this credential opens (git or HTTP URL); used by connectivity tests")
-
-
-class UsernamePassword(CredentialType):
-    name, label = "username_password", "Username with password"
-    fields = (Field("username", "Username"), Field("password", "Password", secret=True), _target)
-    target_field = "target"
-
-    def single_value(self, values):
-        return f"{values['username']}:{values['password']}"
-
-    def default_binding(self, cred_id):
-        p = env_prefix(cred_id)
-        return {"env": {"username": f"{p}_USR", "password": f"{p}_PSW"}}
-
-    def mask_values(self, values):
-        return super().mask_values(values) + [_b(self.single_value(values))]
-
-
-class SecretText(CredentialType):
-    name, label = "secret_text", "Secret text"
-    fields = (Field("secret", "Secret", secret=True), _target)
-    target_field = "target"
-
-    def single_value(self, values):
-        return values["secret"]
-
-    def default_binding(self, cred_id):
-        return {"env": env_prefix(cred_id)}
-
-    def file_form(self, values):
-        return FileForm(_b(values["secret"]), "secret")
-
-
-class Kubeconfig(CredentialType):
-    name, label = "kubeconfig", "Kubeconfig"
-    fields = (Field("kubeconfig", "Kubeconfig", secret=True, kind="multiline"),)
-
-    def check(self, values):
-        doc = kube.parse(values["kubeconfig"])
-        return [Problem(p.reason, p.message) for p in kube.flags(doc)]
-
-    def single_value(self, values):
-        return values["kubeconfig"]
-
-    def bindable_fields(self, values=None):
-        return ()
-
-    def file_form(self, values):
-        return FileForm(_b(values["kubeconfig"]), "kubeconfig")
-
-    def default_binding(self, cred_id):
-        return {"file": "KUBECONFIG"}
-
-    def mask_values(self, values):
-        return super().mask_values(values) + [_b(s) for s in kube.secrets(values["kubeconfig"])]
-
-
-class DockerRegistry(CredentialType):
-    name, label = "docker_registry", "Docker registry"
-    fields = (Field("registry", "Registry", help="host[:port], e.g. registry.example:5000"),
-              Field("username", "Username"), Field("password", "Password", secret=True))
-    target_field = "registry"
-
-    def single_value(self, values):
-        return f"{values['username']}:{values['password']}"
-
-    def file_form(self, values):
-        auth = base64.b64encode(_b(self.single_value(values))).decode()
-        doc = {"auths": {values["registry"]: {"auth": auth}}}
-        return FileForm(json.dumps(doc, indent=2).encode() + b"\n", "config.json", expose_dir=True)
-
-    def default_binding(self, cred_id):
-        return {"file": "DOCKER_CONFIG"}
-
-    def mask_values(self, values):
-        return super().mask_values(values) + [_b(self.single_value(values))]
-
-
-class SshPrivateKey(CredentialType):
-    name, label = "ssh_private_key", "SSH private key"
-    fields = (Field("username", "Username"),
-              Field("private_key", "Private key", secret=True, kind="multiline"),
-              Field("passphrase", "Passphrase", secret=True, required=False),
-              Field("target", "Target host", required=False,
-                    help="host or host:port used by connectivity tests"))
-    target_field = "target"
-
-    def check(self, values):
-        key = values["private_key"]
-        if "-----BEGIN" not in key or "PRIVATE KEY-----" not in key:
-            raise ValidationError("Private key must be a PEM or OpenSSH private key "
-                                  "(-----BEGIN … PRIVATE KEY-----)", field="private_key")
-        return []
-
-    def file_form(self, values):
-        key = values["private_key"]
-        return FileForm(_b(key if key.endswith("\n") else key + "\n"), "id_key")
-
-    def default_binding(self, cred_id):
-        p = env_prefix(cred_id)
-        return {"file": f"{p}_KEY", "env": {"username": f"{p}_USR"}}
-
-    def mask_values(self, values):
-        return super().mask_values(values) + [
-            _b(line.strip()) for line in values["private_key"].splitlines()
-            if len(line.strip()) >= 16 and not line.startswith("-----")]
-
-
-class AccessKey(CredentialType):
-    name, label = "access_key", "Access key"
-    fields = (Field("access_key_id", "Access key ID"),
-              Field("secret_access_key", "Secret access key", secret=True))
-
-    def default_binding(self, cred_id):
-        return {"env": {"access_key_id": "AWS_ACCESS_KEY_ID",
-                        "secret_access_key": "AWS_SECRET_ACCESS_KEY"}}
-
-
-class Generic(CredentialType):
-    name, label = "generic", "Key/value pairs"
-    fields = (Field("values", "Values", secret=True, kind="map"),)
-
-    def bindable_fields(self, values=None):
-        return tuple(values["values"]) if values else ()
-
-    def field_value(self, values, name):
-        if name not in values["values"]:
-            raise ValidationError(f"this generic credential has no key {name!r}", field=name)
-        return values["values"][name]
-
-    def default_binding(self, cred_id):
-        return {"env": "*"}  # every key under its own name; expanded by the planner
-
-    def file_form(self, values):
-        body = "".join(f"{k}={json.dumps(v)}\n" for k, v in values["values"].items())
-        return FileForm(body.encode(), "values.env")
-
-
-class SecretFile(CredentialType):
-    name, label = "secret_file", "Secret file"
-    fields = (Field("filename", "File name"),
-              Field("content", "Content", secret=True, kind="bytes"))
-
-    def check(self, values):
-        check_filename(values["filename"])
-        return []
-
-    def bindable_fields(self, values=None):
-        return ("filename",)
-
-    def file_form(self, values):
-        return FileForm(values["content"], values["filename"])
-
-    def default_binding(self, cred_id):
-        return {"file": env_prefix(cred_id)}
-
-    def mask_values(self, values):
-        content = values["content"]
-        try:
-            text = content.decode("utf-8")
-        except UnicodeDecodeError:
-            return [content] if len(content) <= 4096 else []
-        return [content] + [_b(line.strip()) for line in text.splitlines()
-                            if len(line.strip()) >= 8]
 
 
 def check_filename(name: str) -> str:
@@ -375,14 +206,12 @@ def register(cls: type[CredentialType]) -> type[CredentialType]:
     return cls
 
 
-for _cls in (UsernamePassword, SecretText, Kubeconfig, DockerRegistry, SshPrivateKey, AccessKey,
-             Generic, SecretFile):
-    register(_cls)
-
-
 def get(name: str) -> CredentialType:
     try:
         return TYPES[name]
     except KeyError:
         raise ValidationError(f"unknown credential type {str(name)[:64]!r}; "
                               f"expected one of {sorted(TYPES)}", field="type") from None
+
+
+from . import builtin  # noqa: E402,F401  (registers the built-in types)
