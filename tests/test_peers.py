@@ -117,3 +117,23 @@ def test_git_http_server_public_repos_need_no_credentials(git_http_server, tmp_p
     git_http_server.public.add("open-source")
     _git("clone", "-q", url, str(tmp_path / "o"))
     assert (tmp_path / "o" / "LICENSE").read_text() == "MIT\n"
+
+
+def test_git_http_server_takes_a_chunked_push(git_http_server, tmp_path):
+    srv = git_http_server
+    url = srv.create_repo("pushed", {"a.txt": "a\n"})
+    auth = _auth_env(srv.username, srv.password)
+    work = tmp_path / "w"
+    _git("clone", "-q", url, str(work), extra_env=auth)
+    blob = os.urandom(3 * 1024 * 1024)  # above http.postBuffer (1 MiB): sent chunked
+    (work / "big.bin").write_bytes(blob)
+    ident = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+             "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    _git("add", "big.bin", cwd=work)
+    _git("commit", "-qm", "big", cwd=work, extra_env=ident)
+    trace = _git("push", "-q", "origin", "main", cwd=work,
+                 extra_env={**auth, "GIT_TRACE_CURL": "1", "GIT_TRACE_CURL_NO_DATA": "1"})
+    assert "Transfer-Encoding: chunked" in trace.stderr
+    other = tmp_path / "o"
+    _git("clone", "-q", url, str(other), extra_env=auth)
+    assert (other / "big.bin").read_bytes() == blob
