@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.docker_peers import free_port
+from tests.fixtures.docker_peers import free_port, running_registry
 from workbench.checks import CHECKS
 from workbench.checks.registry import base_urls, check_registry, parse_challenge
 
@@ -56,3 +56,10 @@ def test_bearer_token_flow(token_registry):
                           "password": "nope-" + reg.password}, 5)
     assert (bad.status, bad.reason) == ("False", "AuthenticationFailed")
     assert "token service" in bad.message and reg.password not in bad.message
+
+
+def test_registry_without_auth_cannot_test_the_credential(docker_client, busybox_image):
+    with running_registry(docker_client, busybox_image, lambda *_: "  {}\n",
+                          expect=200) as reg:
+        cond = check_registry({"registry": reg.host, "username": "u", "password": "p-secret"}, 5)
+    assert (cond.status, cond.reason) == ("Unknown", "NotTestable")

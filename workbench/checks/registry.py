@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
-from . import Condition, register
+from . import Condition, reachable, register
 
 CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 
@@ -43,22 +44,28 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-def condition(status: str, reason: str, message: str) -> Condition:
-    return Condition(type="Reachable", status=status, reason=reason, message=message)
+def session() -> requests.Session:
+    """No proxies or ~/.netrc from the environment, the system's CAs, no redirects followed."""
+    http = requests.Session()
+    http.trust_env = False  # else requests would add the runner's netrc password for the host
+    http.verify = ssl.get_default_verify_paths().cafile or True
+    http.headers["User-Agent"] = "workbench-check/1"
+    return http
 
 
-def fetch_token(base: str, params: dict[str, str], auth: tuple[str, str], timeout: float):
+def fetch_token(http: requests.Session, base: str, params: dict[str, str],
+                auth: tuple[str, str], timeout: float):
     """The token flow: GET realm (with basic auth) → token, or a Condition saying why not."""
     realm = params.get("realm", "")
     scheme = urlsplit(realm).scheme.lower()
     if scheme not in ("http", "https") or (scheme == "http" and not base.startswith("http:")):
-        return None, condition("False", "UnexpectedResponse",
+        return None, reachable("False", "UnexpectedResponse",
                                "the registry names a token service that is not an https URL; "
                                "credentials were not sent")
     query = {k: params[k] for k in ("service", "scope") if params.get(k)}
-    resp = requests.get(realm, params=query, auth=auth, timeout=timeout)
+    resp = http.get(realm, params=query, auth=auth, timeout=timeout, allow_redirects=False)
     if resp.status_code in (401, 403):
-        return None, condition("False", "AuthenticationFailed",
+        return None, reachable("False", "AuthenticationFailed",
                                f"the token service of {base} refused the username or password "
                                f"(HTTP {resp.status_code})")
     try:
@@ -67,37 +74,38 @@ def fetch_token(base: str, params: dict[str, str], auth: tuple[str, str], timeou
         body = {}
     token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
     if not token:
-        return None, condition("Unknown", "UnexpectedResponse",
+        return None, reachable("Unknown", "UnexpectedResponse",
                                f"the token service of {base} answered HTTP {resp.status_code} "
                                f"without a token")
     return token, None
 
 
-def probe(base: str, auth: tuple[str, str], timeout: float) -> Condition:
+def probe(http: requests.Session, base: str, auth: tuple[str, str], timeout: float) -> Condition:
     """One registry endpoint: anonymous GET /v2/, then answer its challenge."""
     url = f"{base}/v2/"
-    resp = requests.get(url, timeout=timeout)
+    resp = http.get(url, timeout=timeout, allow_redirects=False)
     if resp.status_code == 200:
-        return condition("Unknown", "UnexpectedResponse",
-                         f"{base} accepts anonymous requests, so the credential could not be "
-                         f"verified")
+        return reachable("Unknown", "NotTestable",
+                         f"{base} answers without credentials, so the credential could not be "
+                         f"tested")
     if resp.status_code != 401:
         return unexpected(base, resp)
     scheme, params = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
     if scheme == "basic":
-        resp = requests.get(url, auth=auth, timeout=timeout)
+        resp = http.get(url, auth=auth, timeout=timeout, allow_redirects=False)
     elif scheme == "bearer":
-        token, problem = fetch_token(base, params, auth, timeout)
+        token, problem = fetch_token(http, base, params, auth, timeout)
         if problem:
             return problem
-        resp = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+        resp = http.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
+                        allow_redirects=False)
     else:
-        return condition("Unknown", "UnexpectedResponse",
+        return reachable("Unknown", "UnexpectedResponse",
                          f"{base} asks for an unsupported authentication scheme {scheme[:20]!r}")
     if resp.status_code == 200:
-        return condition("True", "Authenticated", f"logged in to {base} as {auth[0]}")
+        return reachable("True", "Authenticated", f"logged in to {base} as {auth[0]}")
     if resp.status_code in (401, 403):
-        return condition("False", "AuthenticationFailed",
+        return reachable("False", "AuthenticationFailed",
                          f"{base} refused the username or password for {auth[0]} "
                          f"(HTTP {resp.status_code})")
     return unexpected(base, resp)
@@ -106,7 +114,7 @@ def probe(base: str, auth: tuple[str, str], timeout: float) -> Condition:
 def unexpected(base: str, resp: requests.Response) -> Condition:
     status = "False" if resp.status_code == 404 else "Unknown"
     hint = "; is this a Docker registry?" if resp.status_code == 404 else ""
-    return condition(status, "UnexpectedResponse",
+    return reachable(status, "UnexpectedResponse",
                      f"{base}/v2/ answered HTTP {resp.status_code}{hint}")
 
 
@@ -116,16 +124,17 @@ def check_registry(values: dict[str, Any], timeout: float) -> Condition:
     auth = (str(values.get("username", "")), str(values.get("password", "")))
     registry = str(values.get("registry", "")).strip()
     if not registry:
-        return condition("Unknown", "UnexpectedResponse", "the credential names no registry")
+        return reachable("Unknown", "UnexpectedResponse", "the credential names no registry")
     failures = []
-    for base in base_urls(registry):
-        try:
-            return probe(base, auth, timeout)
-        except requests.exceptions.SSLError:
-            failures.append(f"{base}: TLS handshake failed")
-        except requests.exceptions.Timeout:
-            failures.append(f"{base}: no answer within {timeout:g}s")
-        except requests.exceptions.RequestException as exc:
-            failures.append(f"{base}: {type(exc).__name__}")
-    return condition("False", "Unreachable", "cannot reach the registry (" + "; ".join(failures)
+    with session() as http:
+        for base in base_urls(registry):
+            try:
+                return probe(http, base, auth, timeout)
+            except requests.exceptions.SSLError:
+                failures.append(f"{base}: TLS handshake failed")
+            except requests.exceptions.Timeout:
+                failures.append(f"{base}: no answer within {timeout:g} s")
+            except requests.exceptions.RequestException as exc:
+                failures.append(f"{base}: {type(exc).__name__}")
+    return reachable("False", "Unreachable", "cannot reach the registry (" + "; ".join(failures)
                      + ")")
