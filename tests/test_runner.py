@@ -296,3 +296,21 @@ def test_run_through_server_records_over_http(resolve_server, tmp_path):
     assert workspace == "team" and record["id"] == result.id
     secret = resolve_server.resolver.store["tok"][0][1]["secret"]
     assert secret not in record["steps"][0]["log"] and secret.encode() not in out
+
+
+def test_http_records_are_shrunk_to_fit_the_request_limit(resolve_server, tmp_path):
+    from workbench.pipeline.remote import MAX_RECORD, HttpRecorder, HttpResolver, fit
+
+    resolve_server.resolver.add("tok", "secret_text", {"secret": canary("tok")})
+    args = (resolve_server.url, resolve_server.token, "team")
+    result, out = go(pipeline("flood", "flood", "ok"), HttpResolver(*args), tmp_path,
+                     recorder=HttpRecorder(*args))
+    assert result.status == "success"
+    body = resolve_server.requests[-1]["body"]
+    assert len(body.encode()) <= MAX_RECORD
+    (_ws, record), = resolve_server.runs
+    assert [s["log"].endswith(end) for s, end in
+            zip(record["steps"], ("THE END\n", "THE END\n", "hello from s3\n"))] == [True] * 3
+    assert record["steps"][0]["log"].startswith("[… earlier output dropped …]")
+    small = {"id": "x", "steps": [{"log": "short"}]}
+    assert fit(small, MAX_RECORD) is small

@@ -139,8 +139,8 @@ def exec_(creds, timeout, workspace, server, token, token_file, workdir, argv):
     text = yaml.safe_dump({"name": "exec", "steps": [step]}, sort_keys=False)
     try:
         pipeline = parse_pipeline(text, filename="<exec>")
-    except WorkbenchError as exc:
-        raise click.ClickException(exc.message) from None
+    except WorkbenchError as exc:  # the line numbers of the generated YAML mean nothing here
+        raise click.ClickException(exc.message.split(": ", 1)[-1]) from None
     result = _execute(pipeline, None, workspace, server, token, token_file, workdir,
                       lambda line: None)
     (step_result,) = result.steps

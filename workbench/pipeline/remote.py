@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any, Sequence
 
 import requests
@@ -14,6 +15,8 @@ from .runner import Recorder
 TIMEOUT = (10, 60)  # connect, read (seconds)
 MAX_RESPONSE = 64 * 1024 * 1024
 MAX_REFS = 100
+MAX_RECORD = 1536 * 1024  # below the server's default 2 MiB request limit
+DROPPED = "[… earlier output dropped …]\n"
 
 
 class _Client:
@@ -140,4 +143,25 @@ class HttpRecorder(Recorder):
         return repr(self.client)
 
     def record(self, record: dict) -> None:
-        self.client.post("/api/v1/runs", record)
+        self.client.post("/api/v1/runs", fit(record, MAX_RECORD))
+
+
+def fit(record: dict, budget: int) -> dict:
+    """Shorten step logs (keeping their tails) until the JSON body fits the server's limit."""
+    if _size(record) <= budget:
+        return record
+    out = dict(record, steps=[dict(s) for s in record.get("steps") or []])
+    full = {i: s["log"] for i, s in enumerate(out["steps"]) if s.get("log")}
+    keep = max((len(v) for v in full.values()), default=0)
+    while keep > 0 and _size(out) > budget:
+        keep //= 2
+        for i, log in full.items():
+            if len(log) > keep:
+                out["steps"][i]["log"] = f"{DROPPED}{log[-keep:]}" if keep else DROPPED
+    if _size(out) > budget:
+        out["source"] = None  # the pipeline file itself; the server still has its name
+    return out
+
+
+def _size(record: dict) -> int:
+    return len(json.dumps(record).encode())

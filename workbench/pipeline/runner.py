@@ -95,7 +95,10 @@ def run_pipeline(pipeline: Pipeline, resolver: Resolver, *, recorder: Recorder |
     except WorkbenchError as exc:
         record.update(status="error", message=exc.message, finished_at=utcnow().isoformat())
         if recorder is not None:
-            recorder.record(record)
+            try:
+                recorder.record(record)
+            except WorkbenchError as rec_exc:  # the planning error is the one to report
+                notify(f"could not record the run: {rec_exc.message}")
         raise
     results: list[StepResult] = []
     with _signals(cancel), _run_dir(workdir, steps):
