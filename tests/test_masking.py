@@ -228,7 +228,8 @@ def test_flush_resets_the_masker_for_another_stream():
 ALPHABET = b"ab=/+\n%"
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(secrets=st.lists(st.binary(min_size=1, max_size=9).map(
            lambda b: bytes(ALPHABET[x % len(ALPHABET)] for x in b)), min_size=0, max_size=4),
        noise=st.lists(st.binary(max_size=6).map(
@@ -253,7 +254,7 @@ def test_random_secrets_and_random_splits_never_leak_and_equal_one_shot(secrets,
             assert s not in one_shot
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(secret=st.binary(min_size=4, max_size=40), prefix=st.binary(max_size=8),
        suffix=st.binary(max_size=8))
 def test_random_secret_in_random_base64_blob_loses_every_determined_character(

@@ -83,7 +83,10 @@ class Masker:
     """Masks a byte stream fed in arbitrary pieces; holds back ``longest pattern - 1`` bytes."""
 
     REPLACEMENT = b"****"
-    DFA_MAX_PATTERN_BYTES = 128 * 1024  # above this a DFA's memory outgrows its speed-up
+    # The automaton looks for the first PREFIX bytes of each pattern and each hit is verified in
+    # full: a small automaton stays in cache (and fits a DFA), which is what makes it fast.
+    PREFIX = 8
+    DFA_MAX_PREFIX_BYTES = 256 * 1024  # above this a DFA's memory outgrows its speed-up
 
     def __init__(self, secrets: Iterable[bytes], *, chunk_size: int = 65536):
         patterns = patterns_for(secrets)
@@ -96,9 +99,16 @@ class Masker:
         self._hold = 0
         self._min_ready = 1
         if patterns:
+            groups: dict[bytes, list[bytes]] = {}
+            for p in patterns:
+                groups.setdefault(p[:self.PREFIX], []).append(p)
+            prefixes = list(groups)
+            # longest first: of the patterns starting at one place, the longest that matches
+            # covers all the others
+            self._full = [sorted(groups[p], key=len, reverse=True) for p in prefixes]
             impl = (ahocorasick_rs.Implementation.DFA
-                    if sum(map(len, patterns)) <= self.DFA_MAX_PATTERN_BYTES else None)
-            self._ac = ahocorasick_rs.BytesAhoCorasick(patterns, implementation=impl)
+                    if sum(map(len, prefixes)) <= self.DFA_MAX_PREFIX_BYTES else None)
+            self._ac = ahocorasick_rs.BytesAhoCorasick(prefixes, implementation=impl)
             longest = max(map(len, patterns))
             self._hold = longest - 1
             # Scan only once about a pattern's length is new, so byte-by-byte feeding does not
@@ -109,39 +119,49 @@ class Masker:
         """Take the next piece of output; return the bytes that are now safe to emit."""
         if self._ac is None:
             return bytes(data)
-        with self._lock:
-            self._buf += data
-            out: list[bytes] = []
-            while len(self._buf) - self._hold >= self._min_ready:
-                self._emit(min(len(self._buf) - self._hold, self._step), out)
-            return b"".join(out)
+        out: list[bytes] = []
+        with self._lock, memoryview(data) as view:
+            # Invariant: len(_buf) < hold + min_ready between iterations, so the buffer never
+            # grows past hold + chunk_size however large ``data`` is.
+            i = 0
+            while i < len(view):
+                take = min(len(view) - i, self._hold + self._step - len(self._buf))
+                self._buf += view[i:i + take]
+                i += take
+                ready = len(self._buf) - self._hold
+                if ready >= self._min_ready:
+                    self._emit(ready, out)
+        return b"".join(out)
 
     def flush(self) -> bytes:
         """End of stream: return the held-back tail, masked, and start afresh."""
         if self._ac is None:
             return b""
+        out: list[bytes] = []
         with self._lock:
-            out: list[bytes] = []
             if self._buf:
                 self._emit(len(self._buf), out)
             self._carry, self._masking = 0, False
-            return b"".join(out)
+        return b"".join(out)
 
     def _emit(self, n: int, out: list[bytes]) -> None:
-        """Emit the first ``n`` bytes of the buffer, scanning them plus the held-back tail."""
-        window = self._buf[:n + self._hold]
-        # Every match starting before n lies wholly inside the window (it is at most hold + 1
-        # long); later ones are found again in the next window, so only these count now.
-        spans = sorted((s, e) for _, s, e in self._ac.find_matches_as_indexes(
-            window, overlapping=True) if s < n)
-        if self._carry:
-            spans.insert(0, (0, self._carry))
-        pos = 0
-        end = 0
+        """Emit the first ``n`` bytes of the buffer, masked; the rest is the held-back tail."""
+        buf = self._buf
+        spans = [(0, self._carry)] if self._carry else []
+        # A pattern starting before n lies wholly inside the buffer (it is at most hold + 1
+        # long); one starting later is found again in the next call, so only these count now.
+        for idx, start, _ in self._ac.find_matches_as_indexes(buf, overlapping=True):
+            if start < n:
+                for pattern in self._full[idx]:
+                    if buf.startswith(pattern, start):
+                        spans.append((start, start + len(pattern)))
+                        break
+        spans.sort()
+        pos = end = 0
         for start, stop in spans:
-            if start > end or end == 0:
+            if start > end or end == 0:  # not touching the previous span: a new ****
                 if start > pos:
-                    out.append(bytes(window[pos:start]))
+                    out.append(buf[pos:start])
                     self._masking = False
                 if not self._masking:
                     out.append(self.REPLACEMENT)
@@ -149,10 +169,10 @@ class Masker:
             end = max(end, stop)
             pos = min(end, n)
         if pos < n:
-            out.append(bytes(window[pos:n]))
+            out.append(buf[pos:n])
             self._masking = False
         self._carry = max(0, end - n)
-        del self._buf[:n]
+        del buf[:n]
 
 
 def mask(data: bytes, secrets: Iterable[bytes]) -> bytes:
