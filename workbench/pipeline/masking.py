@@ -24,7 +24,9 @@ _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 def too_short(value: bytes) -> bool:
     """True when ``value`` is too short to mask without masking innocent output."""
-    return len(_bytes(value).strip()) < MIN_MASKABLE
+    # the same rule as CredentialType.short_values, so every value the vault does not flag
+    # is masked
+    return len(_bytes(value)) < MIN_MASKABLE
 
 
 def derived_forms(value: bytes) -> set[bytes]:
