@@ -1,0 +1,155 @@
+"""The reference index: used-by, usage counts, last use, dangling references and lint."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import event
+
+from tests.fixtures.pipeline_repo import pipeline_yaml
+from workbench import credentials, references as idx, sources
+from workbench.audit import SYSTEM
+from workbench.pipeline import records
+
+DEPLOY = """\
+name: deploy
+steps:
+  - name: clone
+    run: git clone app
+    credentials:
+      - id: git-login
+        env: {username: GIT_USER, password: GIT_PASS}
+  - name: apply
+    image: registry.example/kubectl:1
+    image_pull_credential: registry@2
+    run: kubectl apply -f k8s/
+    credentials:
+      - id: prod-kube@1
+        file: KUBECONFIG
+      - api-token
+"""
+
+
+def _index(vault, repo, files: dict[str, str], workspace: str = "default") -> int:
+    repo.commit(files)
+    with vault.factory.begin() as s:
+        sid = sources.add_source(s, SYSTEM, workspace, kind="git", url=repo.url, name="r").id
+    sources.sync_source(vault.factory, vault, SYSTEM, sid)
+    return sid
+
+
+def _cred(vault, cred_id, versions=1, workspace="default"):
+    with vault.factory.begin() as s:
+        credentials.create_credential(s, vault.barrier, SYSTEM, workspace=workspace,
+                                      cred_id=cred_id, type="secret_text",
+                                      values={"secret": "v1"})
+        for n in range(2, versions + 1):
+            credentials.update_credential(s, vault.barrier, SYSTEM, workspace=workspace,
+                                          cred_id=cred_id, changes={"values": {"secret": f"v{n}"}})
+
+
+def test_every_reference_is_indexed_with_step_pin_and_binding(vault, local_repo):
+    _index(vault, local_repo, {"pipelines/deploy.yaml": DEPLOY})
+    with vault.factory() as s:
+        found = {c: [(r["pipeline"], r["path"], r["source"], r["step"], r["version"],
+                      r["binding"]) for r in idx.find_references(s, "default", c)]
+                 for c in ("git-login", "registry", "prod-kube", "api-token", "other")}
+    assert found == {
+        "git-login": [("deploy", "pipelines/deploy.yaml", "r", "clone", None,
+                       "env username=GIT_USER,password=GIT_PASS")],
+        "registry": [("deploy", "pipelines/deploy.yaml", "r", "apply", 2, "image pull")],
+        "prod-kube": [("deploy", "pipelines/deploy.yaml", "r", "apply", 1, "file KUBECONFIG")],
+        "api-token": [("deploy", "pipelines/deploy.yaml", "r", "apply", None, "default")],
+        "other": []}
+
+
+def test_usage_counts_distinct_pipelines_in_one_query(vault, local_repo):
+    _index(vault, local_repo, {
+        "pipelines/a.yaml": pipeline_yaml("a", {"one": ["shared", "shared@1"], "two": ["shared"]}),
+        "pipelines/b.yaml": pipeline_yaml("b", {"one": ["shared", "only-b"]})})
+    statements = []
+    listener = lambda *a: statements.append(a[2])  # noqa: E731
+    event.listen(vault.engine, "before_cursor_execute", listener)
+    try:
+        with vault.factory() as s:
+            counts = idx.usage_counts(s, "default", ["shared", "only-b", "unused"])
+    finally:
+        event.remove(vault.engine, "before_cursor_execute", listener)
+    assert counts == {"shared": 2, "only-b": 1, "unused": 0}
+    assert len(statements) == 1
+
+
+def test_a_credential_used_by_a_run_but_no_pipeline_has_a_last_use(vault, local_repo):
+    _index(vault, local_repo, {"pipelines/a.yaml": pipeline_yaml("a", {"s": ["in-pipeline"]})})
+    when = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+    with vault.factory.begin() as s:
+        records.store_run(s, "default", {
+            "id": "run-1", "status": "success", "pipeline": "adhoc",
+            "steps": [{"name": "exec", "status": "success"}],
+            "uses": [{"step": "exec", "credential_id": "ad-hoc", "version": 1,
+                      "used_at": when.isoformat()}]})
+    with vault.factory() as s:
+        assert idx.last_used(s, "default", ["ad-hoc", "in-pipeline"]) == {
+            "ad-hoc": when, "in-pipeline": None}
+        assert idx.usage_counts(s, "default", ["ad-hoc"]) == {"ad-hoc": 0}
+        assert idx.last_used(s, "other-ws", ["ad-hoc"]) == {"ad-hoc": None}
+
+
+def test_dangling_references_are_unknown_ids_and_missing_pinned_versions(vault, local_repo):
+    _cred(vault, "kept", versions=3)
+    _cred(vault, "elsewhere", workspace="other")
+    _index(vault, local_repo, {
+        "pipelines/ok.yaml": pipeline_yaml("ok", {"s": ["kept", "kept@3"]}),
+        "pipelines/bad.yaml": pipeline_yaml("bad", {"s": ["kept@1", "nope", "elsewhere"],
+                                                    "t": ["kept@7"]})})
+
+    def reasons():
+        with vault.factory() as s:
+            return [(d["pipeline"], d["step"], d["credential_id"], d["version"], d["reason"])
+                    for d in idx.dangling(s, "default")]
+    assert reasons() == [("bad", "s", "nope", None, "credential does not exist"),
+                         ("bad", "s", "elsewhere", None, "credential does not exist"),
+                         ("bad", "t", "kept", 7, "version 7 does not exist")]
+    with vault.factory.begin() as s:  # pruning the pinned version 1 (forced) makes it dangle
+        credentials.prune_versions(s, SYSTEM, workspace="default", cred_id="kept", keep=2,
+                                   force=True)
+    assert ("bad", "s", "kept", 1, "version 1 does not exist") in reasons()
+    with vault.factory() as s:
+        listed = {p["name"]: p["dangling"] for p in idx.list_pipelines(s, "default")}
+        bad_id = next(p["id"] for p in idx.list_pipelines(s, "default") if p["name"] == "bad")
+        page = idx.get_pipeline(s, "default", bad_id)
+    assert listed == {"bad": 4, "ok": 0}
+    assert [(st["name"], [(c["credential_id"], c["dangling"]) for c in st["credentials"]])
+            for st in page["steps"]] == [
+        ("s", [("kept", True), ("nope", True), ("elsewhere", True)]), ("t", [("kept", True)])]
+    _cred(vault, "nope")  # the check is live: creating the credential resolves it
+    assert ("bad", "s", "nope", None, "credential does not exist") not in reasons()
+
+
+def test_lint_exits_non_zero_on_dangling_references_and_zero_when_clean(vault, local_repo,
+                                                                          wb_cli):
+    _cred(vault, "present", versions=2)
+    sid = _index(vault, local_repo, {
+        "pipelines/a.yaml": pipeline_yaml("a", {"build": ["present", "missing-cred"]})})
+    code, out, _ = wb_cli("pipeline", "lint")
+    assert code == 1
+    assert "pipelines/a.yaml" in out and "step build: missing-cred: credential does not exist" \
+        in out
+    local_repo.commit({"pipelines/a.yaml": pipeline_yaml("a", {"build": ["present@2"]})})
+    code, out, _ = wb_cli("pipeline", "source", "sync", str(sid))
+    assert code == 0 and "1 changed" in out
+    code, out, _ = wb_cli("pipeline", "lint")
+    assert (code, out.strip()) == (0, "no dangling references, every pipeline parses")
+    local_repo.commit({"pipelines/broken.yaml": "steps: [\n"})
+    wb_cli("pipeline", "source", "sync", "r")
+    code, out, _ = wb_cli("pipeline", "lint")
+    assert code == 1 and "pipelines/broken.yaml" in out
+
+
+def test_sources_are_added_synced_and_listed_from_the_cli(vault, local_repo, wb_cli):
+    local_repo.commit({"ci/a.yaml": pipeline_yaml("a", {"s": ["x"]})})
+    code, out, err = wb_cli("pipeline", "source", "add", "ci", "--url", local_repo.url,
+                            "--glob", "ci/*.yaml", "--sync")
+    assert code == 0, err
+    assert "added source ci" in out and "1 added" in out
+    code, out, _ = wb_cli("pipeline", "source", "list")
+    assert code == 0 and "ci" in out and local_repo.url in out

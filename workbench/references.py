@@ -1,0 +1,259 @@
+"""The reference index: pipeline sources, their pipelines, and every credential each step uses."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Iterable
+
+from sqlalchemy import (DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
+                        and_, delete, func, insert, select)
+from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
+
+from . import credentials
+from .db import Base, iso, utcnow
+from .errors import NotFound
+from .models import Credential, CredentialVersion, Workspace
+from .pipeline import records
+from .pipeline.parse import Pipeline as ParsedPipeline
+
+TS = DateTime(timezone=True)
+
+
+class PipelineSource(Base):
+    """Where pipelines come from: a local folder or a git repository (``url`` is the folder
+    for ``local``); ``commit`` is the last commit indexed."""
+
+    __tablename__ = "pipeline_sources"
+    __table_args__ = (UniqueConstraint("workspace", "name", name="uq_source_name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(8))  # local | git
+    url: Mapped[str] = mapped_column(Text)  # never holds credentials (checked on add)
+    branch: Mapped[str] = mapped_column(String(200), default="main")
+    path_glob: Mapped[str] = mapped_column(String(300), default="pipelines/*.yaml")
+    credential_id: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    synced_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")  # the last sync failure, if any
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class IndexedPipeline(Base):
+    """One pipeline file as last read; ``error`` is set (and no references kept) if it failed."""
+
+    __tablename__ = "pipelines"
+    __table_args__ = (UniqueConstraint("source_id", "path", name="uq_pipeline_path"),
+                      Index("ix_pipelines_workspace", "workspace"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("pipeline_sources.id", ondelete="CASCADE"))
+    workspace: Mapped[str] = mapped_column(String(63))
+    path: Mapped[str] = mapped_column(String(1000))
+    name: Mapped[str] = mapped_column(String(100))
+    commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    blob: Mapped[str] = mapped_column(String(64))  # git blob id of the content read
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_line: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    steps: Mapped[str | None] = mapped_column(Text, nullable=True)  # step names, "\n"-joined
+    indexed_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class PipelineReference(Base):
+    """One credential reference of one step (``kind`` credential or image_pull)."""
+
+    __tablename__ = "pipeline_references"
+    __table_args__ = (Index("ix_refs_credential", "workspace", "credential_id"),
+                      Index("ix_refs_pipeline", "pipeline_id"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    workspace: Mapped[str] = mapped_column(String(63))
+    step: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer, default=0)  # order within the pipeline
+    credential_id: Mapped[str] = mapped_column(String(63))
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    binding: Mapped[str] = mapped_column(String(300), default="default")
+    kind: Mapped[str] = mapped_column(String(16), default="credential")
+    line: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+def binding_of(use) -> str:
+    """A short, value-free description of how a step receives a credential."""
+    parts = []
+    if isinstance(use.env, dict):
+        parts.append("env " + ",".join(f"{k}={v}" for k, v in use.env.items()))
+    elif use.env:
+        parts.append(f"env {use.env}")
+    if use.file:
+        parts.append(f"file {use.file}" + (f" ({use.filename})" if use.filename else ""))
+    return "; ".join(parts)[:300] or "default"
+
+
+def reference_rows(p: ParsedPipeline) -> list[dict]:
+    """The rows to index for one parsed pipeline (without pipeline_id/workspace)."""
+    rows, pos = [], 0
+    for step in p.steps:
+        if step.image_pull_credential is not None:
+            rows.append(dict(step=step.name, position=pos, kind="image_pull",
+                             credential_id=step.image_pull_credential.id,
+                             version=step.image_pull_credential.version, binding="image pull",
+                             line=step.line))
+            pos += 1
+        for use in step.credentials:
+            rows.append(dict(step=step.name, position=pos, kind="credential",
+                             credential_id=use.ref.id, version=use.ref.version,
+                             binding=binding_of(use), line=use.line))
+            pos += 1
+    return rows
+
+
+def replace_references(s: Session, pipeline: IndexedPipeline, rows: list[dict]) -> None:
+    s.execute(delete(PipelineReference).where(PipelineReference.pipeline_id == pipeline.id))
+    if rows:
+        s.execute(insert(PipelineReference), [
+            {**r, "pipeline_id": pipeline.id, "workspace": pipeline.workspace} for r in rows])
+
+
+# ---- queries --------------------------------------------------------------------------------
+
+def _ref_select():
+    return (select(PipelineReference, IndexedPipeline.name, IndexedPipeline.path,
+                   PipelineSource.name.label("source"))
+            .join(IndexedPipeline, IndexedPipeline.id == PipelineReference.pipeline_id)
+            .join(PipelineSource, PipelineSource.id == IndexedPipeline.source_id))
+
+
+def _ref_dict(r: PipelineReference, name: str, path: str, source: str) -> dict:
+    return {"pipeline": name, "pipeline_id": r.pipeline_id, "path": path, "source": source,
+            "step": r.step, "credential_id": r.credential_id, "version": r.version,
+            "binding": r.binding, "kind": r.kind, "line": r.line}
+
+
+def find_references(s: Session, workspace: str, cred_id: str) -> list[dict]:
+    """Every step (of every indexed pipeline) that references ``cred_id``."""
+    q = (_ref_select().where(PipelineReference.workspace == workspace,
+                             PipelineReference.credential_id == cred_id)
+         .order_by(IndexedPipeline.name, PipelineReference.pipeline_id,
+                   PipelineReference.position))
+    out = [_ref_dict(*row) for row in s.execute(q)]
+    # a source that clones with this credential stops syncing without it
+    for name, url in s.execute(select(PipelineSource.name, PipelineSource.url).where(
+            PipelineSource.workspace == workspace, PipelineSource.credential_id == cred_id)):
+        out.append({"pipeline": f"(source {name})", "pipeline_id": None, "path": url,
+                    "source": name, "step": "clone", "credential_id": cred_id, "version": None,
+                    "binding": "git clone", "kind": "source", "line": None})
+    return out
+
+
+def usage_counts(s: Session, workspace: str, cred_ids: Iterable[str]) -> dict[str, int]:
+    """credential ID → number of distinct pipelines referencing it (one query)."""
+    ids = list(dict.fromkeys(cred_ids))
+    out = dict.fromkeys(ids, 0)
+    if ids:
+        q = (select(PipelineReference.credential_id,
+                    func.count(PipelineReference.pipeline_id.distinct()))
+             .where(PipelineReference.workspace == workspace,
+                    PipelineReference.credential_id.in_(ids))
+             .group_by(PipelineReference.credential_id))
+        out.update({cid: n for cid, n in s.execute(q)})
+    return out
+
+
+def last_used(s: Session, workspace: str, cred_ids: Iterable[str]) -> dict[str, datetime | None]:
+    """credential ID → when a run last handed it to a step (None: never)."""
+    ids = list(dict.fromkeys(cred_ids))
+    out: dict[str, datetime | None] = dict.fromkeys(ids)
+    if ids:
+        CU = records.CredentialUse
+        q = (select(CU.credential_id, func.max(CU.used_at))
+             .where(CU.workspace == workspace, CU.credential_id.in_(ids))
+             .group_by(CU.credential_id))
+        out.update({cid: records._aware(when) for cid, when in s.execute(q)})
+    return out
+
+
+def _dangling_clause():
+    """Outer-join each reference to its credential and pinned version; (stmt-builder, flag)."""
+    cred = aliased(Credential)
+    ver = aliased(CredentialVersion)
+    ws = aliased(Workspace)
+
+    def join(stmt):
+        return (stmt.outerjoin(ws, ws.name == PipelineReference.workspace)
+                .outerjoin(cred, and_(cred.workspace_id == ws.id,
+                                      cred.cred_id == PipelineReference.credential_id))
+                .outerjoin(ver, and_(ver.credential_pk == cred.pk,
+                                     ver.version == PipelineReference.version)))
+    missing = cred.pk.is_(None)
+    pruned = and_(PipelineReference.version.is_not(None), ver.pk.is_(None))
+    return join, missing, pruned
+
+
+def dangling(s: Session, workspace: str, pipeline_id: int | None = None) -> list[dict]:
+    """References to IDs that do not exist, or to pinned versions that do not (any longer)."""
+    join, missing, pruned = _dangling_clause()
+    q = join(_ref_select().add_columns(missing.label("missing"))) \
+        .where(PipelineReference.workspace == workspace, missing | pruned)
+    if pipeline_id is not None:
+        q = q.where(PipelineReference.pipeline_id == pipeline_id)
+    q = q.order_by(IndexedPipeline.path, PipelineReference.position)
+    out = []
+    for r, name, path, source, is_missing in s.execute(q):
+        d = _ref_dict(r, name, path, source)
+        d["reason"] = ("credential does not exist" if is_missing
+                       else f"version {r.version} does not exist")
+        out.append(d)
+    return out
+
+
+def _pipeline_dict(p: IndexedPipeline, source: str, n_dangling: int = 0) -> dict:
+    return {"id": p.id, "name": p.name, "path": p.path, "source": source,
+            "source_id": p.source_id, "workspace": p.workspace, "commit": p.commit,
+            "error": p.error, "error_line": p.error_line, "dangling": n_dangling,
+            "indexed_at": iso(p.indexed_at)}
+
+
+def list_pipelines(s: Session, workspace: str) -> list[dict]:
+    """Every indexed pipeline with its source, commit, parse error and dangling count."""
+    join, missing, pruned = _dangling_clause()
+    counts = dict(s.execute(join(select(PipelineReference.pipeline_id, func.count())
+                                 .select_from(PipelineReference))
+                            .where(PipelineReference.workspace == workspace, missing | pruned)
+                            .group_by(PipelineReference.pipeline_id)).all())
+    q = (select(IndexedPipeline, PipelineSource.name)
+         .join(PipelineSource, PipelineSource.id == IndexedPipeline.source_id)
+         .where(IndexedPipeline.workspace == workspace)
+         .order_by(IndexedPipeline.name, IndexedPipeline.path))
+    return [_pipeline_dict(p, src, counts.get(p.id, 0)) for p, src in s.execute(q)]
+
+
+def get_pipeline(s: Session, workspace: str, pipeline_id: int) -> dict:
+    """One pipeline: its steps, the credentials each uses, and which references dangle."""
+    row = s.execute(select(IndexedPipeline, PipelineSource.name)
+                    .join(PipelineSource, PipelineSource.id == IndexedPipeline.source_id)
+                    .where(IndexedPipeline.id == pipeline_id,
+                           IndexedPipeline.workspace == workspace)).first()
+    if row is None:
+        raise NotFound(f"no pipeline {pipeline_id} in workspace {workspace!r}")
+    p, source = row
+    bad = {(d["step"], d["credential_id"], d["version"], d["kind"]): d["reason"]
+           for d in dangling(s, workspace, pipeline_id)}
+    steps = {name: [] for name in (p.steps or "").split("\n") if name}
+    q = (select(PipelineReference).where(PipelineReference.pipeline_id == p.id)
+         .order_by(PipelineReference.position))
+    for r in s.scalars(q):
+        reason = bad.get((r.step, r.credential_id, r.version, r.kind))
+        steps.setdefault(r.step, []).append({
+            "credential_id": r.credential_id, "version": r.version, "binding": r.binding,
+            "kind": r.kind, "line": r.line, "dangling": reason is not None, "reason": reason})
+    out = _pipeline_dict(p, source, len(bad))
+    out["steps"] = [{"name": name, "credentials": uses} for name, uses in steps.items()]
+    return out
+
+
+def _finder(s: Session, workspace: str, cred_id: str) -> list[dict]:
+    return find_references(s, workspace, cred_id)
+
+
+# Registered at import: the credential service guards deletes, type changes and prunes with it.
+if _finder not in credentials.REFERENCE_FINDERS:
+    credentials.REFERENCE_FINDERS.append(_finder)
