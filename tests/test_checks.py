@@ -113,7 +113,7 @@ def test_password_never_in_any_process_argv(git_http_server, repo):
 def test_git_targets_that_would_run_programs_are_refused(tmp_path):
     marker = tmp_path / "pwned"
     for target in (f"ext::sh -c touch% {marker}", f"file://{tmp_path}/x.git",
-                   "--upload-pack=touch /tmp/x"):
+                   "--upload-pack=touch /tmp/x", "localhost:8080", str(tmp_path)):
         c = verify("username_password", {"username": "u", "password": "p4ss", "target": target})
         assert (c.status, c.reason) == ("Unknown", "NotTestable"), (target, c)
     assert not marker.exists()
@@ -207,9 +207,10 @@ def test_kubeconfig_check_uses_access_review_then_falls_back_to_api(kube_api):
 
 
 def test_kubeconfig_unreachable_and_untrusted(kube_api):
-    down = kube_api.kubeconfig("token", server=f"https://127.0.0.1:{closed_port()}")
-    c = verify("kubeconfig", {"kubeconfig": down})
-    assert (c.status, c.reason) == ("False", "Unreachable"), c
+    for auth in ("token", "cert"):
+        down = kube_api.kubeconfig(auth, server=f"https://127.0.0.1:{closed_port()}")
+        c = verify("kubeconfig", {"kubeconfig": down})
+        assert (c.status, c.reason) == ("False", "Unreachable") and "refused" in c.message, c
     stranger = kube_api.kubeconfig("token", ca_pem=kube_api.foreign_ca.pem)
     c = verify("kubeconfig", {"kubeconfig": stranger})
     assert (c.status, c.reason) == ("False", "Unreachable") and "not trusted" in c.message, c
@@ -283,7 +284,7 @@ def test_client_cert_expiring_in_three_days(kube_api):
     conds = {c.type: c for c in validate("kubeconfig",
                                          {"kubeconfig": kube_api.kubeconfig("cert", cert=cert)})}
     assert (conds["Valid"].status, conds["Expiring"].status) == ("True", "True")
-    assert conds["Expiring"].reason == "ExpiresSoon" and "in 2 days" in conds["Expiring"].message
+    assert conds["Expiring"].reason == "ExpiresSoon" and "in 3 days" in conds["Expiring"].message
     assert summary(list(conds.values()))[0] == "Issues found"
     fresh = {c.type: c for c in validate("kubeconfig", {"kubeconfig": kube_api.kubeconfig("cert")})}
     assert fresh["Expiring"].status == "False"

@@ -48,8 +48,9 @@ def expiring(label: str, when: datetime, now: datetime | None = None) -> Conditi
     day = when.strftime("%Y-%m-%d %H:%M UTC")
     if left <= timedelta(0):
         return Condition("Expiring", "True", "Expired", f"{label} expired on {day}")
-    days = left.days
-    span = f"in {days} day{'s' if days != 1 else ''}" if days else "within a day"
+    days = round(left / timedelta(days=1))  # a cert made "for 3 days" reads "in 3 days"
+    span = f"in {days} day{'s' if days != 1 else ''}" if left >= timedelta(days=1) else \
+        "within a day"
     if left < SOON:
         return Condition("Expiring", "True", "ExpiresSoon", f"{label} expires {span} ({day})")
     return Condition("Expiring", "False", "NotExpiringSoon", f"{label} expires {span} ({day})")

@@ -14,9 +14,9 @@ from git.cmd import Git
 from . import Condition, reachable
 from .probe import safe_url
 
-# scp-like syntax: [user@]host:path (no scheme, no "//" after the colon)
+# scp-like syntax: [user@]host:path (no scheme, no "//" after the colon; "host:443" is no path)
 SCP = re.compile(r"^(?:(?P<user>[A-Za-z0-9._~+-]+)@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])"
-                 r":(?P<path>(?!//)[^\s]+)$")
+                 r":(?P<path>(?!//)(?!\d+$)[^\s]+)$")
 SCHEMES = ("http", "https", "ssh", "git")
 # environment a git subprocess keeps; everything else is blanked (see _environment)
 KEEP_ENV = ("PATH", "LANG", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
