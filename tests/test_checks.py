@@ -79,10 +79,13 @@ def test_git_token_and_url_without_dot_git(git_http_server, repo):
     assert (missing.status, missing.reason) == ("False", "UnexpectedResponse"), missing
 
 
-def test_password_never_in_any_process_argv(git_http_server, repo):
+def test_password_never_in_any_process_argv(git_http_server, repo, monkeypatch):
     """While the server holds git's authenticated request, no process shows the password."""
     s = git_http_server
+    server_secret = "srv-" + os.urandom(8).hex()
+    monkeypatch.setenv("WORKBENCH_TEST_SERVER_SECRET", server_secret)
     seen: list[bytes] = []
+    git_envs: list[bytes] = []
     result: list[Condition] = []
     s.held.clear()
     s.hold.set()
@@ -95,7 +98,10 @@ def test_password_never_in_any_process_argv(git_http_server, repo):
         assert s.held.wait(20), "git never sent an authenticated request"
         for proc in Path("/proc").iterdir():
             try:
-                seen.append((proc / "cmdline").read_bytes())
+                argv = (proc / "cmdline").read_bytes()
+                seen.append(argv)
+                if f":{s.port}/checked.git".encode() in argv:
+                    git_envs.append((proc / "environ").read_bytes())
             except OSError:
                 continue
     finally:
@@ -107,6 +113,9 @@ def test_password_never_in_any_process_argv(git_http_server, repo):
     assert not [a for a in seen if f"{s.username}:".encode() in a]
     # … while the scan did see git talking to the repo (else it would prove nothing)
     assert any(b"git" in a and f":{s.port}/checked.git".encode() in a for a in seen)
+    # the git processes do not inherit the server's own environment values
+    assert git_envs and not [e for e in git_envs if server_secret.encode() in e]
+    assert all(b"GIT_ASKPASS=" in e for e in git_envs)
     assert result and result[0].reason == "Authenticated"
 
 
@@ -415,3 +424,10 @@ def test_kubeconfig_with_local_file_paths_is_valid_but_not_tested(kube_api, tmp_
     assert (v.status, v.reason) == ("True", "LocalFilePath")
     c = verify("kubeconfig", {"kubeconfig": text})
     assert (c.status, c.reason) == ("Unknown", "NotTestable")
+
+
+def test_https_target_with_untrusted_certificate(kube_api):
+    for target in (f"{kube_api.server}/repo.git", f"{kube_api.server}/version"):
+        c = verify("secret_text", {"secret": kube_api.token, "target": target})
+        assert (c.status, c.reason) == ("False", "Unreachable"), (target, c)
+        assert "not trusted" in c.message

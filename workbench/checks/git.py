@@ -18,8 +18,10 @@ from .probe import safe_url
 SCP = re.compile(r"^(?:(?P<user>[A-Za-z0-9._~+-]+)@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])"
                  r":(?P<path>(?!//)(?!\d+$)[^\s]+)$")
 SCHEMES = ("http", "https", "ssh", "git")
-# environment a git subprocess keeps; everything else is blanked (see _environment)
-KEEP_ENV = ("PATH", "LANG", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
+# environment a git subprocess keeps (search path, locale, TLS trust store); everything else
+# is blanked (see _environment).  Proxies are not kept: checks connect directly.
+KEEP_ENV = ("PATH", "LANG", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "GIT_SSL_CAINFO",
+            "GIT_SSL_CAPATH", "CURL_CA_BUNDLE", "NIX_SSL_CERT_FILE")
 
 # The askpass helper answers git's and ssh's prompts from its own environment, so the secret
 # travels parent → child environment only: never through argv, a file, or the URL.
