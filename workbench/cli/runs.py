@@ -31,12 +31,12 @@ def _token(token: str | None, token_file: str | None) -> str | None:
     return token
 
 
-def _backend(workspace: str, server: str | None, token: str | None):
+def _backend(workspace: str, server: str | None, token: str | None, ca_file: str | None):
     """(resolver, recorder, instance_dir, trigger) for a server or for the local vault."""
     if server:
         from ..pipeline.remote import HttpRecorder, HttpResolver
-        return (HttpResolver(server, token or "", workspace),
-                HttpRecorder(server, token or "", workspace), None,
+        return (HttpResolver(server, token or "", workspace, ca_file),
+                HttpRecorder(server, token or "", workspace, ca_file), None,
                 {"trigger_runner": socket.gethostname()[:128]})
     from flask.cli import ScriptInfo
 
@@ -65,6 +65,9 @@ def _common(fn):
         click.option("--token", envvar="WORKBENCH_RUNNER_TOKEN", metavar="TOKEN",
                      help="Runner token; prefer env WORKBENCH_RUNNER_TOKEN or --token-file, "
                           "a command-line token is visible to other local users."),
+        click.option("--ca-file", envvar="WORKBENCH_CA_FILE",
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="CA bundle that signed the server's certificate (env WORKBENCH_CA_FILE)."),
         click.option("--workdir", type=click.Path(file_okay=False), default=".",
                      help="Directory the steps run in (also their HOME)."),
     ]
@@ -73,11 +76,11 @@ def _common(fn):
     return fn
 
 
-def _execute(pipeline, source, workspace, server, token, token_file, workdir, notify
-             ) -> RunResult:
+def _execute(pipeline, source, notify, *, workspace, server, token, token_file, ca_file,
+             workdir) -> RunResult:
     try:
         resolver, recorder, instance, trigger = _backend(
-            workspace, server, _token(token, token_file))
+            workspace, server, _token(token, token_file), ca_file)
         return run_pipeline(pipeline, resolver, recorder=recorder, echo=_out, notify=notify,
                             instance_dir=instance, workdir=os.path.abspath(workdir),
                             trigger=trigger, source=source)
@@ -88,14 +91,14 @@ def _execute(pipeline, source, workspace, server, token, token_file, workdir, no
 @click.command("run")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @_common
-def run(file, workspace, server, token, token_file, workdir):
+def run(file, **options):
     """Run the pipeline FILE; its output is printed masked; non-zero exit when it failed."""
     try:
         pipeline = load_pipeline(file)
         source = Path(file).read_text(encoding="utf-8")
     except WorkbenchError as exc:
         raise click.ClickException(exc.message) from None
-    result = _execute(pipeline, source, workspace, server, token, token_file, workdir, _note)
+    result = _execute(pipeline, source, _note, **options)
     _note(f"run {result.id}: {result.status}")
     sys.exit(result.exit_code)
 
@@ -129,7 +132,7 @@ def binding(spec: str) -> dict:
 @click.option("--timeout", default=None, help="Kill the command after this long (30s, 10m, 1h).")
 @_common
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_(creds, timeout, workspace, server, token, token_file, workdir, argv):
+def exec_(creds, timeout, argv, **options):
     """Run one command (no shell) with credentials injected; exits with its exit code."""
     step = {"name": "exec", "run": "exec " + shlex.join(argv),
             "credentials": [binding(c) for c in creds]}
@@ -141,8 +144,7 @@ def exec_(creds, timeout, workspace, server, token, token_file, workdir, argv):
         pipeline = parse_pipeline(text, filename="<exec>")
     except WorkbenchError as exc:  # the line numbers of the generated YAML mean nothing here
         raise click.ClickException(exc.message.split(": ", 1)[-1]) from None
-    result = _execute(pipeline, None, workspace, server, token, token_file, workdir,
-                      lambda line: None)
+    result = _execute(pipeline, None, lambda line: None, **options)
     (step_result,) = result.steps
     if step_result.status in ("success", "failed") and step_result.exit_code is not None:
         sys.exit(step_result.exit_code)

@@ -22,7 +22,7 @@ DROPPED = "[… earlier output dropped …]\n"
 class _Client:
     """Bearer-token JSON client; the token lives in one header and nowhere else."""
 
-    def __init__(self, server: str, token: str, workspace: str):
+    def __init__(self, server: str, token: str, workspace: str, ca_file: str | None = None):
         if not server.startswith(("http://", "https://")):
             raise errors.ConfigError("the server URL must start with http:// or https://",
                                      field="server")
@@ -33,6 +33,7 @@ class _Client:
         self.workspace = workspace
         self.session = requests.Session()
         self.session.trust_env = False  # no proxy env or .netrc: the token goes to `server` only
+        self.session.verify = ca_file or True  # a private CA is named explicitly, never disabled
         self.session.headers["Authorization"] = f"Bearer {token}"
 
     def __repr__(self) -> str:
@@ -91,8 +92,8 @@ def _classes():
 class HttpResolver(Resolver):
     """Resolver over ``POST {server}/api/v1/resolve?workspace=W``."""
 
-    def __init__(self, server: str, token: str, workspace: str):
-        self.client = _Client(server, token, workspace)
+    def __init__(self, server: str, token: str, workspace: str, ca_file: str | None = None):
+        self.client = _Client(server, token, workspace, ca_file)
 
     def __repr__(self) -> str:
         return repr(self.client)
@@ -136,8 +137,8 @@ def _decode(type_name: str, values: dict[str, Any]) -> dict[str, Any]:
 class HttpRecorder(Recorder):
     """Sends the finished run to ``POST {server}/api/v1/runs?workspace=W``."""
 
-    def __init__(self, server: str, token: str, workspace: str):
-        self.client = _Client(server, token, workspace)
+    def __init__(self, server: str, token: str, workspace: str, ca_file: str | None = None):
+        self.client = _Client(server, token, workspace, ca_file)
 
     def __repr__(self) -> str:
         return repr(self.client)
