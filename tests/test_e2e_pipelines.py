@@ -312,7 +312,8 @@ def test_http_resolver_against_the_real_api(vault, tmp_path):
     from workbench.accounts import create_token
     from workbench.audit import SYSTEM
     from workbench.errors import NotFound, PermissionDenied
-    from workbench.pipeline.remote import HttpResolver
+    from workbench.pipeline import records
+    from workbench.pipeline.remote import HttpRecorder, HttpResolver
     from workbench.pipeline.resolve import Ref
 
     content = canary("pem").encode() + b"\n\x00\xff"
@@ -336,15 +337,23 @@ def test_http_resolver_against_the_real_api(vault, tmp_path):
         assert sorted(info.value.details["missing"]) == ["nope", "tok@9"]
         with pytest.raises(PermissionDenied):
             HttpResolver(url, token, "other").resolve([Ref("tok")])
-        result, out_bytes, _record, _work, _scratch = run("""\
-            steps:
-              - name: show
-                run: cat "$CERT" | head -1; echo "$TOK"
-                credentials: [cert, tok]
-            """, resolver, tmp_path)
+        p = parse_pipeline("steps:\n  - name: show\n    run: cat \"$CERT\" | head -1; "
+                           "echo \"$TOK\"\n    credentials: [cert, tok]\n", filename="api.yaml")
+        console = bytearray()
+        result = run_pipeline(p, resolver, recorder=HttpRecorder(url, token, "team"),
+                              scratch=str(tmp_path), echo=console.extend)
         assert result.status == "success"
         tok = out[Ref("tok", 1)].values["secret"]
-        assert_clean(out_bytes, [tok, content.split(b"\n")[0].decode()], "console output")
+        values = [tok, content.split(b"\n")[0].decode()]
+        assert_clean(bytes(console), values, "console output")
+        with vault.factory() as s:  # runner tokens may not read runs back; the DB may
+            got = records.run_to_dict(records.get_run(s, result.id, "team"), with_log=True)
+        assert got["status"] == "success" and got["pipeline"] == "api"
+        assert [u["credential_id"] for u in got["uses"]] == ["cert", "tok"]
+        assert got["steps"][0]["log"].strip()
+        assert_clean(got["steps"][0]["log"], values, "the stored log")
+        with pytest.raises(PermissionDenied):
+            HttpRecorder(url, token, "other").record(dict(result.record, id="another"))
     finally:
         server.shutdown()
 
