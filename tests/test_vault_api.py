@@ -8,7 +8,7 @@ KUBECONFIG = """apiVersion: v1
 kind: Config
 clusters:
 - name: c1
-  cluster: {server: "https://127.0.0.1:6443", certificate-authority-data: Q0E=}
+  cluster: {server: "https://127.0.0.1:6443"}
 users:
 - name: u1
   user: {token: kube-token-canary-7731}

@@ -83,11 +83,6 @@ def _add_version(s: Session, barrier: Barrier, actor: Actor, c: Credential, ws: 
     return v
 
 
-def _apply_status(c: Credential, ctype: credtypes.CredentialType, values: dict[str, Any],
-                  problems: list[credtypes.Problem]) -> None:
-    status_service.on_save(c, ctype, values, problems)
-
-
 def create_credential(s: Session, barrier: Barrier, actor: Actor, *, workspace: str,
                       cred_id: str, type: str, values: dict[str, Any], name: str = "",
                       description: str = "") -> Credential:
@@ -95,7 +90,7 @@ def create_credential(s: Session, barrier: Barrier, actor: Actor, *, workspace: 
     require(actor, "editor", "credential.create", workspace=workspace, target=str(cred_id))
     check_id(cred_id)
     ctype = credtypes.get(type)
-    clean, problems = ctype.validate(values)
+    clean, _ = ctype.validate(values)
     _check_text(name, description)
     ws = get_workspace(s, workspace, create=True)
     if s.scalar(select(Credential.pk).where(Credential.workspace_id == ws.id,
@@ -106,7 +101,7 @@ def create_credential(s: Session, barrier: Barrier, actor: Actor, *, workspace: 
                    created_by=actor.label)
     s.add(c)
     _add_version(s, barrier, actor, c, workspace, 1, type, clean)
-    _apply_status(c, ctype, clean, problems)
+    status_service.on_save(c, ctype, clean)
     s.flush()
     audit.record(s, actor, "credential.create", workspace=workspace, target=cred_id,
                  details={"type": type, "version": 1, "fields": sorted(clean)})
@@ -158,12 +153,12 @@ def update_credential(s: Session, barrier: Barrier, actor: Actor, *, workspace: 
             _, old = current_values(s, barrier, c)
             _require_secret_for_target(ctype, old, new_values)
             merged = {**old, **new_values}
-        clean, problems = ctype.validate(merged)
+        clean, _ = ctype.validate(merged)
         version = (s.scalar(select(func.max(CredentialVersion.version))
                             .where(CredentialVersion.credential_pk == c.pk)) or 0) + 1
         _add_version(s, barrier, actor, c, workspace, version, new_type, clean)
         c.type, c.current_version, c.public = new_type, version, _public(ctype, clean)
-        _apply_status(c, ctype, clean, problems)
+        status_service.on_save(c, ctype, clean)
         audit.record(s, actor, "credential.update", workspace=workspace, target=cred_id,
                      details={"version": version, "type": new_type,
                               "fields": sorted(new_values)})

@@ -14,34 +14,33 @@ from .crypto import Barrier
 from .models import Credential, Workspace
 
 
-def _static(ctype: credtypes.CredentialType, values: dict[str, Any],
-            problems: list[credtypes.Problem]) -> list[Condition]:
-    validate = getattr(checks, "validate", None)
-    conds = list(validate(ctype.name, values)) if validate else [
-        Condition("Valid", "True", "Valid", "well-formed")]
-    notes = [p.message for p in problems]
+def _static(ctype: credtypes.CredentialType, values: dict[str, Any]) -> list[Condition]:
+    """Validation conditions, plus a warning for values too short to mask in logs."""
+    conds = list(checks.validate(ctype.name, values))
     short = ctype.short_values(values)
-    if short:
-        notes.append(f"too short to mask safely in logs: {', '.join(short)}")
-    if notes:
+    valid = next(c for c in conds if c.type == "Valid")
+    if short and valid.status == "True":
+        note = f"too short to mask safely in logs: {', '.join(short)}"
+        plain = valid.reason == "WellFormed"
         conds = [c for c in conds if c.type != "Valid"] + [Condition(
-            "Valid", next((c.status for c in conds if c.type == "Valid"), "True"),
-            problems[0].reason if problems else "ShortValue", "; ".join(notes))]
+            "Valid", "True", "ShortValue" if plain else valid.reason,
+            note if plain else f"{valid.message}; {note}")]
     return conds
 
 
 def summarize(conds: list[dict]) -> tuple[str, str]:
-    """The table's summary: No issues found / Issues found / Not tested / Checking…"""
-    summary = getattr(checks, "summary", None)
-    if summary:
-        return summary([Condition(**c) for c in conds])
-    bad = [c for c in conds if c["status"] == "False" or c["type"] == "Expiring" and
-           c["status"] == "True" or c["reason"] in ("ExecPlugin", "LocalFilePath", "ShortValue")]
-    if bad:
-        return "Issues found", bad[0]["message"]
-    if not any(c["type"] == "Reachable" for c in conds):
-        return "Not tested", ""
-    return "No issues found", ""
+    """The table's summary: No issues found / Issues found / Not tested / Checking…
+
+    A ``Valid`` condition that is True but carries a warning (exec plugin, local file paths, a
+    value too short to mask) is an issue too: the credential works here but may not elsewhere."""
+    objs = [Condition(**c) for c in conds]
+    status, message = checks.summary(objs)
+    if status != "Issues found":
+        warning = next((c for c in objs if c.type == "Valid" and c.status == "True"
+                        and c.reason not in ("WellFormed", "Valid")), None)
+        if warning:
+            return "Issues found", warning.message
+    return status, message
 
 
 def set_conditions(c: Credential, new: list[Condition]) -> None:
@@ -58,20 +57,10 @@ def set_conditions(c: Credential, new: list[Condition]) -> None:
     c.status, c.status_message = summarize(c.conditions)
 
 
-def on_save(c: Credential, ctype: credtypes.CredentialType, values: dict[str, Any],
-            problems: list[credtypes.Problem]) -> None:
+def on_save(c: Credential, ctype: credtypes.CredentialType, values: dict[str, Any]) -> None:
     """A new version: static conditions are recomputed, any reachability result is stale."""
-    c.conditions = [d for d in (c.conditions or []) if d["type"] not in ("Reachable",)]
-    c.conditions = [d for d in c.conditions if d["type"] not in ("Valid", "Expiring")]
-    set_conditions(c, _static(ctype, values, problems))
-
-
-def _run_check(type_name: str, values: dict[str, Any], timeout: float) -> Condition:
-    verify = getattr(checks, "verify", None)
-    if verify:
-        return verify(type_name, values, timeout)
-    return Condition("Reachable", "Unknown", "NotTestable",
-                     f"{type_name} credentials have no connectivity test")
+    c.conditions = []
+    set_conditions(c, _static(ctype, values))
 
 
 def verify_credential(s: Session, barrier: Barrier, actor: Actor, workspace: str, cred_id: str,
@@ -82,9 +71,8 @@ def verify_credential(s: Session, barrier: Barrier, actor: Actor, workspace: str
     c = get_credential(s, workspace, cred_id)
     _, values = current_values(s, barrier, c)
     ctype = credtypes.get(c.type)
-    _, problems = ctype.validate(values)
     c.conditions = [d for d in (c.conditions or []) if d["type"] == "Reachable"]
-    set_conditions(c, _static(ctype, values, problems) + [_run_check(c.type, values, timeout)])
+    set_conditions(c, _static(ctype, values) + [checks.verify(c.type, values, timeout)])
     audit.record(s, actor, "credential.verify", workspace=workspace, target=cred_id,
                  details={"status": c.status, "reason": next(
                      (d["reason"] for d in c.conditions if d["type"] == "Reachable"), "")})
