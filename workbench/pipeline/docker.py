@@ -1,4 +1,4 @@
-"""The ``docker`` executor: runs a step's script in a container; secrets arrive by a read-only mount."""
+"""The ``docker`` executor: a step in a container; secrets arrive by a read-only mount."""
 from __future__ import annotations
 
 import io
@@ -87,7 +87,7 @@ def image_uid(api, container: str, user: str) -> int | None:
 
 @register
 class DockerExecutor(Executor):
-    """Runs ``step.run`` with ``/bin/sh`` in ``step.image``; env and files come from a 0700 mount."""
+    """Runs ``step.run`` with ``/bin/sh`` in ``step.image``; env and files via a 0700 mount."""
 
     name = "docker"
 

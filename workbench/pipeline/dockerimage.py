@@ -1,4 +1,4 @@
-"""Images for the docker executor: pulls with a step's credential, never sent to another registry."""
+"""Images for the docker executor: pulls with the step's credential, never to another registry."""
 from __future__ import annotations
 
 import base64
