@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from workbench import credtypes
 from workbench.credtypes import MIN_MASKABLE
+from workbench.pipeline import masking
 from workbench.pipeline.masking import Masker, derived_forms, mask, patterns_for, too_short
 
 STARS = Masker.REPLACEMENT
@@ -282,3 +283,61 @@ def test_derived_forms_of_binary_values_skip_text_only_encodings():
     forms = derived_forms(value)
     assert value in forms and base64.b64encode(value) in forms
     assert quote(value, safe="").encode() in forms
+
+
+def _big_secret() -> bytes:
+    rng = random.Random(3)
+    lines = [base64.b64encode(rng.randbytes(48)) for _ in range(400)]
+    lines[200] = 'ünïcödé "quoted" <&> path/to+x 😀'.encode()
+    return b"-----BEGIN BUNDLE-----\n" + b"\n".join(lines) + b"\n-----END BUNDLE-----\n"
+
+
+BIG = _big_secret()
+WHOLE_FORMS = {
+    "raw": lambda v: v,
+    "b64": base64.b64encode,
+    "b64url-nopad": lambda v: base64.urlsafe_b64encode(v).rstrip(b"="),
+    "quote": lambda v: quote(v, safe="").encode(),
+    "quote-slash": lambda v: quote(v).encode(),
+    "quote_plus": lambda v: quote_plus(v).encode(),
+    "json": lambda v: json.dumps(v.decode())[1:-1].encode(),
+    "json-utf8": lambda v: json.dumps(v.decode(), ensure_ascii=False)[1:-1].encode(),
+    "json-slash": lambda v: json.dumps(v.decode())[1:-1].replace("/", "\\/").encode(),
+}
+
+
+@pytest.mark.parametrize("form", WHOLE_FORMS)
+def test_a_26_kb_secret_in_each_form_is_masked_as_one_run(form):
+    text = b"before\n" + WHOLE_FORMS[form](BIG) + b"\nafter\n"
+    assert mask(text, [BIG]) == b"before\n****\nafter\n"
+    assert fed(text, [BIG], range(1000, len(text), 1000)) == b"before\n****\nafter\n"
+
+
+def test_a_long_secret_does_not_make_the_masker_hold_back_its_size():
+    m = Masker([BIG])
+    out = m.feed(b"x" * 200_000)
+    assert len(out) >= 200_000 - 6 * masking.SEGMENT
+    assert max(map(len, patterns_for([BIG]))) <= 6 * masking.SEGMENT
+
+
+def test_a_printed_piece_of_a_long_secret_is_masked():
+    piece = BIG[10_000:17_000]
+    out = mask(b"head " + piece + b" tail", [BIG])
+    assert STARS in out
+    assert all(len(part) < masking.SEGMENT * 3 // 2 + 5 for part in out.split(STARS))
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(secret=st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=9, max_size=40),
+       form=st.sampled_from(sorted(WHOLE_FORMS)))
+def test_segmented_values_are_masked_whole_in_every_form(secret, form):
+    # a tiny segment size makes short random values take the long-value path
+    value = secret.encode()
+    text = b"\x01" + WHOLE_FORMS[form](value) + b"\x01"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(masking, "SEGMENT", 8)
+        assert mask(text, [value]) == b"\x01****\x01"
+        for k in range(3):
+            blob = base64.b64encode(b"\x02" * k + value + b"\x02\x02")
+            lo, hi = -(-8 * k // 6), 8 * (k + len(value)) // 6
+            assert_hidden(mask(blob, [value]), blob, lo, hi)

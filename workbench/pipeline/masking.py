@@ -20,6 +20,10 @@ _PERCENT_HEX = re.compile(rb"%[0-9A-F]{2}")
 # index mix in bits of the unknown bytes that precede the secret in a larger blob.
 _B64_FIRST_FULL_CHAR = (0, 2, 3)
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+# Longer values are masked as overlapping segments this long: the masker holds back only the
+# longest pattern, so this bounds its lag and memory, and a printed piece of a long value is
+# masked too.  Consecutive segments overlap by half, so their matches merge into one ****.
+SEGMENT = 4096
 
 
 def too_short(value: bytes) -> bool:
@@ -30,7 +34,7 @@ def too_short(value: bytes) -> bool:
 
 
 def derived_forms(value: bytes) -> set[bytes]:
-    """The value, its lines, and the encoded forms of each, without fragments too short to mask."""
+    """The value and its lines (long ones as segments), each with its encoded forms; none short."""
     value = _bytes(value)
     if too_short(value):
         return set()
@@ -39,8 +43,17 @@ def derived_forms(value: bytes) -> set[bytes]:
         bases.update((line, line.strip()))
     forms: set[bytes] = set()
     for base in bases:
-        if not too_short(base):
-            forms.update(_encodings(base))
+        if too_short(base):
+            continue
+        if len(base) <= SEGMENT:
+            forms.update(_encodings(base, whole=True))
+            continue
+        for piece in _segments(base):
+            forms.update(_encodings(piece, whole=False))
+        # the end of base64(value) as a whole: its last character and padding are not in any
+        # segment's fragments
+        for encoded in (base64.b64encode(base), base64.urlsafe_b64encode(base)):
+            forms.update((encoded[-SEGMENT:], encoded.rstrip(b"=")[-SEGMENT:]))
     return {f for f in forms if len(f) >= MIN_MASKABLE}
 
 
@@ -56,9 +69,25 @@ def _bytes(value: bytes | str) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
-def _encodings(raw: bytes) -> set[bytes]:
-    whole = base64.b64encode(raw)
-    b64 = {whole, whole.rstrip(b"=")}
+def _segments(raw: bytes) -> list[bytes]:
+    """Pieces of SEGMENT bytes, overlapping by half, covering ``raw``; cut between characters."""
+    starts = [*range(0, len(raw) - SEGMENT, SEGMENT // 2), len(raw) - SEGMENT]
+    return [raw[_char_start(raw, a):_char_start(raw, a + SEGMENT)] for a in starts]
+
+
+def _char_start(raw: bytes, i: int) -> int:
+    """``i`` moved back past UTF-8 continuation bytes, so text segments decode on their own."""
+    for _ in range(3):
+        if 0 < i < len(raw) and raw[i] & 0xC0 == 0x80:
+            i -= 1
+    return i
+
+
+def _encodings(raw: bytes, *, whole: bool) -> set[bytes]:
+    b64: set[bytes] = set()
+    if whole:
+        encoded = base64.b64encode(raw)
+        b64.update((encoded, encoded.rstrip(b"=")))
     for k, first in enumerate(_B64_FIRST_FULL_CHAR):
         # Only the characters every blob holding the secret at this offset (mod 3) shares.
         last = (8 * k + 8 * len(raw)) // 6
