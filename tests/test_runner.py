@@ -314,3 +314,27 @@ def test_http_records_are_shrunk_to_fit_the_request_limit(resolve_server, tmp_pa
     assert record["steps"][0]["log"].startswith("[… earlier output dropped …]")
     small = {"id": "x", "steps": [{"log": "short"}]}
     assert fit(small, MAX_RECORD) is small
+
+
+@pytest.mark.parametrize("record,field", [
+    ({"status": "success"}, "id"),
+    ({"id": "x" * 40, "status": "success"}, "id"),
+    ({"id": "r1", "status": "exploded"}, "status"),
+    ({"id": "r1", "status": "success", "steps": [{"status": "success"}]}, "steps"),
+    ({"id": "r1", "status": "success", "steps": ["nope"]}, "steps"),
+    ({"id": "r1", "status": "success", "steps": [{"name": "a", "status": "weird"}]},
+     "steps.status"),
+    ({"id": "r1", "status": "success", "uses": [{"step": "a", "credential_id": "x",
+                                                  "version": "v1"}]}, "steps"),
+    ({"id": "r1", "status": "success", "started_at": "yesterday"}, "steps"),
+])
+def test_store_run_refuses_malformed_records(tmp_path, record, field):
+    from workbench.errors import ValidationError
+    from workbench.pipeline.records import store_run
+
+    engine = make_engine(f"sqlite:///{tmp_path}/runs.db")
+    Base.metadata.create_all(engine)
+    with make_sessionmaker(engine)() as session:
+        with pytest.raises(ValidationError) as info:
+            store_run(session, "team", record)
+        assert info.value.field in (field, "started_at")

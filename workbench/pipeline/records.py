@@ -1,6 +1,7 @@
 """Run records: runs, their steps (masked logs) and credential uses; models and services."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 from ..db import Base, utcnow
 from ..errors import NotFound, ValidationError
 
+RUN_ID = re.compile(r"^[A-Za-z0-9-]{1,36}$")
 MAX_LOG_CHARS = 1024 * 1024  # per step; the tail is kept, it holds the failure
 RUN_STATUSES = ("success", "failed", "cancelled", "error", "running")
 STEP_STATUSES = ("success", "failed", "timeout", "cancelled", "error", "skipped")
@@ -67,11 +69,12 @@ class CredentialUse(Base):
 
 def store_run(session: Session, workspace: str, record: dict) -> Run:
     """Insert (or replace) the run described by ``record`` as ``runner.run_pipeline`` builds it."""
-    try:
-        run_id = str(record["id"])
-        status = str(record["status"])
-    except (KeyError, TypeError):
-        raise ValidationError("a run record needs an id and a status", field="id") from None
+    if not isinstance(record, dict):
+        raise ValidationError("a run record must be an object", field="record")
+    run_id, status = str(record.get("id") or ""), str(record.get("status") or "")
+    if not RUN_ID.match(run_id):
+        raise ValidationError("a run record needs an id of 1-36 letters, digits or '-'",
+                              field="id")
     if status not in RUN_STATUSES:
         raise ValidationError(f"unknown run status {status[:16]!r}", field="status")
     old = session.get(Run, run_id)
@@ -80,27 +83,47 @@ def store_run(session: Session, workspace: str, record: dict) -> Run:
             raise NotFound(f"no run {run_id!r} in workspace {workspace!r}")
         session.delete(old)
         session.flush()
-    run = Run(id=run_id, workspace=workspace, pipeline=str(record.get("pipeline", ""))[:128],
-              file=str(record.get("file") or "")[:512], source=record.get("source"),
-              status=status, message=str(record.get("message") or ""),
-              started_at=_time(record.get("started_at")) or utcnow(),
-              finished_at=_time(record.get("finished_at")),
-              trigger_user=record.get("trigger_user"), trigger_runner=record.get("trigger_runner"))
-    for i, s in enumerate(record.get("steps") or []):
-        if s.get("status") not in STEP_STATUSES:
-            raise ValidationError(f"unknown step status {str(s.get('status'))[:16]!r}",
-                                  field="steps.status")
-        run.steps.append(StepRun(
-            position=i, name=str(s["name"])[:64], status=s["status"],
-            exit_code=s.get("exit_code"), duration=float(s.get("duration") or 0.0),
-            message=str(s.get("message") or ""), log=str(s.get("log") or "")[-MAX_LOG_CHARS:]))
-    for u in record.get("uses") or []:
-        run.uses.append(CredentialUse(
-            workspace=workspace, step=str(u["step"])[:64], credential_id=str(u["credential_id"]),
-            version=int(u["version"]), used_at=_time(u.get("used_at")) or utcnow()))
+    try:
+        run = _build(workspace, run_id, status, record)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ValidationError("malformed run record: steps need name and status, uses need "
+                              "step, credential_id and version", field="steps") from None
     session.add(run)
     session.flush()
     return run
+
+
+def _build(workspace: str, run_id: str, status: str, record: dict) -> Run:
+    source = record.get("source")
+    run = Run(id=run_id, workspace=workspace, pipeline=_text(record.get("pipeline"), 128),
+              file=_text(record.get("file"), 512),
+              source=source[:MAX_LOG_CHARS] if isinstance(source, str) else None,
+              status=status, message=_text(record.get("message"), 4000),
+              started_at=_time(record.get("started_at")) or utcnow(),
+              finished_at=_time(record.get("finished_at")),
+              trigger_user=_text(record.get("trigger_user"), 128) or None,
+              trigger_runner=_text(record.get("trigger_runner"), 128) or None)
+    for i, s in enumerate(record.get("steps") or []):
+        if s["status"] not in STEP_STATUSES:
+            raise ValidationError(f"unknown step status {str(s['status'])[:16]!r}",
+                                  field="steps.status")
+        code = s.get("exit_code")
+        run.steps.append(StepRun(
+            position=i, name=_text(s["name"], 64), status=s["status"],
+            exit_code=None if code is None else int(code),
+            duration=float(s.get("duration") or 0.0), message=_text(s.get("message"), 4000),
+            log=_text(s.get("log"), None)[-MAX_LOG_CHARS:]))
+    for u in record.get("uses") or []:
+        run.uses.append(CredentialUse(
+            workspace=workspace, step=_text(u["step"], 64),
+            credential_id=_text(u["credential_id"], 63), version=int(u["version"]),
+            used_at=_time(u.get("used_at")) or utcnow()))
+    return run
+
+
+def _text(value, limit: int | None) -> str:
+    text = "" if value is None else str(value)
+    return text if limit is None else text[:limit]
 
 
 def list_runs(session: Session, workspace: str, limit: int = 50, offset: int = 0) -> list[Run]:
