@@ -392,3 +392,25 @@ def test_sigterm_to_the_cli_cancels_cleans_up_and_records(tmp_path):
     (d,) = recorded_runs(tmp_path)
     assert d["status"] == "cancelled"
     assert [s["status"] for s in d["steps"]] == ["cancelled", "skipped"]
+
+
+@pytest.mark.docker
+def test_docker_step_killed_by_timeout_leaves_nothing(docker_client, busybox_image, tmp_path):
+    r = DictResolver()
+    r.add("tok", "secret_text", {"secret": canary("dockertok")})
+    secret = r.store["tok"][0][1]["secret"]
+    step = f"hang-{secrets.token_hex(3)}"
+    result, out, record, work, scratch = run(f"""\
+        steps:
+          - name: {step}
+            image: {busybox_image}
+            timeout: 2s
+            run: test -s "$TOKEN_FILE" && echo started; sleep 60
+            credentials: [{{id: tok, file: TOKEN_FILE}}]
+        """, r, tmp_path)
+    assert [s["status"] for s in record["steps"]] == ["timeout"], record
+    assert b"started" in out
+    assert docker_client.containers.list(all=True, filters={"name": f"wb-{step}-"}) == []
+    assert_disk_clean(str(scratch), [secret])
+    assert_disk_clean(str(work), [secret])
+    assert leftover_secret_dirs(scratch) == []
