@@ -1,5 +1,124 @@
-"""The server-rendered web workbench."""
+"""The server-rendered web workbench: sign-in, CSRF, security headers and the page blueprints."""
+from __future__ import annotations
+
+import importlib
+from datetime import datetime, timezone
+from types import ModuleType
+
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask_login import LoginManager, current_user
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from .. import accounts
+from ..audit import Actor
+from ..errors import WorkbenchError
+from ..models import User
+from ..vault import Vault
+
+web = Blueprint("web", __name__)
+# View modules, each adding its routes to ``web``.
+VIEW_MODULES = ["auth", "table", "credentials", "pipelines", "admin"]
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def vault() -> Vault:
+    return current_app.extensions["workbench"]
+
+
+def actor() -> Actor:
+    """The signed-in user as an audit actor."""
+    return Actor(current_user.username, role=current_user.role,
+                 source=request.remote_addr or "")
+
+
+def can(role: str) -> bool:
+    """Whether the signed-in user has at least ``role`` (templates hide what it may not do)."""
+    return current_user.is_authenticated and \
+        accounts.RANK.get(current_user.role, -1) >= accounts.RANK[role]
+
+
+def references() -> ModuleType | None:
+    """The reference index, when it is installed (the UI degrades without it)."""
+    try:
+        return importlib.import_module("workbench.references")
+    except ModuleNotFoundError as e:
+        if e.name != "workbench.references":
+            raise
+        return None
+
+
+def when(dt: datetime | None) -> str:
+    """A short UTC timestamp for tables."""
+    if dt is None:
+        return "—"
+    if isinstance(dt, str):
+        try:
+            dt = datetime.fromisoformat(dt)
+        except ValueError:
+            return dt
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _load_user(user_id: str):
+    if not user_id.isdigit():
+        return None
+    with vault().factory() as s:
+        user = s.get(User, int(user_id))
+        return user if user is not None and not user.disabled else None
+
+
+@web.before_request
+def _require_login():
+    if request.endpoint == "web.login" or current_user.is_authenticated:
+        return None
+    return redirect(url_for("web.login", next=request.full_path.rstrip("?")))
+
+
+@web.app_errorhandler(CSRFError)
+def _csrf_error(err):
+    return render_template("error.html", title="Form expired",
+                           message="The form was missing its security token or it expired. "
+                                   "Go back, reload the page and try again."), 400
+
+
+@web.errorhandler(WorkbenchError)
+def _error_page(err: WorkbenchError):
+    titles = {403: "Not allowed", 404: "Not found", 409: "Conflict"}
+    return render_template("error.html", title=titles.get(err.status, "Something went wrong"),
+                           message=err.message), err.status
+
+
+def _security_headers(resp):
+    h = resp.headers
+    h.setdefault("Content-Security-Policy", CSP)
+    h.setdefault("X-Frame-Options", "DENY")
+    h.setdefault("X-Content-Type-Options", "nosniff")
+    h.setdefault("Referrer-Policy", "same-origin")
+    h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    if not request.path.startswith("/static/"):
+        # pages show credential metadata and audit data: never keep them in any cache
+        h["Cache-Control"] = "no-store"
+    return resp
 
 
 def register(app) -> None:
-    """Attach the UI blueprints (filled in by the UI)."""
+    """Attach the UI: Flask-Login, CSRF protection (not for the bearer-token API) and pages."""
+    from .. import credentials as cred_service
+    from ..models import Workspace
+    cred_service.SORTABLE.setdefault("workspace", Workspace.name)
+    login = LoginManager(app)
+    login.login_view = "web.login"
+    login.login_message = "Please sign in."
+    login.user_loader(_load_user)
+    csrf = CSRFProtect(app)
+    if "api" in app.blueprints:
+        csrf.exempt(app.blueprints["api"])
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", 8 * 3600)
+    for name in VIEW_MODULES:
+        importlib.import_module(f"{__name__}.{name}")
+    app.register_blueprint(web)
+    app.after_request(_security_headers)
+    app.jinja_env.globals.update(can=can, when=when)

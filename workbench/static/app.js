@@ -1,0 +1,57 @@
+// Workbench: small progressive enhancements; every page also works without JavaScript.
+"use strict";
+document.addEventListener("DOMContentLoaded", function () {
+  // Open a <dialog> instead of following the link to the confirmation page.
+  document.querySelectorAll("[data-dialog]").forEach(function (el) {
+    var dialog = document.getElementById(el.getAttribute("data-dialog"));
+    if (!dialog || typeof dialog.showModal !== "function") return;
+    el.addEventListener("click", function (ev) {
+      ev.preventDefault();
+      dialog.showModal();
+      var first = dialog.querySelector("input, button");
+      if (first) first.focus();
+    });
+  });
+  document.querySelectorAll("dialog [data-close]").forEach(function (btn) {
+    btn.addEventListener("click", function () { btn.closest("dialog").close(); });
+  });
+  // "I understand" checkboxes enable their button.
+  document.querySelectorAll("[data-enables]").forEach(function (box) {
+    var target = document.getElementById(box.getAttribute("data-enables"));
+    if (!target) return;
+    var sync = function () { target.disabled = !box.checked; };
+    box.addEventListener("change", sync);
+    sync();
+  });
+  // Selects that apply themselves.
+  document.querySelectorAll("select[data-autosubmit]").forEach(function (sel) {
+    sel.addEventListener("change", function () { sel.form.submit(); });
+  });
+  // Key/value rows of generic credentials.
+  document.querySelectorAll("[data-kv]").forEach(function (box) {
+    var rows = box.querySelector(".kv-rows");
+    box.addEventListener("click", function (ev) {
+      var t = ev.target;
+      if (t.hasAttribute("data-kv-add")) {
+        var row = rows.querySelector(".kv-row").cloneNode(true);
+        row.querySelectorAll("input").forEach(function (i) { i.value = ""; });
+        rows.appendChild(row);
+        row.querySelector("input").focus();
+      } else if (t.hasAttribute("data-kv-remove")) {
+        var all = rows.querySelectorAll(".kv-row");
+        var mine = t.closest(".kv-row");
+        if (all.length > 1) { mine.remove(); }
+        else { mine.querySelectorAll("input").forEach(function (i) { i.value = ""; }); }
+      }
+    });
+  });
+  // Copy a shown-once token.
+  document.querySelectorAll("[data-copy]").forEach(function (btn) {
+    btn.addEventListener("click", function () {
+      var input = document.getElementById(btn.getAttribute("data-copy"));
+      input.select();
+      if (navigator.clipboard) navigator.clipboard.writeText(input.value);
+      btn.textContent = "Copied";
+    });
+  });
+});

@@ -1,0 +1,104 @@
+"""Administration: users and roles, API and runner tokens, the audit log."""
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+
+from .. import accounts, audit
+from ..accounts import require
+from ..errors import Conflict, ValidationError
+from ..models import Workspace
+from . import actor, vault, web
+
+AUDIT_FILTERS = ("actor", "action", "outcome", "workspace", "target")
+
+
+@web.route("/admin/users", methods=["GET", "POST"])
+def users():
+    """List users; create one (admin)."""
+    require(actor(), "admin")
+    errors: dict[str, str] = {}
+    form = {"username": "", "role": "viewer"}
+    if request.method == "POST":
+        form = {"username": request.form.get("username", "").strip(),
+                "role": request.form.get("role", "viewer")}
+        try:
+            with audit.unit(vault().factory) as s:
+                accounts.create_user(s, actor(), form["username"],
+                                     request.form.get("password", ""), form["role"])
+        except (ValidationError, Conflict) as e:
+            errors[getattr(e, "field", None) or "username"] = e.message
+        else:
+            flash(f"User {form['username']} created.", "success")
+            return redirect(url_for("web.users"))
+    with vault().factory() as s:
+        items = accounts.list_users(s)
+    return render_template("admin/users.html", items=items, roles=accounts.ROLES, form=form,
+                           errors=errors), 422 if errors else 200
+
+
+@web.post("/admin/users/<username>/role")
+def set_role(username: str):
+    """Change a user's role (admin)."""
+    require(actor(), "admin")
+    try:
+        with audit.unit(vault().factory) as s:
+            accounts.set_role(s, actor(), username, request.form.get("role", ""))
+    except ValidationError as e:
+        flash(e.message, "error")
+    else:
+        flash(f"{username} is now {request.form.get('role')}.", "success")
+    return redirect(url_for("web.users"))
+
+
+def _visible_tokens(s):
+    toks = accounts.list_tokens(s)
+    if current_user.role != "admin":
+        toks = [t for t in toks if t.user and t.user.username == current_user.username]
+    return toks
+
+
+@web.route("/admin/tokens", methods=["GET", "POST"])
+def tokens():
+    """Personal tokens (everyone, their own) and runner tokens (admin); secrets shown once."""
+    issued = None
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        kind = request.form.get("kind", "personal")
+        try:
+            with audit.unit(vault().factory) as s:
+                out = accounts.create_token(s, actor(), request.form.get("name", "").strip(),
+                                            kind=kind,
+                                            workspace=request.form.get("workspace") or None)
+                issued = (out.token.name, out.secret)
+        except ValidationError as e:
+            errors[e.field or "name"] = e.message
+    with vault().factory() as s:
+        items = [accounts.token_to_dict(t) for t in _visible_tokens(s)]
+        workspaces = list(s.scalars(select(Workspace.name).order_by(Workspace.name)))
+    return render_template("admin/tokens.html", items=items, issued=issued, errors=errors,
+                           workspaces=workspaces), 422 if errors else 200
+
+
+@web.post("/admin/tokens/<int:token_id>/revoke")
+def revoke_token(token_id: int):
+    """Revoke a token (its owner, or an admin)."""
+    with audit.unit(vault().factory) as s:
+        tok = accounts.revoke_token(s, actor(), token_id)
+        name = tok.name
+    flash(f"Token {name} revoked.", "success")
+    return redirect(url_for("web.tokens"))
+
+
+@web.get("/admin/audit")
+def audit_log():
+    """The audit log with filters (admin)."""
+    require(actor(), "admin")
+    filters = {k: request.args.get(k, "").strip()[:200] for k in AUDIT_FILTERS}
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    with vault().factory() as s:
+        events = audit.query(s, **{k: v or None for k, v in filters.items()}, limit=101,
+                             offset=(page - 1) * 100)
+    return render_template("admin/audit.html", events=events[:100], more=len(events) > 100,
+                           filters=filters, page=page)

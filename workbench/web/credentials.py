@@ -1,0 +1,190 @@
+"""One credential: create, show, rename, new secret version, delete, test connection."""
+from __future__ import annotations
+
+import importlib
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from .. import audit, credentials as svc, credtypes
+from ..accounts import require
+from ..errors import Conflict, CredentialInUse, NotFound, ValidationError, WorkbenchError
+from ..models import Workspace
+from ..pipeline.records import CredentialUse, Run
+from . import actor, forms, references, vault, web
+
+
+def _workspaces(s) -> list[str]:
+    return list(s.scalars(select(Workspace.name).order_by(Workspace.name)))
+
+
+def _field_of(err: WorkbenchError) -> str:
+    if isinstance(err, Conflict):
+        return "id"
+    return getattr(err, "field", None) or "_form"
+
+
+@web.route("/credentials/new", methods=["GET", "POST"])
+def new_credential():
+    """Choose a type, then fill in exactly that type's fields."""
+    require(actor(), "editor")
+    type_name = request.values.get("type", "")
+    if type_name not in credtypes.TYPES:
+        return render_template("credentials/choose.html", types=credtypes.TYPES)
+    ctype = credtypes.TYPES[type_name]
+    f = request.form
+    meta = {"id": f.get("id", "").strip(), "name": f.get("name", ""),
+            "description": f.get("description", ""),
+            "workspace": f.get("workspace", "").strip() or request.args.get("workspace",
+                                                                             "default")}
+    errors: dict[str, str] = {}
+    shown: dict = {}
+    if request.method == "POST":
+        try:
+            values = forms.read_values(ctype, f, request.files)
+            with audit.unit(vault().factory) as s:
+                svc.create_credential(s, vault().barrier, actor(), workspace=meta["workspace"],
+                                      cred_id=meta["id"], type=type_name, values=values,
+                                      name=meta["name"].strip(),
+                                      description=meta["description"])
+        except (ValidationError, Conflict) as e:
+            errors[_field_of(e)] = e.message
+            shown = forms.shown_on_error(ctype, f)
+        else:
+            flash(f"Credential {meta['id']} created.", "success")
+            return redirect(url_for("web.credentials"))
+    with vault().factory() as s:
+        workspaces = _workspaces(s)
+    field_names = {w.field.name for w in forms.widgets(ctype)}
+    status = 422 if errors else 200
+    return render_template("credentials/new.html", ctype=ctype, meta=meta, errors=errors,
+                           widgets=forms.widgets(ctype, shown), workspaces=workspaces,
+                           other_error={k: v for k, v in errors.items()
+                                        if k not in field_names | {"id", "name", "description",
+                                                                   "workspace"}}), status
+
+
+def recent_runs(s, workspace: str, cred_id: str, limit: int = 10) -> list[tuple]:
+    """(run, step, version) for the latest runs that received this credential."""
+    q = (select(Run, CredentialUse.step, CredentialUse.version)
+         .join(CredentialUse, CredentialUse.run_id == Run.id)
+         .where(CredentialUse.workspace == workspace, CredentialUse.credential_id == cred_id)
+         .order_by(CredentialUse.used_at.desc()).limit(limit))
+    return list(s.execute(q))
+
+
+def _refs_of(s, workspace: str, cred_id: str) -> list[dict]:
+    refs = references()
+    if refs is not None:
+        return refs.find_references(s, workspace, cred_id)
+    return svc.references(s, workspace, cred_id)
+
+
+@web.get("/credentials/<workspace>/<cred_id>")
+def credential(workspace: str, cred_id: str):
+    """Metadata, status, versions, users, runs and audit trail; never a value."""
+    with vault().factory() as s:
+        c = svc.get_credential(s, workspace, cred_id)
+        ctx = dict(c=c, ctype=credtypes.TYPES.get(c.type),
+                   versions=svc.list_versions(s, workspace, cred_id),
+                   refs=_refs_of(s, workspace, cred_id),
+                   refs_available=references() is not None,
+                   runs=recent_runs(s, workspace, cred_id),
+                   events=audit.query(s, workspace=workspace, target=cred_id, limit=50))
+    return render_template("credentials/show.html", **ctx)
+
+
+@web.route("/credentials/<workspace>/<cred_id>/edit", methods=["GET", "POST"])
+def edit_credential(workspace: str, cred_id: str):
+    """Rename: name and description only; the ID is shown read-only and refused if changed."""
+    require(actor(), "editor")
+    errors: dict[str, str] = {}
+    with vault().factory() as s:
+        c = svc.get_credential(s, workspace, cred_id)
+    form = {"id": cred_id, "name": c.name, "description": c.description}
+    if request.method == "POST":
+        form = {k: request.form.get(k, form[k]) for k in form}
+        changes = {"name": form["name"].strip(), "description": form["description"]}
+        if "id" in request.form:
+            changes["id"] = request.form["id"]
+        try:
+            with audit.unit(vault().factory) as s:
+                svc.update_credential(s, vault().barrier, actor(), workspace=workspace,
+                                      cred_id=cred_id, changes=changes)
+        except ValidationError as e:
+            errors[_field_of(e)] = e.message
+        else:
+            flash(f"Credential {cred_id} saved.", "success")
+            return redirect(url_for("web.credential", workspace=workspace, cred_id=cred_id))
+    return render_template("credentials/edit.html", c=c, form=form,
+                           errors=errors), 422 if errors else 200
+
+
+@web.route("/credentials/<workspace>/<cred_id>/secret", methods=["GET", "POST"])
+def update_secret(workspace: str, cred_id: str):
+    """New values become version N+1; empty secret fields keep their current value."""
+    require(actor(), "editor")
+    errors: dict[str, str] = {}
+    with vault().factory() as s:
+        c = svc.get_credential(s, workspace, cred_id)
+    ctype = credtypes.get(c.type)
+    shown = dict(c.public or {})
+    if request.method == "POST":
+        try:
+            values = forms.read_values(ctype, request.form, request.files,
+                                       keep_blank_secrets=True)
+            with audit.unit(vault().factory) as s:
+                c = svc.update_credential(s, vault().barrier, actor(), workspace=workspace,
+                                          cred_id=cred_id, changes={"values": values})
+        except ValidationError as e:
+            known = {f.name for f in ctype.fields}
+            errors[_field_of(e) if _field_of(e) in known else "_form"] = e.message
+            shown = forms.shown_on_error(ctype, request.form)
+        else:
+            flash(f"Saved version {c.current_version} of {cred_id}.", "success")
+            return redirect(url_for("web.credential", workspace=workspace, cred_id=cred_id))
+    return render_template("credentials/secret.html", c=c, ctype=ctype, errors=errors,
+                           widgets=forms.widgets(ctype, shown)), 422 if errors else 200
+
+
+@web.route("/credentials/<workspace>/<cred_id>/delete", methods=["GET", "POST"])
+def delete_credential(workspace: str, cred_id: str):
+    """Confirm (GET, the no-script fallback of the dialog) or delete (POST)."""
+    require(actor(), "editor")
+    if request.method == "GET":
+        with vault().factory() as s:
+            c = svc.get_credential(s, workspace, cred_id)
+            refs = _refs_of(s, workspace, cred_id)
+        return render_template("credentials/delete.html", c=c, refs=refs)
+    force = request.form.get("force") == "1"
+    try:
+        with audit.unit(vault().factory) as s:
+            refs = svc.delete_credential(s, actor(), workspace=workspace, cred_id=cred_id,
+                                         force=force)
+    except CredentialInUse as e:
+        flash(f"Not deleted: {e.message}. Only an admin can force it.", "error")
+        return redirect(url_for("web.credential", workspace=workspace, cred_id=cred_id))
+    note = f" {len(refs)} reference(s) are now broken." if refs else ""
+    flash(f"Credential {cred_id} deleted.{note}", "success")
+    return redirect(url_for("web.credentials"))
+
+
+@web.post("/credentials/<workspace>/<cred_id>/test")
+def test_credential(workspace: str, cred_id: str):
+    """Run the type's connectivity check now and store the result as the status."""
+    require(actor(), "editor")
+    status = importlib.import_module("workbench.status")
+    verify = getattr(status, "verify_credential", None)
+    if verify is None:
+        flash("Connection tests are not available in this version.", "info")
+    else:
+        try:
+            with audit.unit(vault().factory) as s:
+                c = verify(s, vault().barrier, actor(), workspace, cred_id)
+                msg = f"Tested {cred_id}: {c.status}" + \
+                      (f" — {c.status_message}" if c.status_message else "")
+        except NotFound:
+            abort(404)
+        flash(msg, "success" if c.status == "No issues found" else "info")
+    return redirect(url_for("web.credential", workspace=workspace, cred_id=cred_id))
+

@@ -1,0 +1,106 @@
+"""Typed credential forms: read a type's fields from a request, and what may be shown again."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from werkzeug.datastructures import FileStorage, ImmutableMultiDict
+
+from ..credtypes import CredentialType, Field
+from ..errors import ValidationError
+
+PREFIX = "v_"
+UPLOADABLE = ("multiline", "bytes")
+
+
+@dataclass
+class Widget:
+    """How one field is rendered: its input kind and the value to show again (never a secret)."""
+
+    field: Field
+    input: str  # text | password | textarea | file | map
+    value: Any = ""
+    upload: bool = False
+
+    @property
+    def name(self) -> str:
+        return PREFIX + self.field.name
+
+
+def widgets(ctype: CredentialType, shown: dict[str, Any] | None = None) -> list[Widget]:
+    """One widget per field; ``shown`` holds non-secret values to pre-fill."""
+    shown = shown or {}
+    out = []
+    for f in ctype.fields:
+        if f.kind == "map":
+            keys = list(shown.get(f.name) or []) or ["", ""]
+            out.append(Widget(f, "map", keys))
+        elif f.kind == "bytes":
+            out.append(Widget(f, "file", "", upload=True))
+        elif f.kind == "multiline":
+            out.append(Widget(f, "textarea", "" if f.secret else shown.get(f.name, ""),
+                              upload=True))
+        else:
+            out.append(Widget(f, "password" if f.secret else "text",
+                              "" if f.secret else shown.get(f.name, "")))
+    return out
+
+
+def _upload(files: ImmutableMultiDict, name: str) -> bytes | None:
+    fs: FileStorage | None = files.get(name + "_file")
+    if fs is None or not fs.filename:
+        return None
+    return fs.read()
+
+
+def read_values(ctype: CredentialType, form: ImmutableMultiDict, files: ImmutableMultiDict,
+                *, keep_blank_secrets: bool = False) -> dict[str, Any]:
+    """The submitted values; with ``keep_blank_secrets`` (an update), empty secret fields are
+    left out so the current value is kept."""
+    values: dict[str, Any] = {}
+    for f in ctype.fields:
+        key = PREFIX + f.name
+        if f.kind == "map":
+            names = form.getlist(key + "_key")
+            items = form.getlist(key + "_value")
+            pairs = {}
+            for k, v in zip(names, items):
+                k = k.strip()
+                if not k and not v:
+                    continue
+                if not k:
+                    raise ValidationError(f"{f.label}: every value needs a key", field=f.name)
+                pairs[k] = v
+            if pairs or not keep_blank_secrets:
+                values[f.name] = pairs
+            continue
+        raw: Any = form.get(key, "")
+        uploaded = _upload(files, key) if f.kind in UPLOADABLE else None
+        if uploaded is not None:
+            if f.kind == "bytes":
+                raw = uploaded
+            else:
+                try:
+                    raw = uploaded.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ValidationError(f"{f.label}: the file must be UTF-8 text",
+                                          field=f.name) from None
+        if f.secret:
+            if raw in ("", b"") and keep_blank_secrets:
+                continue
+        else:
+            raw = raw.strip() if isinstance(raw, str) and f.kind == "text" else raw
+        values[f.name] = raw
+    return values
+
+
+def shown_on_error(ctype: CredentialType, form: ImmutableMultiDict) -> dict[str, Any]:
+    """The non-secret values of a rejected form (map keys, never map values)."""
+    shown: dict[str, Any] = {}
+    for f in ctype.fields:
+        key = PREFIX + f.name
+        if f.kind == "map":
+            shown[f.name] = [k for k in form.getlist(key + "_key") if k.strip()]
+        elif not f.secret:
+            shown[f.name] = form.get(key, "")
+    return shown

@@ -1,0 +1,114 @@
+"""The credentials table (home page): filter, search, sort, choose columns, paginate."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import make_response, render_template, request
+from sqlalchemy import select
+
+from .. import credentials as svc, credtypes
+from ..errors import ValidationError
+from ..models import Workspace
+from . import references, web
+
+COOKIE = "wb_cols"
+STATUSES = ("No issues found", "Issues found", "Not tested", "Checking…")
+PAGE_SIZES = (25, 50, 100)
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    sort: str | None  # the service's sort key, or None when it cannot sort by this column
+    default: bool = True
+
+
+COLUMNS = (Column("id", "ID", "id"), Column("name", "Name", "name"),
+           Column("description", "Description", "description", default=False),
+           Column("type", "Type", "type"), Column("status", "Status", "status"),
+           Column("used_by", "Used by", None), Column("created_by", "Created by", "created_by"),
+           Column("workspace", "Workspace", "workspace"),
+           Column("created_at", "Created", "created_at"),
+           Column("last_used", "Last used", "last_used_at"))
+BY_KEY = {c.key: c for c in COLUMNS}
+
+
+def chosen_columns() -> list[str]:
+    """Columns from ?cols= (a new choice) or the remembered cookie; the ID always shows."""
+    raw = request.args.getlist("cols") if "cols_set" in request.args else \
+        (request.cookies.get(COOKIE) or "").split(".")
+    cols = [c for c in raw if c in BY_KEY]
+    if not cols:
+        cols = [c.key for c in COLUMNS if c.default]
+    return ["id"] + [c for c in cols if c != "id"]
+
+
+def _int(name: str, default: int, lo: int, hi: int) -> int:
+    try:
+        return max(lo, min(hi, int(request.args.get(name, default))))
+    except ValueError:
+        return default
+
+
+def _usage(s, rows) -> tuple[dict, dict]:
+    """(used_by, last_used) keyed by (workspace, ID), from the reference index if present."""
+    refs = references()
+    used, last = {}, {}
+    by_ws: dict[str, list[str]] = {}
+    for c in rows:
+        by_ws.setdefault(c.workspace.name, []).append(c.cred_id)
+        if c.last_used_at:
+            last[(c.workspace.name, c.cred_id)] = c.last_used_at
+    if refs is None:
+        return used, last
+    for ws, ids in by_ws.items():
+        for cid, n in refs.usage_counts(s, ws, ids).items():
+            used[(ws, cid)] = n
+        for cid, at in refs.last_used(s, ws, ids).items():
+            if at is not None:
+                prev = last.get((ws, cid))
+                last[(ws, cid)] = max(prev, at, key=_utc) if prev else at
+    return used, last
+
+
+def _utc(dt):
+    from datetime import timezone
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+@web.get("/")
+def credentials():
+    """All credentials, newest first."""
+    a = request.args
+    q, type_, status = a.get("q", "").strip()[:200], a.get("type", ""), a.get("status", "")
+    ws = a.get("workspace", "")
+    sort = a.get("sort", "-created_at")
+    if sort.lstrip("-") not in svc.SORTABLE:
+        sort = "-created_at"
+    per = _int("per", 50, 1, 100)
+    per = per if per in PAGE_SIZES else 50
+    page = _int("page", 1, 1, 10**6)
+    from . import vault
+    with vault().factory() as s:
+        try:
+            rows, total = svc.list_credentials(s, workspace=ws or None, q=q or None,
+                                               type=type_ or None, status=status or None,
+                                               sort=sort, limit=per, offset=(page - 1) * per)
+        except ValidationError:
+            rows, total = [], 0
+        used, last = _usage(s, rows)
+        workspaces = list(s.scalars(select(Workspace.name).order_by(Workspace.name)))
+    cols = chosen_columns()
+    args = {k: v for k, v in (("q", q), ("type", type_), ("status", status), ("workspace", ws),
+                              ("sort", sort), ("per", per)) if v and v not in ("-created_at", 50)}
+    resp = make_response(render_template(
+        "credentials/table.html", rows=rows, total=total, page=page, per=per,
+        pages=max(1, -(-total // per)), q=q, type=type_, status=status, workspace=ws,
+        sort=sort, args=args, cols=cols, columns=COLUMNS, by_key=BY_KEY, types=credtypes.TYPES,
+        statuses=STATUSES, workspaces=workspaces, used=used, last=last,
+        refs_available=references() is not None, page_sizes=PAGE_SIZES))
+    if "cols_set" in a:
+        resp.set_cookie(COOKIE, ".".join(cols), max_age=365 * 86400, samesite="Lax",
+                        httponly=True, secure=request.is_secure)
+    return resp
