@@ -74,9 +74,8 @@ def recent_runs(s, workspace: str, cred_id: str, limit: int = 10) -> list[tuple]
 
 
 def _refs_of(s, workspace: str, cred_id: str) -> list[dict]:
-    refs = references()
-    if refs is not None:
-        return refs.find_references(s, workspace, cred_id)
+    """Every registered finder's references (the reference index registers itself)."""
+    references()  # importing the index registers its finder with the credential service
     return svc.references(s, workspace, cred_id)
 
 

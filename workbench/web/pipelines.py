@@ -18,48 +18,31 @@ def _workspaces(s) -> list[str]:
     return list(s.scalars(select(Workspace.name).order_by(Workspace.name)))
 
 
-def _as_dict(obj) -> dict:
-    """Index rows may be dicts or objects; templates read them as dicts."""
-    if isinstance(obj, dict):
-        return obj
-    to_dict = getattr(obj, "to_dict", None)
-    if callable(to_dict):
-        return to_dict()
-    return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
-
-
 @web.get("/pipelines")
 def pipelines():
-    """Known pipelines with their source, commit, status and dangling references."""
+    """Known pipelines with their source, commit, parse status and dangling references."""
     ws = _workspace()
     refs = references()
-    items, dangling = [], {}
     with vault().factory() as s:
-        if refs is not None:
-            items = [_as_dict(p) for p in refs.list_pipelines(s, ws)]
-            for d in refs.dangling(s, ws):
-                d = _as_dict(d)
-                key = d.get("pipeline_id") or d.get("pipeline")
-                dangling.setdefault(key, []).append(d)
+        items = refs.list_pipelines(s, ws) if refs is not None else []
+        bad = refs.dangling(s, ws) if refs is not None else []
         workspaces = _workspaces(s)
-    return render_template("pipelines/list.html", items=items, dangling=dangling, workspace=ws,
+    return render_template("pipelines/list.html", items=items, dangling=bad, workspace=ws,
                            workspaces=workspaces, refs_available=refs is not None)
 
 
 @web.get("/pipelines/<int:pipeline_id>")
 def pipeline(pipeline_id: int):
-    """One pipeline: its steps and the credentials each step uses."""
+    """One pipeline: its steps and the credentials each step uses (dangling ones flagged)."""
     ws = _workspace()
     refs = references()
     if refs is None:
         raise NotFound("the reference index is not installed")
     with vault().factory() as s:
-        p = _as_dict(refs.get_pipeline(s, ws, pipeline_id))
-        dangling = [_as_dict(d) for d in refs.dangling(s, ws)]
-    mine = {(d.get("step"), d.get("credential") or d.get("credential_id") or d.get("id"))
-            for d in dangling if (d.get("pipeline_id") or d.get("pipeline")) in
-            (pipeline_id, p.get("name"))}
-    return render_template("pipelines/show.html", p=p, workspace=ws, dangling=mine)
+        p = refs.get_pipeline(s, ws, pipeline_id)
+        runs = [r for r in records.list_runs(s, ws, limit=200) if r.pipeline == p["name"]][:10]
+        runs = [records.run_to_dict(r) for r in runs]
+    return render_template("pipelines/show.html", p=p, workspace=ws, runs=runs)
 
 
 @web.get("/runs")
