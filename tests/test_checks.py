@@ -431,3 +431,14 @@ def test_https_target_with_untrusted_certificate(kube_api):
         c = verify("secret_text", {"secret": kube_api.token, "target": target})
         assert (c.status, c.reason) == ("False", "Unreachable"), (target, c)
         assert "not trusted" in c.message
+
+
+def test_kubeconfig_with_version_locked_down(kube_api):
+    kube_api.forbidden.add("/version")
+    try:
+        c = verify("kubeconfig", {"kubeconfig": kube_api.kubeconfig("token")})
+        bad = verify("kubeconfig", {"kubeconfig": kube_api.kubeconfig("bad-token")})
+    finally:
+        kube_api.forbidden.discard("/version")
+    assert (c.status, c.reason) == ("True", "Authenticated"), c
+    assert (bad.status, bad.reason) == ("False", "AuthenticationFailed"), bad

@@ -127,7 +127,8 @@ def check_kubeconfig(values: dict, timeout: float) -> Condition:
         if version.status == 401:
             return reachable("False", "AuthenticationFailed", f"{at} rejected the credential "
                              "(HTTP 401)")
-        if version.status != 200 or not _version(version):
+        # 403: authenticated but /version is locked down; the access review still tells
+        if version.status != 403 and (version.status != 200 or not _version(version)):
             return reachable("False", "UnexpectedResponse", f"{at} does not answer /version like "
                              f"a Kubernetes API server (HTTP {version.status})")
         review = fetch(join(server, SSAR), method="POST", body=REVIEW,
@@ -151,8 +152,8 @@ def check_kubeconfig(values: dict, timeout: float) -> Condition:
 
 
 def _authenticated(at: str, version: str, note: str) -> Condition:
-    return reachable("True", "Authenticated",
-                     f"authenticated to Kubernetes {version} at {at}{note}")
+    what = f"Kubernetes {version}" if version else "the Kubernetes API server"
+    return reachable("True", "Authenticated", f"authenticated to {what} at {at}{note}")
 
 
 def _answer(reply: Reply, at: str) -> Condition:

@@ -55,12 +55,10 @@ def check_target(target: str, username: str, secret: str, timeout: float,
     if is_git_target(target):
         return ls_remote(target, username, secret, timeout, token=token)
     url = without_userinfo(target)
-    if token:
-        auth = f"Bearer {secret}"
-    else:
-        auth = "Basic " + base64.b64encode(f"{username}:{secret}".encode()).decode()
-    if _speaks_git(url, auth, timeout):
+    basic = "Basic " + base64.b64encode(f"{username}:{secret}".encode()).decode()
+    if _speaks_git(url, basic, timeout):  # asked the way git itself will ask
         return ls_remote(target, username, secret, timeout, token=token)
+    auth = f"Bearer {secret}" if token else basic
     at = safe_url(url)
     try:
         reply = fetch(url, timeout=timeout, headers={"Authorization": auth})
