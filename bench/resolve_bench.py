@@ -5,6 +5,7 @@ on) on 127.0.0.1; `wrk` loads each for a fixed duration, alternating, and the me
 ratio are printed as a markdown table.  Needs `wrk` (Debian package) on PATH.
 
 Usage: python bench/resolve_bench.py [--duration 10] [--rounds 3] [--backend sqlite,postgresql]
+                                    [--compare DIR]  (another checkout, e.g. before a change)
 """
 from __future__ import annotations
 
@@ -92,8 +93,9 @@ def seed(env: dict[str, str]) -> str:
     return token
 
 
-def start(cmd: list[str], env: dict[str, str], port: int, probe: str) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+def start(cmd: list[str], env: dict[str, str], port: int, probe: str,
+          cwd: Path = ROOT) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -117,7 +119,25 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def load(port: int, script: Path, duration: int, connections: int) -> float:
+def cpu_seconds(proc: subprocess.Popen) -> float:
+    """User+system CPU of a server: its master and worker processes (from /proc)."""
+    pids = [proc.pid] + subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                       text=True).stdout.split()
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except FileNotFoundError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def load(port: int, script: Path, duration: int, connections: int,
+         proc: subprocess.Popen | None = None) -> tuple[float, int, float]:
+    """(requests/s, requests, server CPU µs per request) of one wrk run; any non-2xx answer or
+    socket error stops."""
+    cpu = cpu_seconds(proc) if proc else 0.0
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "-s", str(script),
                           f"http://127.0.0.1:{port}"], capture_output=True, text=True,
                          check=True).stdout
@@ -125,7 +145,9 @@ def load(port: int, script: Path, duration: int, connections: int) -> float:
     errors = re.search(r"Socket errors: .*", out)
     if bad or errors:
         raise SystemExit(f"load run had failures:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    cpu = (cpu_seconds(proc) - cpu) * 1e6 / max(n, 1) if proc else 0.0
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), n, cpu
 
 
 def pg_schema(create: bool, name: str) -> None:
@@ -137,7 +159,8 @@ def pg_schema(create: bool, name: str) -> None:
     eng.dispose()
 
 
-def bench(backend: str, duration: int, rounds: int, connections: int) -> dict:
+def bench(backend: str, duration: int, rounds: int, connections: int,
+          compare: Path | None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="wb-resolve-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
     env.update(WORKBENCH_INSTANCE=str(tmp / "instance"), PYTHONPATH=str(ROOT))
@@ -155,22 +178,34 @@ def bench(backend: str, duration: int, rounds: int, connections: int) -> dict:
             fd = os.open(scripts[name], os.O_WRONLY | os.O_CREAT, 0o600)  # holds the token
             os.write(fd, (LUA % {"token": token, "n": N_CREDS, "path": path}).encode())
             os.close(fd)
-        pv, ph = free_port(), free_port()
         py = sys.executable
-        procs.append(start([py, "-m", "workbench", "serve", "--host", "127.0.0.1", "--port",
-                            str(pv), "--workers", str(WORKERS), "--threads", str(THREADS)],
-                           env, pv, "/healthz"))
-        procs.append(start([py, __file__, "--hello-server", str(ph)], env, ph, "/hello"))
-        load(pv, scripts["resolve"], 2, connections)  # warm-up both
-        load(ph, scripts["hello"], 2, connections)
-        got = {"resolve": [], "hello": []}
-        for r in range(rounds):
-            order = [("resolve", pv), ("hello", ph)]
-            for name, port in order if r % 2 == 0 else order[::-1]:
-                got[name].append(load(port, scripts[name], duration, connections))
+        servers = {}  # label -> (port, lua script)
+        for label, src in [("resolve", ROOT)] + ([("resolve (before)", compare)] if compare
+                                                 else []):
+            port = free_port()
+            procs.append(start([py, "-m", "workbench", "serve", "--host", "127.0.0.1", "--port",
+                                str(port), "--workers", str(WORKERS), "--threads", str(THREADS)],
+                               {**env, "PYTHONPATH": str(src)}, port, "/healthz", cwd=src))
+            servers[label] = (port, scripts["resolve"], procs[-1])
+        port = free_port()
+        procs.append(start([py, __file__, "--hello-server", str(port)], env, port, "/hello"))
+        servers["hello"] = (port, scripts["hello"], procs[-1])
+        got: dict[str, list[float]] = {label: [] for label in servers}
+        cpu: dict[str, list[float]] = {label: [] for label in servers}
+        resolved = 0
+        for label, (port, script, _) in servers.items():  # warm-up
+            resolved += load(port, script, 2, connections)[1] if label != "hello" else 0
+        labels = list(servers)
+        for r in range(rounds):  # rotate the order so each server meets the noise in each slot
+            for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                port, script, proc = servers[label]
+                rps, n, us = load(port, script, duration, connections, proc)
+                got[label].append(rps)
+                cpu[label].append(us)
+                resolved += n if label != "hello" else 0
         audited = count_resolve_audit(env)
-        return {"backend": backend, "resolve": got["resolve"], "hello": got["hello"],
-                "audited": audited}
+        return {"backend": backend, "runs": got, "cpu": cpu, "audited": audited,
+                "resolved": resolved}
     finally:
         for p in procs:
             stop(p)
@@ -200,6 +235,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--backend", default="sqlite,postgresql")
+    ap.add_argument("--compare", metavar="DIR", help="also serve the resolve API from another "
+                    "checkout (e.g. the code before a change), in the same rounds")
     a = ap.parse_args()
     if a.hello_server:
         return hello_server(a.hello_server)
@@ -208,16 +245,22 @@ def main() -> None:
     print(f"gunicorn gthread {WORKERS} workers x {THREADS} threads, wrk -t2 -c{a.connections} "
           f"-d{a.duration}s, {a.rounds} alternating rounds, {N_CREDS} credentials, one ref "
           f"per request, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}\n")
-    rows = [bench(b, a.duration, a.rounds, a.connections) for b in a.backend.split(",")]
-    print("| backend | resolve req/s (median) | hello req/s (median) | ratio | runs resolve "
-          "| runs hello | resolve audit rows |")
+    compare = Path(a.compare).resolve() if a.compare else None
+    rows = [bench(b, a.duration, a.rounds, a.connections, compare)
+            for b in a.backend.split(",")]
+    print("| backend | server | req/s (median) | ratio to hello | runs | server CPU µs/req "
+          "(median) | CPU ratio hello/server |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        mr, mh = statistics.median(r["resolve"]), statistics.median(r["hello"])
-        print(f"| {r['backend']} | {mr:.0f} | {mh:.0f} | {mr / mh:.2f} | "
-              f"{', '.join(f'{x:.0f}' for x in r['resolve'])} | "
-              f"{', '.join(f'{x:.0f}' for x in r['hello'])} | {r['audited']} |")
-
+        hello = statistics.median(r["runs"]["hello"])
+        hello_cpu = statistics.median(r["cpu"]["hello"])
+        for label, runs in r["runs"].items():
+            med, us = statistics.median(runs), statistics.median(r["cpu"][label])
+            print(f"| {r['backend']} | {label} | {med:.0f} | {med / hello:.2f} | "
+                  f"{', '.join(f'{x:.0f}' for x in runs)} | {us:.0f} | {hello_cpu / us:.2f} |")
+    for r in rows:
+        print(f"\n{r['backend']}: {r['resolved']} resolve requests answered 200, "
+              f"{r['audited']} credential.resolve audit rows")
 
 if __name__ == "__main__":
     main()

@@ -7,10 +7,11 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from . import audit
@@ -21,6 +22,7 @@ from .models import ApiToken, User, Workspace
 
 ROLES = ("admin", "editor", "viewer")
 RANK = {"viewer": 0, "editor": 1, "admin": 2}
+TOUCH_EVERY = timedelta(minutes=1)  # granularity of the "last used" times
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _hasher = PasswordHasher()
 
@@ -142,19 +144,45 @@ def create_token(s: Session, actor: Actor, name: str, *, kind: str = "personal",
     return IssuedToken(tok, secret)
 
 
+# Prepared once (statement building costs more than running it): the token lookup of every API
+# request, as plain columns, and the throttled "last used" write.
+_tok, _usr, _wsp = ApiToken.__table__, User.__table__, Workspace.__table__
+_TOKEN_ROW = (select(_tok.c.id, _tok.c.kind, _tok.c.name, _tok.c.token_hash, _tok.c.revoked_at,
+                     _tok.c.last_used_at, _wsp.c.name.label("workspace"), _usr.c.username,
+                     _usr.c.role, _usr.c.disabled)
+              .select_from(_tok.outerjoin(_wsp, _wsp.c.id == _tok.c.workspace_id)
+                           .outerjoin(_usr, _usr.c.id == _tok.c.user_id))
+              .where(_tok.c.token_hash == bindparam("digest")))
+_TOUCH_TOKEN = update(_tok).where(_tok.c.id == bindparam("tid")).values(
+    last_used_at=bindparam("now"))
+
+
 def token_actor(s: Session, secret: str, source: str = "") -> Actor:
     """The actor behind a bearer token, or AuthenticationRequired."""
-    tok = s.scalar(select(ApiToken).where(ApiToken.token_hash == _hash_token(secret)))
-    if tok is None or tok.revoked_at is not None or not hmac.compare_digest(
-            tok.token_hash, _hash_token(secret)):
+    digest = _hash_token(secret)
+    row = s.connection().execute(_TOKEN_ROW, {"digest": digest}).first()
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(
+            row.token_hash, digest):
         raise AuthenticationRequired("invalid or revoked token")
-    tok.last_used_at = utcnow()
-    if tok.kind == "runner":
-        return Actor(tok.name, role="runner", source=source, workspace=tok.workspace.name,
+    if row.kind != "runner" and (row.username is None or row.disabled):
+        raise AuthenticationRequired("invalid or revoked token")
+    now = utcnow()
+    if is_stale(row.last_used_at, now):
+        s.connection().execute(_TOUCH_TOKEN, {"tid": row.id, "now": now})
+    if row.kind == "runner":
+        return Actor(row.name, role="runner", source=source, workspace=row.workspace,
                      kind="runner")
-    if tok.user is None or tok.user.disabled:
-        raise AuthenticationRequired("invalid or revoked token")
-    return Actor(tok.user.username, role=tok.user.role, source=source, kind="user")
+    return Actor(row.username, role=row.role, source=source, kind="user")
+
+
+def is_stale(last_used: datetime | None, now: datetime) -> bool:
+    """Whether a ``last_used_at`` is worth rewriting: at most once per TOUCH_EVERY, so a busy
+    token or credential does not turn every read into a database write."""
+    if last_used is None:
+        return True
+    if last_used.tzinfo is None:  # SQLite hands back naive UTC
+        last_used = last_used.replace(tzinfo=timezone.utc)
+    return now - last_used >= TOUCH_EVERY
 
 
 def list_tokens(s: Session) -> list[ApiToken]:

@@ -6,17 +6,17 @@ import json
 import re
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import String, cast, delete, func, or_, select
+from sqlalchemy import String, bindparam, cast, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import audit, credtypes, crypto
-from .accounts import get_workspace, require
+from .accounts import get_workspace, is_stale, require
 from .audit import Actor
 from .crypto import Barrier
 from .db import iso, utcnow
 from .errors import (Conflict, CredentialInUse, ImmutableFieldError, NotFound, PermissionDenied,
                      ValidationError)
-from .models import Credential, CredentialVersion, Workspace
+from .models import AuditEvent, Credential, CredentialVersion, Workspace
 from .pipeline.resolve import Ref, ResolvedCredential, Resolver
 from . import status as status_service
 
@@ -305,25 +305,57 @@ def resolve(s: Session, barrier: Barrier, actor: Actor, *, workspace: str,
             actor, "credential.resolve", workspace=workspace, target=target, details=ctx)
     out: dict[Ref, ResolvedCredential] = {}
     missing: list[str] = []
+    used: dict[int, Any] = {}  # credential pk -> its last_used_at
+    conn = s.connection()
     for ref in refs:
-        try:
-            c = get_credential(s, workspace, ref.id)
-            v, values = current_values(s, barrier, c, ref.version)
-        except NotFound:
+        row = conn.execute(_VERSION_ROW[bool(ref.version)],
+                           {"workspace": workspace, "cred_id": ref.id,
+                            "version": ref.version}).first()
+        if row is None:
             missing.append(str(ref))
             continue
-        out[ref] = ResolvedCredential(c.cred_id, v.version, v.type, values)
+        aad = crypto.binding(workspace, row.cred_id, row.version, row.type)
+        values = decode_values(barrier.open(row.wrapped_key, row.ciphertext, aad))
+        out[ref] = ResolvedCredential(row.cred_id, row.version, row.type, values)
+        used[row.pk] = row.last_used_at
     if missing:
         raise audit.refused(
             NotFound(f"unknown credential reference(s): {', '.join(missing)}", missing=missing),
             actor, "credential.resolve", workspace=workspace, target=",".join(missing),
             details={**ctx, "missing": missing}, outcome="failed")
     now = utcnow()
-    for ref, rc in out.items():
-        get_credential(s, workspace, rc.id).last_used_at = now
-        audit.record(s, actor, "credential.resolve", workspace=workspace, target=rc.id,
-                     details={**ctx, "version": rc.version})
+    stale = [pk for pk, last in used.items() if is_stale(last, now)]
+    if stale:
+        conn.execute(_TOUCH, {"pks": stale, "now": now})
+    # One audit row per resolved credential, inserted in one statement (no ORM unit of work:
+    # this is the hot path of every pipeline step).
+    conn.execute(_AUDIT, [
+        {"at": now, "actor": actor.label, "action": "credential.resolve", "outcome": "ok",
+         "workspace": workspace, "target": rc.id, "source": actor.source,
+         "details": {**ctx, "version": rc.version}} for rc in out.values()])
     return out
+
+
+def _version_query(pinned: bool):
+    """The pinned (or current) version of one credential, with what resolve needs of it."""
+    c, v, w = Credential.__table__.c, CredentialVersion.__table__.c, Workspace.__table__.c
+    want = bindparam("version") if pinned else c.current_version
+    return (select(c.pk, c.cred_id, c.last_used_at, v.version, v.type, v.wrapped_key,
+                   v.ciphertext)
+            .select_from(Credential.__table__
+                         .join(Workspace.__table__, w.id == c.workspace_id)
+                         .join(CredentialVersion.__table__,
+                               (v.credential_pk == c.pk) & (v.version == want)))
+            .where(w.name == bindparam("workspace"), c.cred_id == bindparam("cred_id")))
+
+
+# Built once: resolve runs for every pipeline step, and building a statement costs more than
+# running it.  Keyed by "is the version pinned".
+_VERSION_ROW = {False: _version_query(False), True: _version_query(True)}
+_TOUCH = (update(Credential.__table__).where(Credential.__table__.c.pk.in_(bindparam("pks",
+                                                                                   expanding=True)))
+          .values(last_used_at=bindparam("now")))
+_AUDIT = insert(AuditEvent.__table__)
 
 
 class VaultResolver(Resolver):
