@@ -1,8 +1,10 @@
 """The docker executor against a real engine: env, files, exit codes, pulls, inspect, cleanup."""
 from __future__ import annotations
 
+import io
 import json
 import os
+import tarfile
 import threading
 import time
 
@@ -263,4 +265,20 @@ def test_sweep_removes_containers_whose_runner_died(docker_client, busybox_image
     finally:
         ex.cancel()
         ex.cleanup()
+    assert_nothing_left(docker_client, ex, scratch)
+
+
+def test_image_without_a_shell_is_a_clear_error(docker_client, scratch):
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        info = tarfile.TarInfo("hello.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"hi\n"))
+    docker_client.api.import_image_from_data(layer.getvalue(), repository="local/no-shell",
+                                             tag="1")
+    step = ResolvedStep(name="no-shell", image="local/no-shell:1", executor="docker", run="true")
+    result, out, ex = execute(step, scratch)
+    assert result.status == "error" and out == b""
+    assert result.message == "cannot start the container: image local/no-shell:1 has no " \
+                             "/bin/sh, which a step's script needs"
     assert_nothing_left(docker_client, ex, scratch)

@@ -150,7 +150,10 @@ class DockerExecutor(Executor):
             self.client.api.start(self.container_id)
         except Exception as exc:  # noqa: BLE001 - foreign text is scrubbed before use
             self._kill()
-            why = exc.message if isinstance(exc, ExecutionError) else scrub(self.step, str(exc))
+            why = exc.message if isinstance(exc, ExecutionError) else scrub(
+                self.step, getattr(exc, "explanation", None) or str(exc))
+            if "/bin/sh" in why and "no such file" in why:
+                why = f"image {self.step.image} has no /bin/sh, which a step's script needs"
             return StepResult(self.step.name, "error", None, time.monotonic() - started,
                               f"cannot start the container: {why}")
         if self._cancelled.is_set():  # cancel() raced with the start
