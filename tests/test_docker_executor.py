@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import tarfile
 import threading
 import time
@@ -282,3 +283,19 @@ def test_image_without_a_shell_is_a_clear_error(docker_client, scratch):
     assert result.message == "cannot start the container: image local/no-shell:1 has no " \
                              "/bin/sh, which a step's script needs"
     assert_nothing_left(docker_client, ex, scratch)
+
+
+def test_cancel_does_not_wait_for_a_hanging_pull(docker_client, scratch):
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        image = f"127.0.0.1:{silent.getsockname()[1]}/team/hangs:1"
+        step = ResolvedStep(name="hanging-pull", image=image, executor="docker", run="true",
+                            pull_auth=PullAuth(f"127.0.0.1:{silent.getsockname()[1]}", "u",
+                                               "pw-" + CANARY))
+        ex = DockerExecutor(step, scratch=scratch)
+        threading.Timer(0.5, ex.cancel).start()
+        with pytest.raises(ExecutionError, match="cancelled while pulling image"):
+            ex.prepare()
+        ex.cleanup()
+    assert leftovers(scratch) == []

@@ -117,7 +117,26 @@ class DockerExecutor(Executor):
                                  f"({type(exc).__name__})") from None
         sweep_containers(self.client)
         self._write_secrets()
-        ensure_image(self.client, self.step)
+        self._pull_unless_cancelled()
+
+    def _pull_unless_cancelled(self) -> None:
+        """A pull can take minutes; cancel() must not wait for it (the engine drops it then)."""
+        failure: list[BaseException] = []
+
+        def pull() -> None:
+            try:
+                ensure_image(self.client, self.step)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                failure.append(exc)
+
+        worker = threading.Thread(target=pull, name=f"pull-{self.step.name}", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            if self._cancelled.wait(0.2):
+                raise ExecutionError(f"step {self.step.name}: cancelled while pulling image "
+                                     f"{self.step.image}")
+        if failure:
+            raise failure[0]
 
     def _write_secrets(self) -> None:
         self.secret_dir = SecretDir.create(self.scratch)
