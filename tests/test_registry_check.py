@@ -43,6 +43,8 @@ def test_scheme_choice_and_challenge_parsing():
     assert base_urls("127.0.0.1:5000") == ["https://127.0.0.1:5000", "http://127.0.0.1:5000"]
     assert base_urls("localhost:5000/ns") == ["https://localhost:5000", "http://localhost:5000"]
     assert base_urls("http://reg.internal:80/") == ["http://reg.internal:80"]
+    assert base_urls("docker.io") == base_urls("https://index.docker.io/v1/") \
+        == ["https://registry-1.docker.io"]
     assert parse_challenge('Bearer realm="https://auth.example/token",service="reg.example"') \
         == ("bearer", {"realm": "https://auth.example/token", "service": "reg.example"})
 

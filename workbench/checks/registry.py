@@ -11,6 +11,9 @@ import requests
 
 from . import Condition, reachable, register
 
+# Docker Hub answers the registry API on another host than its name (as the engine knows)
+HUB_NAMES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
+HUB_API = "https://registry-1.docker.io"
 CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 
 
@@ -31,8 +34,12 @@ def base_urls(registry: str) -> list[str]:
     registry = registry.strip().rstrip("/")
     if re.match(r"^https?://", registry, re.I):
         parts = urlsplit(registry)
+        if parts.netloc.lower() in HUB_NAMES:
+            return [HUB_API]
         return [f"{parts.scheme.lower()}://{parts.netloc}"]
     host = registry.split("/", 1)[0]
+    if host.lower() in HUB_NAMES:
+        return [HUB_API]
     return [f"https://{host}"] + ([f"http://{host}"] if is_local(host) else [])
 
 
