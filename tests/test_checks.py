@@ -442,3 +442,14 @@ def test_kubeconfig_with_version_locked_down(kube_api):
         kube_api.forbidden.discard("/version")
     assert (c.status, c.reason) == ("True", "Authenticated"), c
     assert (bad.status, bad.reason) == ("False", "AuthenticationFailed"), bad
+
+
+def test_git_over_ssh_with_a_password(sshd_server):
+    # the peer allows keys only, so a password is refused by the real sshd
+    s = sshd_server
+    c = verify("username_password", {"username": s.username, "password": "pw-over-ssh",
+                                     "target": f"ssh://{s.host}:{s.port}/srv/repo.git"})
+    assert (c.status, c.reason) == ("False", "AuthenticationFailed"), c
+    down = verify("username_password", {"username": "git", "password": "pw-over-ssh",
+                                        "target": f"ssh://127.0.0.1:{closed_port()}/repo.git"})
+    assert (down.status, down.reason) == ("False", "Unreachable"), down
