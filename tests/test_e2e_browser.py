@@ -233,11 +233,16 @@ def test_editor_and_admin_workflow(browser_page, live_server, screenshot):
 
 
 def test_viewer_cannot_change_anything(browser_page, live_server, screenshot):
+    from workbench import audit, credentials
+    with audit.unit(live_server.vault.factory) as s:
+        credentials.create_credential(s, live_server.vault.barrier, audit.SYSTEM,
+                                      workspace="default", cred_id="viewer-sees",
+                                      type="secret_text", values={"secret": "CANARY-b-v-8"})
     page = browser_page
     sign_in(page, live_server.users["viewer"])
     page.goto("/")
     ids = ids_in_table(page)
-    assert ids, "the editor test creates credentials first"
+    assert "viewer-sees" in ids
     expect(page.get_by_role("link", name="New credential")).to_have_count(0)
     screenshot(page, "14-viewer-table")
     page.goto(f"/credentials/default/{ids[0]}")

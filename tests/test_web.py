@@ -330,3 +330,14 @@ def test_runs_show_masked_logs_and_credentials(as_role, vault):
     assert "r-42"[:8] in c.get("/runs").get_data(as_text=True)
     page = c.get("/runs/r-42").get_data(as_text=True)
     assert "login as ****" in page and "reg@3" in page
+
+
+def test_test_connection_stores_the_result(as_role, vault):
+    c = as_role("editor")
+    create(c, "access_key", "no-check")
+    r = post(c, "/credentials/default/no-check/test", {})
+    assert r.status_code == 302
+    page = c.get("/credentials/default/no-check").get_data(as_text=True)
+    assert "Tested no-check" in page and "NotTestable" in page
+    with vault.factory() as s:
+        assert audit.query(s, action="credential.verify", target="no-check")

@@ -1,0 +1,128 @@
+"""Credentials table with 100,000 credentials against the same pages with 1,000.
+
+    python bench/web_table.py [--big 100000] [--small 1000] [--repeat 7] [--database-url URL]
+
+Renders the home page through the Flask test client (signed in, real templates, real queries)
+for: page 1, a deep page, a search, a type filter and a sort by name.  Reports the median
+time per page over the repeats and the ratio big/small; both vaults are measured in the same
+run, interleaved, so machine noise hits both alike.  The default database is SQLite in a temp
+dir; pass a PostgreSQL URL to measure it there (a private schema is created and dropped).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from argon2 import PasswordHasher  # noqa: E402
+from sqlalchemy import create_engine, insert, text  # noqa: E402
+
+from workbench import create_app, credtypes, crypto  # noqa: E402
+from workbench.config import Settings  # noqa: E402
+from workbench.db import utcnow  # noqa: E402
+from workbench.models import Credential, User, Workspace  # noqa: E402
+from workbench.vault import Vault  # noqa: E402
+
+TYPES = sorted(credtypes.TYPES)
+
+
+def pages(n: int) -> dict[str, str]:
+    deep = max(1, n // 50 - 1)
+    return {"page 1": "/", f"page {deep} (offset {(deep - 1) * 50})": f"/?page={deep}",
+            "search": "/?q=nightly-7", "filter type": "/?type=kubeconfig",
+            "sort by name": "/?sort=name", "sort by name, deep": f"/?sort=name&page={deep}"}
+
+
+def build(n: int, url: str, inst: Path):
+    """A vault with ``n`` credentials (rows inserted in bulk: the table never reads values)."""
+    settings = Settings.from_env({}, instance=str(inst), database_url=url, testing=True,
+                                 master_key=crypto.encode_key(crypto.generate_key()))
+    vault = Vault(settings).open()
+    now = utcnow()
+    with vault.factory.begin() as s:
+        ws = Workspace(name="default")
+        s.add(ws)
+        s.add(User(username="bench", password_hash=PasswordHasher().hash("bench-password"),
+                   role="viewer"))
+        s.flush()
+        rows = [{"workspace_id": ws.id, "cred_id": f"cred-{i:06d}",
+                 "name": f"{'nightly' if i % 10 == 7 else 'service'}-{i}",
+                 "description": f"credential number {i}", "type": TYPES[i % len(TYPES)],
+                 "current_version": 1, "public": {}, "conditions": [], "status": "Not tested",
+                 "status_message": "", "created_by": "bench",
+                 "created_at": now - timedelta(seconds=n - i), "updated_at": now}
+                for i in range(n)]
+        for start in range(0, n, 5000):
+            s.execute(insert(Credential), rows[start:start + 5000])
+    app = create_app(settings, vault=vault)
+    client = app.test_client()
+    token = re.search(r'name="csrf_token" value="([^"]+)"',
+                      client.get("/login").get_data(as_text=True)).group(1)
+    r = client.post("/login", data={"username": "bench", "password": "bench-password",
+                                    "csrf_token": token})
+    assert r.status_code == 302, r.status_code
+    return vault, client
+
+
+def timed(client, path: str) -> float:
+    t0 = time.perf_counter()
+    r = client.get(path)
+    dt = time.perf_counter() - t0
+    assert r.status_code == 200 and b"cred-" in r.data, (path, r.status_code)
+    return dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--big", type=int, default=100_000)
+    ap.add_argument("--small", type=int, default=1_000)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--database-url", default="")
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="wb-bench-web-"))
+    schemas = []
+
+    def url_for(tag: str) -> str:
+        if not a.database_url:
+            return f"sqlite:///{tmp / tag}.db"
+        schema = f"wb_bench_{uuid.uuid4().hex[:8]}"
+        with create_engine(a.database_url).begin() as c:
+            c.execute(text(f'CREATE SCHEMA "{schema}"'))
+        schemas.append(schema)
+        return f"{a.database_url}?options=-csearch_path%3D{schema}"
+
+    t0 = time.perf_counter()
+    big_vault, big = build(a.big, url_for("big"), tmp / "big")
+    small_vault, small = build(a.small, url_for("small"), tmp / "small")
+    print(f"built {a.big:,} + {a.small:,} credentials in {time.perf_counter() - t0:.1f} s "
+          f"({'PostgreSQL' if a.database_url else 'SQLite'})")
+    try:
+        big_pages, small_pages = pages(a.big), pages(a.small)
+        print(f"{'page':34} {'small ms':>9} {'big ms':>9} {'ratio':>6}")
+        for (label, bp), sp in zip(big_pages.items(), small_pages.values()):
+            timed(big, bp), timed(small, sp)  # warm caches and the template
+            tb, ts = [], []
+            for _ in range(a.repeat):
+                tb.append(timed(big, bp))
+                ts.append(timed(small, sp))
+            mb, ms = statistics.median(tb) * 1000, statistics.median(ts) * 1000
+            print(f"{label:34} {ms:9.1f} {mb:9.1f} {mb / ms:6.2f}")
+    finally:
+        big_vault.engine.dispose()
+        small_vault.engine.dispose()
+        if schemas:
+            with create_engine(a.database_url).begin() as c:
+                for schema in schemas:
+                    c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+if __name__ == "__main__":
+    main()
