@@ -272,29 +272,48 @@ def test_filter_search_sort_columns_and_pages(as_role):
     assert 'data-col="type"' in head and 'data-col="name"' not in head
 
 
+def add_reference(vault, cred_id, pipeline="deploy", step="push", workspace="default"):
+    """A pipeline of an indexed source whose step ``step`` references ``cred_id``."""
+    from workbench.references import IndexedPipeline, PipelineReference, PipelineSource
+    with vault.factory.begin() as s:
+        src = PipelineSource(workspace=workspace, name="repo", kind="local", url="/srv/pipes")
+        s.add(src)
+        s.flush()
+        p = IndexedPipeline(source_id=src.id, workspace=workspace, path=f"pipelines/{pipeline}"
+                            ".yaml", name=pipeline, blob="0" * 40, steps=f"build\n{step}")
+        s.add(p)
+        s.flush()
+        s.add(PipelineReference(pipeline_id=p.id, workspace=workspace, step=step,
+                                credential_id=cred_id, binding="env TOKEN"))
+        return p.id
+
+
 def test_delete_unreferenced_and_referenced(as_role, vault):
     create(as_role("editor"), "secret_text", "free")
     create(as_role("editor"), "secret_text", "busy")
-    finder = lambda s, ws, cid: [{"pipeline": "deploy", "step": "push", "version": None,
-                                  "binding": {"env": "TOKEN"}}] if cid == "busy" else []
-    svc.REFERENCE_FINDERS.append(finder)
-    try:
-        e = as_role("editor")
-        assert post(e, "/credentials/default/free/delete", {}).status_code == 302
-        page = e.get("/credentials/default/busy").get_data(as_text=True)
-        assert "<dialog" in page and "deploy" in page and "push" in page
-        assert "Only an admin can delete" in page
-        r = post(e, "/credentials/default/busy/delete", {"force": "1"})
-        assert r.status_code == 403
-        r = post(e, "/credentials/default/busy/delete", {})
-        assert r.status_code == 302 and "Not deleted" in e.get("/").get_data(as_text=True)
-        a = as_role("admin")
-        assert "Delete anyway" in a.get("/credentials/default/busy").get_data(as_text=True)
-        assert post(a, "/credentials/default/busy/delete", {"force": "1"}).status_code == 302
-    finally:
-        svc.REFERENCE_FINDERS.remove(finder)
+    pid = add_reference(vault, "busy")
+    e = as_role("editor")
+    assert post(e, "/credentials/default/free/delete", {}).status_code == 302
+    table = e.get("/").get_data(as_text=True)
+    assert "Credential free deleted." in table and "1 pipeline<" in table
+    assert ">free<" not in table
+    page = e.get("/credentials/default/busy").get_data(as_text=True)
+    assert "<dialog" in page and f"/pipelines/{pid}" in page and "push" in page
+    assert "Only an admin can delete" in page and "Delete anyway" not in page
+    r = post(e, "/credentials/default/busy/delete", {"force": "1"})
+    assert r.status_code == 403
+    r = post(e, "/credentials/default/busy/delete", {})
+    assert r.status_code == 302 and "Not deleted" in e.get("/").get_data(as_text=True)
+    a = as_role("admin")
+    assert "Delete anyway" in a.get("/credentials/default/busy").get_data(as_text=True)
+    assert post(a, "/credentials/default/busy/delete", {"force": "1"}).status_code == 302
     with vault.factory() as s:
         assert svc.list_credentials(s, workspace=None)[1] == 0
+        assert audit.query(s, action="credential.delete", target="busy")[0].details["forced"]
+    listing = a.get("/pipelines").get_data(as_text=True)
+    assert "1 dangling reference" in listing
+    page = a.get(f"/pipelines/{pid}").get_data(as_text=True)
+    assert "credential does not exist" in page and "push" in page
 
 
 def test_admin_users_tokens_and_audit(as_role, vault):
