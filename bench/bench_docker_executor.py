@@ -51,14 +51,18 @@ def executor(parent: str, script: str) -> int:
     return got[0]
 
 
-def timed(fn, rounds: int) -> float:
-    fn()  # warm-up
-    samples = []
+def paired(base, ours, rounds: int) -> tuple[float, float, float]:
+    """Alternate the two so load changes on a shared machine hit both alike; returns the
+    medians and the median of the per-round ratios."""
+    base(), ours()  # warm-up
+    a, b = [], []
     for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples)
+        for fn, samples in ((base, a), (ours, b)):
+            t = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t)
+    ratio = statistics.median(y / x for x, y in zip(a, b))
+    return statistics.median(a), statistics.median(b), ratio
 
 
 def main() -> None:
@@ -74,10 +78,10 @@ def main() -> None:
     try:
         for label, script, n in (("trivial step", "true", rounds),
                                  ("64 MiB output", BIG, max(3, rounds // 3))):
-            base = timed(lambda: plain(client, script), n)
-            ours = timed(lambda: executor(holder.path, script), n)
+            base, ours, ratio = paired(lambda: plain(client, script),
+                                       lambda: executor(holder.path, script), n)
             print(f"{label:14s} plain {base * 1000:8.1f} ms   executor {ours * 1000:8.1f} ms   "
-                  f"ratio {ours / base:5.2f}   (median of {n})")
+                  f"ratio {ratio:5.2f}   (medians of {n} alternating rounds)")
     finally:
         holder.remove()
         client.close()

@@ -99,6 +99,7 @@ class DockerExecutor(Executor):
         self.container_name = f"wb-{re.sub(r'[^a-zA-Z0-9_.-]', '-', step.name)[:40]}-" \
                               f"{secrets.token_hex(6)}"
         self._cancelled = threading.Event()
+        self._wake = threading.Event()  # cancel() or the end of the pull
         self._lock = threading.Lock()
         self._exit: list[int | None] = []
         self._gone = False
@@ -128,13 +129,14 @@ class DockerExecutor(Executor):
                 ensure_image(self.client, self.step)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller below
                 failure.append(exc)
+            finally:
+                self._wake.set()
 
-        worker = threading.Thread(target=pull, name=f"pull-{self.step.name}", daemon=True)
-        worker.start()
-        while worker.is_alive():
-            if self._cancelled.wait(0.2):
-                raise ExecutionError(f"step {self.step.name}: cancelled while pulling image "
-                                     f"{self.step.image}")
+        threading.Thread(target=pull, name=f"pull-{self.step.name}", daemon=True).start()
+        self._wake.wait()  # set by the pull's end or by cancel()
+        if self._cancelled.is_set():
+            raise ExecutionError(f"step {self.step.name}: cancelled while pulling image "
+                                 f"{self.step.image}")
         if failure:
             raise failure[0]
 
@@ -251,6 +253,7 @@ class DockerExecutor(Executor):
 
     def cancel(self) -> None:
         self._cancelled.set()
+        self._wake.set()
         self._kill()
 
     def cleanup(self) -> None:
