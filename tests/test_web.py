@@ -360,3 +360,23 @@ def test_test_connection_stores_the_result(as_role, vault):
     assert "Tested no-check" in page and "NotTestable" in page
     with vault.factory() as s:
         assert audit.query(s, action="credential.verify", target="no-check")
+
+
+def test_new_version_records_only_the_changed_fields(as_role, vault):
+    c = as_role("editor")
+    create(c, "username_password", "svc")
+    r = post(c, "/credentials/default/svc/secret",
+             {"v_username": "alice", "v_password": "", "v_target": "https://git.example/repo.git"})
+    assert r.status_code == 422 and "Nothing to save" in r.get_data(as_text=True)
+    r = post(c, "/credentials/default/svc/secret",
+             {"v_username": "alice", "v_password": "CANARY-new-pw",
+              "v_target": "https://git.example/repo.git"})
+    assert r.status_code == 302
+    # moving the target needs the password again, so a session cannot redirect the secret
+    r = post(c, "/credentials/default/svc/secret",
+             {"v_username": "alice", "v_password": "", "v_target": "https://evil.example/"})
+    assert r.status_code == 422 and 'id="err-password"' in r.get_data(as_text=True)
+    with vault.factory() as s:
+        ev = audit.query(s, action="credential.update", target="svc")
+        assert [e.details["fields"] for e in ev] == [["password"]]
+        assert svc.get_credential(s, "default", "svc").current_version == 2

@@ -132,6 +132,12 @@ def update_secret(workspace: str, cred_id: str):
         try:
             values = forms.read_values(ctype, request.form, request.files,
                                        keep_blank_secrets=True)
+            # only what changed: the audit record lists the fields this version changes
+            values = {k: v for k, v in values.items()
+                      if ctype.field(k).secret or v != (c.public or {}).get(k, "")}
+            if not values:
+                raise ValidationError("Nothing to save: enter a new value for at least one "
+                                      "field.")
             with audit.unit(vault().factory) as s:
                 c = svc.update_credential(s, vault().barrier, actor(), workspace=workspace,
                                           cred_id=cred_id, changes={"values": values})
