@@ -95,3 +95,34 @@ def test_tokens_are_printed_once(wb):
     wb("init")
     tok = json.loads(wb("runner-token", "create", "ci", "--json").stdout)
     assert tok["token"].startswith("wbr_") and tok["workspace"] == "default"
+
+
+def test_serve_runs_the_real_server(wb):
+    import socket
+    import time
+    import urllib.request
+    wb("init")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
+    env.update(WORKBENCH_INSTANCE=str(wb.instance), PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port),
+                             "--workers", "1"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, "server exited"
+                assert time.monotonic() < deadline, "server did not answer within 60 s"
+                time.sleep(0.3)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/openapi.json") as r:
+            assert b'"openapi"' in r.read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
