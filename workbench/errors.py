@@ -107,6 +107,7 @@ class PipelineError(ValidationError):
         if line is not None:
             details["line"] = line
         super().__init__(full, field=field, **details)
+        self.problem = message  # without the location, for callers where it means nothing
 
 
 class ExecutionError(WorkbenchError):

@@ -17,8 +17,11 @@ def store_run():
     me = actor()
     if me.role != "runner" or me.workspace != workspace():
         raise PermissionDenied("only a runner token of this workspace can record runs")
+    record = body()
+    # who triggered it is what the token says, not what the runner claims
+    record.update(trigger_runner=me.name, trigger_user=None)
     with unit(vault().factory) as s:
-        run = records.store_run(s, workspace(), body())
+        run = records.store_run(s, workspace(), record)
         return jsonify(records.run_to_dict(run)), 201
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import yaml
 
-from ..errors import WorkbenchError
+from ..errors import PipelineError, WorkbenchError
 from ..pipeline.parse import load_pipeline, parse_pipeline
 from ..pipeline.runner import DbRecorder, RunResult, run_pipeline
 
@@ -76,8 +76,16 @@ def _common(fn):
     return fn
 
 
+def _fail(exc: WorkbenchError, *, located: bool = True) -> click.ClickException:
+    """A configuration error: exit 2, so it is never mistaken for a failed step (exit 1)."""
+    message = exc.message if located or not isinstance(exc, PipelineError) else exc.problem
+    err = click.ClickException(message)
+    err.exit_code = 2
+    return err
+
+
 def _execute(pipeline, source, notify, *, workspace, server, token, token_file, ca_file,
-             workdir) -> RunResult:
+             workdir, located: bool = True) -> RunResult:
     try:
         resolver, recorder, instance, trigger = _backend(
             workspace, server, _token(token, token_file), ca_file)
@@ -85,7 +93,7 @@ def _execute(pipeline, source, notify, *, workspace, server, token, token_file, 
                             instance_dir=instance, workdir=os.path.abspath(workdir),
                             trigger=trigger, source=source)
     except WorkbenchError as exc:  # messages name IDs, files and lines; never values
-        raise click.ClickException(exc.message) from None
+        raise _fail(exc, located=located) from None
 
 
 @click.command("run")
@@ -97,7 +105,7 @@ def run(file, **options):
         pipeline = load_pipeline(file)
         source = Path(file).read_text(encoding="utf-8")
     except WorkbenchError as exc:
-        raise click.ClickException(exc.message) from None
+        raise _fail(exc) from None
     result = _execute(pipeline, source, _note, **options)
     _note(f"run {result.id}: {result.status}")
     sys.exit(result.exit_code)
@@ -143,8 +151,8 @@ def exec_(creds, timeout, argv, **options):
     try:
         pipeline = parse_pipeline(text, filename="<exec>")
     except WorkbenchError as exc:  # the line numbers of the generated YAML mean nothing here
-        raise click.ClickException(exc.message.split(": ", 1)[-1]) from None
-    result = _execute(pipeline, None, lambda line: None, **options)
+        raise _fail(exc, located=False) from None
+    result = _execute(pipeline, None, lambda line: None, located=False, **options)
     (step_result,) = result.steps
     if step_result.status in ("success", "failed") and step_result.exit_code is not None:
         sys.exit(step_result.exit_code)
