@@ -139,7 +139,7 @@ def create_token(s: Session, actor: Actor, name: str, *, kind: str = "personal",
                    user=owner, workspace=ws, created_by=actor.label)
     s.add(tok)
     s.flush()
-    audit.record(s, actor, f"token.create", target=name,
+    audit.record(s, actor, "token.create", target=name,
                  workspace=ws.name if ws else "", details={"kind": kind, "token_id": tok.id})
     return IssuedToken(tok, secret)
 

@@ -233,8 +233,7 @@ def prune_versions(s: Session, actor: Actor, *, workspace: str, cred_id: str, ke
     require(actor, "editor", "credential.prune", workspace=workspace, target=cred_id)
     if keep < 1:
         raise ValidationError("keep must be at least 1", field="keep")
-    c = get_credential(s, workspace, cred_id)
-    doomed = [v for v in list_versions(s, workspace, cred_id)[keep:]]
+    doomed = list_versions(s, workspace, cred_id)[keep:]
     nums = {v.version for v in doomed}
     if nums:
         guard_references(s, actor, workspace, cred_id, force=force, change="pruning",

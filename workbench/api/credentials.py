@@ -1,30 +1,12 @@
 """Credential endpoints: CRUD, versions, references and resolve."""
 from __future__ import annotations
 
-import base64
-import binascii
-
 from flask import jsonify, request
 
 from .. import credentials as svc, credtypes
 from ..audit import unit
 from ..errors import BadRequest, ValidationError
 from . import actor, api, body, vault, workspace
-
-
-def _decode_values(type_name: str, values):
-    """JSON carries ``bytes`` fields (secret file content) as base64."""
-    if not isinstance(values, dict):
-        raise ValidationError("values must be an object of field → value", field="values")
-    ctype = credtypes.get(type_name)
-    out = dict(values)
-    for f in ctype.fields:
-        if f.kind == "bytes" and isinstance(out.get(f.name), str):
-            try:
-                out[f.name] = base64.b64decode(out[f.name], validate=True)
-            except (binascii.Error, ValueError):
-                raise ValidationError(f"{f.label} must be base64 in JSON", field=f.name) from None
-    return out
 
 
 def flag(name: str) -> bool:
@@ -60,7 +42,7 @@ def create_credential():
     with unit(vault().factory) as s:
         c = svc.create_credential(
             s, vault().barrier, actor(), workspace=workspace(), cred_id=data.get("id"),
-            type=type_name, values=_decode_values(type_name, data.get("values", {})),
+            type=type_name, values=credtypes.from_json(type_name, data.get("values", {})),
             name=data.get("name", ""), description=data.get("description", ""))
         return jsonify(svc.to_dict(c)), 201
 
@@ -79,7 +61,7 @@ def update_credential(cred_id: str):
     with unit(vault().factory) as s:
         if "values" in data:
             current = svc.get_credential(s, workspace(), cred_id)
-            data["values"] = _decode_values(data.get("type", current.type), data["values"])
+            data["values"] = credtypes.from_json(data.get("type", current.type), data["values"])
         c = svc.update_credential(s, vault().barrier, actor(), workspace=workspace(),
                                   cred_id=cred_id, changes=data, force=flag("force"))
         return jsonify(svc.to_dict(c))
@@ -108,7 +90,7 @@ def add_version(cred_id: str):
     data = body()
     with unit(vault().factory) as s:
         current = svc.get_credential(s, workspace(), cred_id)
-        values = _decode_values(current.type, data.get("values", {}))
+        values = credtypes.from_json(current.type, data.get("values", {}))
         c = svc.update_credential(s, vault().barrier, actor(), workspace=workspace(),
                                   cred_id=cred_id, changes={"values": values})
         return jsonify(svc.to_dict(c)), 201
@@ -148,10 +130,8 @@ def resolve():
                           context=context)
     items = []
     for ref, rc in out.items():
-        values = {k: base64.b64encode(v).decode() if isinstance(v, bytes) else v
-                  for k, v in rc.values.items()}
         items.append({"ref": str(ref), "id": rc.id, "version": rc.version, "type": rc.type,
-                      "values": values})
+                      "values": credtypes.to_json(rc.values)})
     resp = jsonify({"credentials": items})
     resp.headers["Cache-Control"] = "no-store"
     return resp

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from flask import Response, jsonify
 
-from .. import accounts
 from ..audit import unit
 from ..errors import PermissionDenied
 from ..pipeline import records

@@ -3,6 +3,8 @@
 The base class and the registry live here; the built-in types are in ``builtin``."""
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -204,6 +206,27 @@ TYPES: dict[str, CredentialType] = {}
 def register(cls: type[CredentialType]) -> type[CredentialType]:
     TYPES[cls.name] = cls()
     return cls
+
+
+def from_json(type_name: str, values: Any) -> dict[str, Any]:
+    """JSON → values: ``bytes`` fields (secret file content) travel as base64 strings."""
+    if not isinstance(values, dict):
+        raise ValidationError("values must be an object of field → value", field="values")
+    out = dict(values)
+    for f in get(type_name).fields:
+        if f.kind == "bytes" and isinstance(out.get(f.name), str):
+            try:
+                out[f.name] = base64.b64decode(out[f.name], validate=True)
+            except (binascii.Error, ValueError):
+                raise ValidationError(f"{f.label} must be base64 in JSON", field=f.name) \
+                    from None
+    return out
+
+
+def to_json(values: dict[str, Any]) -> dict[str, Any]:
+    """Values → JSON: ``bytes`` become base64 strings."""
+    return {k: base64.b64encode(v).decode() if isinstance(v, bytes) else v
+            for k, v in values.items()}
 
 
 def get(name: str) -> CredentialType:

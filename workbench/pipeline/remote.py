@@ -1,10 +1,8 @@
 """Talking to a Workbench server: the HTTP resolver and the HTTP run recorder."""
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-from typing import Any, Sequence
+from typing import Sequence
 
 import requests
 
@@ -113,25 +111,11 @@ class HttpResolver(Resolver):
                 continue
             out[ref] = ResolvedCredential(id=str(item["id"]), version=int(item["version"]),
                                           type=str(item["type"]),
-                                          values=_decode(item["type"], item.get("values") or {}))
+                                          values=credtypes.from_json(item["type"], item.get("values") or {}))
         missing = [t for t, r in by_text.items() if r not in out]
         if missing:
             raise errors.NotFound(f"unknown credentials: {', '.join(missing)}", missing=missing)
         return out
-
-
-def _decode(type_name: str, values: dict[str, Any]) -> dict[str, Any]:
-    """``bytes`` fields travel as base64 strings."""
-    ctype = credtypes.get(type_name)
-    out = dict(values)
-    for f in ctype.fields:
-        if f.kind == "bytes" and isinstance(out.get(f.name), str):
-            try:
-                out[f.name] = base64.b64decode(out[f.name], validate=True)
-            except (binascii.Error, ValueError):
-                raise errors.ValidationError(f"{f.label}: the server sent invalid base64",
-                                             field=f.name) from None
-    return out
 
 
 class HttpRecorder(Recorder):
