@@ -154,6 +154,9 @@ def test_editor_and_admin_workflow(browser_page, live_server, screenshot):
 
     # delete an unreferenced credential after a simple confirmation
     page.goto("/credentials/default/access-key")
+    page.get_by_role("button", name="Test connection").click()
+    expect(page.get_by_text(re.compile(r"^Tested access-key: "))).to_be_visible()
+    expect(page.locator("#status")).to_contain_text("NotTestable")
     page.get_by_role("link", name="Delete…").click()
     dialog = page.locator("#delete-dialog")
     expect(dialog).to_be_visible()

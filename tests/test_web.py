@@ -114,6 +114,16 @@ def test_failed_sign_ins_are_rate_limited_per_user_and_address(client, users, va
     assert len(denied) == 6 and {e.source for e in denied} == {"10.0.0.7"}
 
 
+def test_many_usernames_from_one_address_are_rate_limited(client, users, vault):
+    from workbench.models import AuditEvent
+    with vault.factory.begin() as s:  # 20 recent failures for other names from this address
+        s.add_all(AuditEvent(actor="anonymous", action="auth.login", outcome="denied",
+                             target=f"guess{i}", source="10.0.0.9") for i in range(20))
+    r = login(client, *users["viewer"], addr="10.0.0.9")
+    assert r.status_code == 429
+    assert login(client, *users["viewer"], addr="10.0.0.10").status_code == 302
+
+
 def test_forms_without_csrf_token_are_refused(as_role, vault):
     c = as_role("editor")
     r = c.post("/credentials/new?type=secret_text",

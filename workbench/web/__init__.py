@@ -98,6 +98,8 @@ def _security_headers(resp):
     h.setdefault("X-Content-Type-Options", "nosniff")
     h.setdefault("Referrer-Policy", "same-origin")
     h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    if request.is_secure:
+        h.setdefault("Strict-Transport-Security", "max-age=31536000")
     if not request.path.startswith("/static/"):
         # pages show credential metadata and audit data: never keep them in any cache
         h["Cache-Control"] = "no-store"

@@ -15,18 +15,26 @@ from ..errors import AuthenticationRequired
 from ..models import AuditEvent
 from . import actor, vault, web
 
-MAX_FAILURES = 5
+MAX_FAILURES = 5  # per username and address
+MAX_ADDRESS_FAILURES = 20  # per address, whatever the username (password spraying)
 WINDOW = timedelta(minutes=15)
 WRONG = "Wrong username or password."
 LIMITED = "Too many failed sign-in attempts. Wait 15 minutes and try again."
 
 
-def count_failures(s, username: str, source: str) -> int:
-    """Failed sign-ins for this username from this address in the last 15 minutes."""
-    return s.scalar(select(func.count()).select_from(AuditEvent).where(
+def count_failures(s, source: str, username: str | None = None) -> int:
+    """Failed sign-ins from this address (for this username) in the last 15 minutes."""
+    q = select(func.count()).select_from(AuditEvent).where(
         AuditEvent.action == "auth.login", AuditEvent.outcome == "denied",
-        AuditEvent.target == username[:200], AuditEvent.source == source[:100],
-        AuditEvent.at >= utcnow() - WINDOW)) or 0
+        AuditEvent.source == source[:100], AuditEvent.at >= utcnow() - WINDOW)
+    if username is not None:
+        q = q.where(AuditEvent.target == username[:200])
+    return s.scalar(q) or 0
+
+
+def limited(s, username: str, source: str) -> bool:
+    return count_failures(s, source, username) >= MAX_FAILURES or \
+        count_failures(s, source) >= MAX_ADDRESS_FAILURES
 
 
 def _safe_next(target: str | None) -> str:
@@ -48,7 +56,7 @@ def login():
     source = request.remote_addr or ""
     anonymous = Actor("anonymous", source=source)
     with vault().factory.begin() as s:
-        if count_failures(s, username, source) >= MAX_FAILURES:
+        if limited(s, username, source):
             audit.record(s, anonymous, "auth.login", outcome="denied", target=username,
                          details={"reason": "rate_limited"})
             error = LIMITED
