@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timezone
 
 from flask import make_response, render_template, request
 from sqlalchemy import select
@@ -9,7 +10,7 @@ from sqlalchemy import select
 from .. import credentials as svc, credtypes
 from ..errors import ValidationError
 from ..models import Workspace
-from . import references, web
+from . import references, vault, web
 
 COOKIE = "wb_cols"
 STATUSES = ("No issues found", "Issues found", "Not tested", "Checking…")
@@ -73,7 +74,6 @@ def _usage(s, rows) -> tuple[dict, dict]:
 
 
 def _utc(dt):
-    from datetime import timezone
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
@@ -89,7 +89,6 @@ def credentials():
     per = _int("per", 50, 1, 100)
     per = per if per in PAGE_SIZES else 50
     page = _int("page", 1, 1, 10**6)
-    from . import vault
     with vault().factory() as s:
         try:
             rows, total = svc.list_credentials(s, workspace=ws or None, q=q or None,
