@@ -30,12 +30,12 @@ def too_short(value: bytes) -> bool:
     """True when ``value`` is too short to mask without masking innocent output."""
     # the same rule as CredentialType.short_values, so every value the vault does not flag
     # is masked
-    return len(_bytes(value)) < MIN_MASKABLE
+    return len(_to_bytes(value)) < MIN_MASKABLE
 
 
 def derived_forms(value: bytes) -> set[bytes]:
     """The value and its lines (long ones as segments), each with its encoded forms; none short."""
-    value = _bytes(value)
+    value = _to_bytes(value)
     if too_short(value):
         return set()
     bases = {value}
@@ -46,10 +46,10 @@ def derived_forms(value: bytes) -> set[bytes]:
         if too_short(base):
             continue
         if len(base) <= SEGMENT:
-            forms.update(_encodings(base, whole=True))
+            forms.update(_encode(base, whole=True))
             continue
-        for piece in _segments(base):
-            forms.update(_encodings(piece, whole=False))
+        for piece in _cut_segments(base):
+            forms.update(_encode(piece, whole=False))
         # the end of base64(value) as a whole: its last character and padding are not in any
         # segment's fragments
         for encoded in (base64.b64encode(base), base64.urlsafe_b64encode(base)):
@@ -65,17 +65,17 @@ def patterns_for(secrets: Iterable[bytes]) -> list[bytes]:
     return sorted(out)
 
 
-def _bytes(value: bytes | str) -> bytes:
+def _to_bytes(value: bytes | str) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
-def _segments(raw: bytes) -> list[bytes]:
+def _cut_segments(raw: bytes) -> list[bytes]:
     """Pieces of SEGMENT bytes, overlapping by half, covering ``raw``; cut between characters."""
     starts = [*range(0, len(raw) - SEGMENT, SEGMENT // 2), len(raw) - SEGMENT]
-    return [raw[_char_start(raw, a):_char_start(raw, a + SEGMENT)] for a in starts]
+    return [raw[_align_to_char(raw, a):_align_to_char(raw, a + SEGMENT)] for a in starts]
 
 
-def _char_start(raw: bytes, i: int) -> int:
+def _align_to_char(raw: bytes, i: int) -> int:
     """``i`` moved back past UTF-8 continuation bytes, so text segments decode on their own."""
     for _ in range(3):
         if 0 < i < len(raw) and raw[i] & 0xC0 == 0x80:
@@ -83,7 +83,7 @@ def _char_start(raw: bytes, i: int) -> int:
     return i
 
 
-def _encodings(raw: bytes, *, whole: bool) -> set[bytes]:
+def _encode(raw: bytes, *, whole: bool) -> set[bytes]:
     b64: set[bytes] = set()
     if whole:
         encoded = base64.b64encode(raw)
