@@ -147,7 +147,8 @@ def stream_child(mb: int, n_secrets: int) -> None:
         total += len(data)
         i += 1
     masker.flush()
-    print(json.dumps({"mb_s": total / 1e6 / (time.perf_counter() - start), "bytes": total}))
+    print(json.dumps({"mb_s": total / 1e6 / (time.perf_counter() - start), "bytes": total,
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 def main() -> None:
@@ -171,6 +172,10 @@ def main() -> None:
     rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     assert before == 0, "the stream child must be the first child"
     stream = json.loads(child.stdout)
+    # the same child with one secret: interpreter, imports and the generated blocks
+    baseline = json.loads(subprocess.run(
+        [sys.executable, __file__, "--child-stream", "64", "--stream-secrets", "1"],
+        capture_output=True, check=True, text=True).stdout)
 
     rng = random.Random(1)
     counts = [int(x) for x in args.secrets.split(",")]
@@ -209,10 +214,11 @@ def main() -> None:
     for n, npat, m, g, ratio, wall_ratio, masked, lines in rows:
         print(f"| {n:,} | {npat:,} | {m:.0f} | {g:.0f} | {ratio:.1f}× | {wall_ratio:.1f}× "
               f"| {masked:,} | {lines:,} |")
-    print(f"\n| stream | secrets | masker MB/s (wall) | peak RSS of the child |\n"
-          f"|---|---:|---:|---:|\n"
+    print(f"\n| stream | secrets | masker MB/s (wall) | peak RSS of the child "
+          f"| same child, 1 secret | masker's share |\n|---|---:|---:|---:|---:|---:|\n"
           f"| {stream['bytes'] / 2**30:.2f} GiB generated on the fly | {args.stream_secrets:,} "
-          f"| {stream['mb_s']:.0f} | {rss_mb:.0f} MB |")
+          f"| {stream['mb_s']:.0f} | {rss_mb:.0f} MB | {baseline['rss_mb']:.0f} MB "
+          f"| {rss_mb - baseline['rss_mb']:.0f} MB |")
 
 
 if __name__ == "__main__":
