@@ -212,6 +212,11 @@ def test_pull_credential_is_never_sent_to_another_registry(busybox_image, scratc
 def nobody_image(docker_client, busybox_image):
     """busybox whose image config says ``USER nobody`` (uid 65534), built offline by commit."""
     tag = "local/busybox-nobody:1"
+    try:
+        docker_client.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
     holder = docker_client.api.create_container(busybox_image, command=["true"])
     try:
         docker_client.api.commit(holder["Id"], repository=tag.split(":")[0], tag="1",
@@ -272,13 +277,16 @@ def test_sweep_removes_containers_whose_runner_died(docker_client, busybox_image
 
 
 def test_image_without_a_shell_is_a_clear_error(docker_client, scratch):
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w") as tar:
-        info = tarfile.TarInfo("hello.txt")
-        info.size = 3
-        tar.addfile(info, io.BytesIO(b"hi\n"))
-    docker_client.api.import_image_from_data(layer.getvalue(), repository="local/no-shell",
-                                             tag="1")
+    try:
+        docker_client.images.get("local/no-shell:1")
+    except docker.errors.ImageNotFound:
+        layer = io.BytesIO()
+        with tarfile.open(fileobj=layer, mode="w") as tar:
+            info = tarfile.TarInfo("hello.txt")
+            info.size = 3
+            tar.addfile(info, io.BytesIO(b"hi\n"))
+        docker_client.api.import_image_from_data(layer.getvalue(), repository="local/no-shell",
+                                                 tag="1")
     step = ResolvedStep(name="no-shell", image="local/no-shell:1", executor="docker", run="true")
     result, out, ex = execute(step, scratch)
     assert result.status == "error" and out == b""
