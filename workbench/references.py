@@ -106,11 +106,17 @@ def reference_rows(p: ParsedPipeline) -> list[dict]:
     return rows
 
 
-def replace_references(s: Session, pipeline: IndexedPipeline, rows: list[dict]) -> None:
-    s.execute(delete(PipelineReference).where(PipelineReference.pipeline_id == pipeline.id))
+def replace_references(s: Session, parsed: list[tuple[IndexedPipeline, list[dict]]],
+                       existing: Iterable[int] = ()) -> None:
+    """Swap in the rows of each (pipeline, rows); ``existing`` IDs may hold old rows."""
+    old = list(existing)
+    for i in range(0, len(old), 500):
+        s.execute(delete(PipelineReference).where(PipelineReference.pipeline_id.in_(
+            old[i:i + 500])))
+    rows = [{**r, "pipeline_id": p.id, "workspace": p.workspace} for p, refs in parsed
+            for r in refs]
     if rows:
-        s.execute(insert(PipelineReference), [
-            {**r, "pipeline_id": pipeline.id, "workspace": pipeline.workspace} for r in rows])
+        s.execute(insert(PipelineReference), rows)
 
 
 # ---- queries --------------------------------------------------------------------------------

@@ -2,14 +2,8 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import os
 import re
-import shlex
-import shutil
-import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
@@ -18,12 +12,12 @@ import git
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import audit, credentials
+from . import audit, credentials, gitsource
 from .accounts import require
 from .audit import Actor
 from .db import iso, utcnow
 from .errors import Conflict, NotFound, PipelineError, ValidationError, WorkbenchError
-from .pipeline.parse import MAX_BYTES, parse_pipeline
+from .pipeline.parse import parse_pipeline
 from .references import (IndexedPipeline, PipelineReference, PipelineSource, reference_rows,
                          replace_references)
 
@@ -32,47 +26,6 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 BRANCH = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]{1,200}$")
 CLONE_TYPES = ("username_password", "secret_text", "ssh_private_key")
 CHUNK = 500  # rows per IN (...) list
-# Git asks this program for the username and password; it reads them from its own environment,
-# so they never appear in argv, in a URL or in .git/config.
-ASKPASS = """#!/bin/sh
-case "$1" in
-  Username*|username*) printf '%s\\n' "$WORKBENCH_GIT_USERNAME" ;;
-  *) printf '%s\\n' "$WORKBENCH_GIT_PASSWORD" ;;
-esac
-"""
-
-
-def glob_regex(pattern: str) -> re.Pattern:
-    """``*`` and ``?`` stay within one directory, ``**/`` spans any number of them."""
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[" and pattern.find("]", i + 2) != -1:
-            end = pattern.index("]", i + 2)
-            body = pattern[i + 1:end].replace("\\", "\\\\")
-            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
-            i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
-def blob_id(data: bytes) -> str:
-    """Git's object ID for ``data`` as a blob, so local and git sources compare alike."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def _check_url(url: str | None) -> str:
@@ -166,112 +119,6 @@ def list_sources(s: Session, workspace: str) -> list[dict]:
     return [to_dict(src, counts.get(src.id, 0)) for src in s.scalars(q)]
 
 
-# ---- what changed ---------------------------------------------------------------------------
-
-@dataclass
-class Changes:
-    """Files to (re)read — (path, blob id, content, previous path) — and paths to drop."""
-
-    upserts: list[tuple[str, str, bytes, str | None]] = field(default_factory=list)
-    removes: list[str] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("added", "changed", "removed", "renamed"), 0))
-    full: bool = False
-
-
-def _by_blob(changes: Changes, listing: dict[str, str], known: dict[str, str], read) -> None:
-    """Full comparison of a listing (path → blob) with what is indexed (path → blob)."""
-    changes.full = True
-    for path, blob in sorted(listing.items()):
-        if known.get(path) != blob:
-            changes.counts["changed" if path in known else "added"] += 1
-            changes.upserts.append((path, blob, read(path, blob), None))
-    changes.removes = sorted(set(known) - set(listing))
-    changes.counts["removed"] = len(changes.removes)
-
-
-def _local_changes(src: PipelineSource, known: dict[str, str]) -> Changes:
-    base, match = Path(src.url), glob_regex(src.path_glob).match
-    if not base.is_dir():
-        raise WorkbenchError(f"sync of source {src.name!r} failed: {src.url} is not a folder",
-                             source=src.name)
-    listing: dict[str, bytes] = {}
-    for dirpath, dirs, files in os.walk(base):
-        dirs[:] = [d for d in dirs if d != ".git"]
-        for f in files:
-            p = Path(dirpath, f)
-            rel = p.relative_to(base).as_posix()
-            if match(rel) and p.is_file() and not p.is_symlink():
-                with open(p, "rb") as fh:
-                    listing[rel] = fh.read(MAX_BYTES + 1)
-    changes = Changes()
-    _by_blob(changes, {p: blob_id(d) for p, d in listing.items()}, known,
-             lambda path, _blob: listing[path])
-    return changes
-
-
-def _read_blob(repo: git.Repo, blob: str) -> bytes:
-    binsha = bytes.fromhex(blob)
-    if repo.odb.info(binsha).size > MAX_BYTES:
-        return b"\0" * (MAX_BYTES + 1)  # parse_pipeline refuses it by size, unread
-    return repo.odb.stream(binsha).read()
-
-
-def _git_changes(repo: git.Repo, src: PipelineSource, head: str,
-                 known: dict[str, str]) -> Changes:
-    """Incremental when the indexed commit is known: only files in ``git diff`` are read."""
-    match = glob_regex(src.path_glob).match
-    changes = Changes()
-    if src.commit == head:
-        return changes
-    diff = None
-    if src.commit:
-        try:
-            diff = repo.git.diff("--name-status", "-z", "-M", "--no-ext-diff", src.commit, head)
-        except git.GitCommandError:  # old commit gone (force-push and gc): full re-index
-            diff = None
-    if diff is None:
-        out = repo.git.ls_tree("-r", "-z", "--full-tree", head)
-        listing = {}
-        for entry in filter(None, out.split("\0")):
-            meta, path = entry.split("\t", 1)
-            _mode, kind, blob = meta.split()
-            if kind == "blob" and match(path):
-                listing[path] = blob
-        _by_blob(changes, listing, known, lambda _p, blob: _read_blob(repo, blob))
-        return changes
-    tree = repo.commit(head).tree
-    tokens = diff.split("\0")
-    i = 0
-    while i < len(tokens) and tokens[i]:
-        status = tokens[i][0]
-        if status in "RC":
-            old, new, i = tokens[i + 1], tokens[i + 2], i + 3
-        else:
-            old = new = tokens[i + 1]
-            i += 2
-        was, now = (status not in "AC") and match(old), status != "D" and match(new)
-        if was and now and status == "R":
-            kind = "renamed"
-        elif now:
-            kind = "changed" if (was or new in known) else "added"
-        elif was:
-            changes.removes.append(old)
-            changes.counts["removed"] += 1
-            continue
-        else:
-            continue
-        obj = tree / new
-        if obj.type != "blob":
-            continue
-        changes.counts[kind] += 1
-        changes.upserts.append((new, obj.hexsha, _read_blob(repo, obj.hexsha),
-                                old if kind == "renamed" else None))
-    return changes
-
-
-# ---- git ------------------------------------------------------------------------------------
-
 @contextmanager
 def _lock(root: Path, source_id: int) -> Iterator[None]:
     """One sync per source at a time (across processes)."""
@@ -279,63 +126,6 @@ def _lock(root: Path, source_id: int) -> Iterator[None]:
     with open(root / f"{source_id}.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         yield
-
-
-@contextmanager
-def _git_env(root: Path, ctype: str | None, values: dict) -> Iterator[dict[str, str]]:
-    """The environment of the git process: askpass for HTTPS, a private key file for SSH."""
-    askpass = root / "askpass"
-    if not askpass.exists() or askpass.read_text() != ASKPASS:
-        tmp = root / f".askpass-{os.getpid()}"
-        tmp.write_text(ASKPASS)
-        tmp.chmod(0o700)
-        tmp.replace(askpass)
-    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
-           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_ASKPASS": str(askpass),
-           "WORKBENCH_GIT_USERNAME": "", "WORKBENCH_GIT_PASSWORD": "",
-           "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
-    keydir = None
-    try:
-        if ctype == "username_password":
-            env.update(WORKBENCH_GIT_USERNAME=values.get("username", ""),
-                       WORKBENCH_GIT_PASSWORD=values.get("password", ""))
-        elif ctype == "secret_text":
-            env.update(WORKBENCH_GIT_USERNAME="x-access-token",
-                       WORKBENCH_GIT_PASSWORD=values.get("secret", ""))
-        elif ctype == "ssh_private_key":
-            keydir = tempfile.mkdtemp(prefix=".key-", dir=root)  # 0700
-            key = Path(keydir, "id")
-            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(values.get("private_key", "").rstrip("\n") + "\n")
-            user = values.get("username")
-            ssh = ["ssh", "-i", str(key), "-o", "IdentitiesOnly=yes",
-                   "-o", "StrictHostKeyChecking=accept-new",
-                   "-o", f"UserKnownHostsFile={root / 'known_hosts'}"]
-            if user:
-                ssh += ["-o", f"User={user}"]
-            env["GIT_SSH_COMMAND"] = shlex.join(ssh)
-            if values.get("passphrase"):
-                env.update(SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force",
-                           WORKBENCH_GIT_PASSWORD=values["passphrase"])
-        yield env
-    finally:
-        if keydir:
-            shutil.rmtree(keydir, ignore_errors=True)
-
-
-def _clean_error(src: PipelineSource, exc: git.GitCommandError, secrets: list[str]) -> str:
-    """The useful line of git's stderr, with every secret and any userinfo scrubbed."""
-    text = exc.stderr if isinstance(exc.stderr, str) else str(exc.stderr or "")
-    wrapped = re.match(r"\s*stderr: '(.*)'\s*\Z", text, re.S)  # GitPython's quoting
-    lines = [ln.strip() for ln in (wrapped[1] if wrapped else text).splitlines()]
-    useful = [ln for ln in lines if ln.startswith(("fatal:", "error:", "remote:"))] or \
-        [ln for ln in lines if ln] or [f"git exited with {exc.status}"]
-    msg = "; ".join(useful)[:500]
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        msg = msg.replace(secret, "***")
-    msg = re.sub(r"://[^/@\s]+@", "://***@", msg)
-    return f"sync of source {src.name!r} failed: {msg}"
 
 
 def _clone_values(s: Session, barrier, src: PipelineSource) -> tuple[str | None, dict]:
@@ -351,19 +141,6 @@ def _clone_values(s: Session, barrier, src: PipelineSource) -> tuple[str | None,
     return v.type, values
 
 
-def _fetch(path: Path, src: PipelineSource, env: dict[str, str]) -> tuple[git.Repo, str]:
-    """Clone once (a bare repository), then fetch the one branch."""
-    if (path / "HEAD").exists():
-        repo = git.Repo(path)
-    else:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        repo = git.Repo.init(path, bare=True)
-        repo.create_remote("origin", src.url)
-    ref = f"refs/remotes/origin/{src.branch}"
-    repo.git.fetch("--no-tags", "--quiet", "origin", f"+refs/heads/{src.branch}:{ref}", env=env)
-    return repo, repo.git.rev_parse(f"{ref}^{{commit}}")
-
-
 # ---- sync -----------------------------------------------------------------------------------
 
 def _parse(path: str, data: bytes) -> tuple[object | None, str | None, int | None]:
@@ -377,7 +154,7 @@ def _parse(path: str, data: bytes) -> tuple[object | None, str | None, int | Non
         return None, f"{path}: cannot read pipeline ({type(e).__name__})", None
 
 
-def _apply(s: Session, src: PipelineSource, changes: Changes, commit: str | None) -> int:
+def _apply(s: Session, src: PipelineSource, changes: gitsource.Changes, commit: str | None) -> int:
     """Write the changes to the index; returns how many files failed to parse."""
     paths = [p for p, *_ in changes.upserts] + [old for *_, old in changes.upserts if old]
     rows: dict[str, IndexedPipeline] = {}
@@ -409,9 +186,9 @@ def _apply(s: Session, src: PipelineSource, changes: Changes, commit: str | None
         row.steps = "\n".join(st.name for st in p.steps) if p else None
         errors += error is not None
         parsed.append((row, reference_rows(p) if p else []))
+    existing = [row.id for row, _ in parsed if row.id is not None]
     s.flush()
-    for row, refs in parsed:
-        replace_references(s, row, refs)
+    replace_references(s, parsed, existing)
     return errors
 
 
@@ -435,18 +212,18 @@ def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: 
                 ctype, values = _clone_values(s, vault.barrier, src)
             secrets = [str(v) for k, v in values.items() if k != "username" and v]
             try:
-                with _git_env(root, ctype, values) as env:
-                    repo, head = _fetch(root / str(src.id), src, env)
+                with gitsource.git_env(root, ctype, values) as env:
+                    repo, head = gitsource.fetch(root / str(src.id), src, env)
             except git.GitCommandError as e:
-                message = _clean_error(src, e, secrets)
+                message = gitsource.clean_error(src, e, secrets)
                 _fail(factory, actor, src, message)
                 raise WorkbenchError(message, source=src.name) from None
             finally:
                 values.clear()
             with repo:
-                changes = _git_changes(repo, src, head, known)
+                changes = gitsource.git_changes(repo, src, head, known)
         else:
-            changes = _local_changes(src, known)
+            changes = gitsource.local_changes(src, known)
         with audit.unit(factory) as s:
             row = s.get(PipelineSource, src.id)
             errors = _apply(s, row, changes, head)

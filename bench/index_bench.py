@@ -1,0 +1,199 @@
+"""Reference index at scale: full sync, one-file re-sync and the delete check.
+
+Builds real git repositories of N pipeline files (10 references each, spread over 20,000
+credentials whose rows are bulk-inserted as metadata), syncs them through ``sources.sync_source``
+and times:
+
+- the full (first) sync;
+- the re-sync after one file changed (median of --repeat), at every size given, so one can see
+  it does not grow with the repository; the no-op re-sync (nothing new upstream) is the
+  baseline measured in the same run;
+- the delete check (``credentials.references`` as ``guard_references`` calls it) for one
+  credential, median of 200 random IDs; baseline: fetching one credential row by ID.
+
+    python bench/index_bench.py                      # SQLite, 1,000 and 10,000 files
+    python bench/index_bench.py --database-url postgresql+psycopg://postgres@127.0.0.1/test
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import create_engine, insert, select, text  # noqa: E402
+
+from workbench import credentials, crypto, references as idx, sources  # noqa: E402
+from workbench.audit import SYSTEM  # noqa: E402
+from workbench.config import Settings  # noqa: E402
+from workbench.models import Credential, CredentialVersion, Workspace  # noqa: E402
+from workbench.vault import Vault  # noqa: E402
+
+CREDS = 20_000
+REFS_PER_FILE = 10
+GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.invalid",
+           "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@example.invalid",
+           "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, env=GIT_ENV, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def pipeline_text(i: int, rng: random.Random) -> str:
+    """5 steps × 2 credentials; one in ten pinned to version 1, one in fifty unknown."""
+    lines = [f"name: p{i:05d}", "steps:"]
+    for st in range(REFS_PER_FILE // 2):
+        lines += [f"  - name: step{st}", f"    run: make target{st}", "    credentials:"]
+        for _ in range(2):
+            n = rng.randrange(CREDS)
+            ref = f"cred-{n:05d}" if rng.random() > 0.02 else f"ghost-{n:05d}"
+            lines.append(f"      - {ref}@1" if rng.random() < 0.1 else f"      - {ref}")
+    return "\n".join(lines) + "\n"
+
+
+def make_repo(root: Path, files: int, seed: int) -> Path:
+    repo = root / f"repo-{files}"
+    git(root, "init", "-q", "-b", "main", str(repo))
+    rng = random.Random(seed)
+    (repo / "pipelines").mkdir()
+    for i in range(files):
+        (repo / "pipelines" / f"p{i:05d}.yaml").write_text(pipeline_text(i, rng))
+    (repo / "README.md").write_text("bench\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "pipelines")
+    return repo
+
+
+def seed_credentials(vault: Vault, workspace: str) -> None:
+    """Metadata rows only (with a placeholder version 1): the index checks existence."""
+    with vault.factory.begin() as s:
+        ws = Workspace(name=workspace)
+        s.add(ws)
+        s.flush()
+        s.execute(insert(Credential), [
+            {"workspace_id": ws.id, "cred_id": f"cred-{n:05d}", "name": f"cred-{n:05d}",
+             "description": "", "type": "secret_text", "current_version": 1, "public": {},
+             "conditions": [], "status": "Not tested", "status_message": "",
+             "created_by": "bench"} for n in range(CREDS)])
+        pks = s.execute(select(Credential.pk).where(Credential.workspace_id == ws.id)).scalars()
+        s.execute(insert(CredentialVersion), [
+            {"credential_pk": pk, "version": 1, "type": "secret_text", "key_term": 1,
+             "wrapped_key": b"-", "ciphertext": b"-", "public": {}, "created_by": "bench"}
+            for pk in pks])
+
+
+def median_ms(fn, n: int) -> float:
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def run_size(vault: Vault, root: Path, files: int, repeat: int) -> dict:
+    workspace = f"bench{files}"
+    seed_credentials(vault, workspace)
+    t = time.perf_counter()
+    repo = make_repo(root, files, seed=files)
+    build = time.perf_counter() - t
+    with vault.factory.begin() as s:
+        sid = sources.add_source(s, SYSTEM, workspace, kind="git", url=repo.as_uri(),
+                                 name="bench").id
+    t = time.perf_counter()
+    full = sources.sync_source(vault.factory, vault, SYSTEM, sid)
+    full_s = time.perf_counter() - t
+    with vault.factory() as s:
+        n_refs = s.scalar(text("SELECT count(*) FROM pipeline_references WHERE workspace = :w"),
+                          {"w": workspace})
+    noop = median_ms(lambda: sources.sync_source(vault.factory, vault, SYSTEM, sid), repeat)
+    rng = random.Random(1)
+    resync_times = []
+    for k in range(repeat):
+        i = rng.randrange(files)
+        (repo / "pipelines" / f"p{i:05d}.yaml").write_text(pipeline_text(i, rng))
+        git(repo, "commit", "-q", "-am", f"change {k}")
+        t = time.perf_counter()
+        r = sources.sync_source(vault.factory, vault, SYSTEM, sid)
+        resync_times.append((time.perf_counter() - t) * 1000)
+        assert r["parsed"] == 1 and not r["full"], r
+    ids = [f"cred-{rng.randrange(CREDS):05d}" for _ in range(200)]
+    with vault.factory() as s:
+        it = iter(ids * 2)
+        check = median_ms(lambda: credentials.references(s, workspace, next(it)), 200)
+        it = iter(ids * 2)
+        base = median_ms(lambda: credentials.get_credential(s, workspace, next(it)), 200)
+        page = ids[:50]
+        counts = median_ms(lambda: idx.usage_counts(s, workspace, page), 20)
+        t = time.perf_counter()
+        dangling = idx.dangling(s, workspace)
+        dangling_ms = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        idx.list_pipelines(s, workspace)
+        list_ms = (time.perf_counter() - t) * 1000
+    return {"files": files, "refs": n_refs, "repo_build_s": build, "full_sync_s": full_s,
+            "full_parsed": full["parsed"], "noop_resync_ms": noop,
+            "resync_ms": statistics.median(resync_times), "delete_check_ms": check,
+            "get_credential_ms": base, "usage_counts_50_ms": counts,
+            "dangling_ms": dangling_ms, "dangling": len(dangling), "list_pipelines_ms": list_ms}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,10000")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="wb-index-bench-"))
+    url, schema = args.database_url, None
+    if url and url.startswith("postgresql"):
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        with create_engine(url).begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    url = url or f"sqlite:///{root / 'bench.db'}"
+    vault = Vault(Settings.from_env({}, instance=str(root / "instance"), database_url=url,
+                                    master_key=crypto.encode_key(crypto.generate_key()))).open()
+    print(f"database: {vault.engine.dialect.name}; credentials per size: {CREDS}; "
+          f"references per file: {REFS_PER_FILE}")
+    results = []
+    try:
+        for files in map(int, args.sizes.split(",")):
+            r = run_size(vault, root, files, args.repeat)
+            results.append(r)
+            print(f"\n{files} files, {r['refs']} references "
+                  f"(repo built in {r['repo_build_s']:.1f} s)")
+            print(f"  full sync            {r['full_sync_s']:8.2f} s  ({r['full_parsed']} parsed)")
+            print(f"  re-sync, 1 changed   {r['resync_ms']:8.1f} ms (median of {args.repeat})")
+            print(f"  re-sync, no change   {r['noop_resync_ms']:8.1f} ms (baseline)")
+            print(f"  delete check         {r['delete_check_ms']:8.2f} ms (median of 200); "
+                  f"get_credential {r['get_credential_ms']:.2f} ms; ratio "
+                  f"{r['delete_check_ms'] / r['get_credential_ms']:.1f}x")
+            print(f"  usage_counts (50)    {r['usage_counts_50_ms']:8.2f} ms")
+            print(f"  dangling()           {r['dangling_ms']:8.1f} ms ({r['dangling']} found)")
+            print(f"  list_pipelines()     {r['list_pipelines_ms']:8.1f} ms")
+        if len(results) > 1:
+            a, b = results[0], results[-1]
+            print(f"\nre-sync growth {a['files']}→{b['files']} files: "
+                  f"{b['resync_ms'] / a['resync_ms']:.2f}x; delete check growth: "
+                  f"{b['delete_check_ms'] / a['delete_check_ms']:.2f}x")
+    finally:
+        vault.engine.dispose()
+        if schema:
+            with create_engine(args.database_url).begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        subprocess.run(["rm", "-rf", str(root)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""The git side of pipeline sources: fetch with a credential, list what changed since a commit."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import git
+
+from .errors import WorkbenchError
+from .pipeline.parse import MAX_BYTES
+from .references import PipelineSource
+
+# Git asks this program for the username and password; it reads them from its own environment,
+# so they never appear in argv, in a URL or in .git/config.
+ASKPASS = """#!/bin/sh
+case "$1" in
+  Username*|username*) printf '%s\\n' "$WORKBENCH_GIT_USERNAME" ;;
+  *) printf '%s\\n' "$WORKBENCH_GIT_PASSWORD" ;;
+esac
+"""
+
+
+def glob_regex(pattern: str) -> re.Pattern:
+    """``*`` and ``?`` stay within one directory, ``**/`` spans any number of them."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[" and pattern.find("]", i + 2) != -1:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1:end].replace("\\", "\\\\")
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def blob_id(data: bytes) -> str:
+    """Git's object ID for ``data`` as a blob, so local and git sources compare alike."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+# ---- what changed ---------------------------------------------------------------------------
+
+@dataclass
+class Changes:
+    """Files to (re)read — (path, blob id, content, previous path) — and paths to drop."""
+
+    upserts: list[tuple[str, str, bytes, str | None]] = field(default_factory=list)
+    removes: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("added", "changed", "removed", "renamed"), 0))
+    full: bool = False
+
+
+def compare_blobs(changes: Changes, listing: dict[str, str], known: dict[str, str], read) -> None:
+    """Full comparison of a listing (path → blob) with what is indexed (path → blob)."""
+    changes.full = True
+    for path, blob in sorted(listing.items()):
+        if known.get(path) != blob:
+            changes.counts["changed" if path in known else "added"] += 1
+            changes.upserts.append((path, blob, read(path, blob), None))
+    changes.removes = sorted(set(known) - set(listing))
+    changes.counts["removed"] = len(changes.removes)
+
+
+def local_changes(src: PipelineSource, known: dict[str, str]) -> Changes:
+    base, match = Path(src.url), glob_regex(src.path_glob).match
+    if not base.is_dir():
+        raise WorkbenchError(f"sync of source {src.name!r} failed: {src.url} is not a folder",
+                             source=src.name)
+    listing: dict[str, bytes] = {}
+    for dirpath, dirs, files in os.walk(base):
+        dirs[:] = [d for d in dirs if d != ".git"]
+        for f in files:
+            p = Path(dirpath, f)
+            rel = p.relative_to(base).as_posix()
+            if match(rel) and p.is_file() and not p.is_symlink():
+                with open(p, "rb") as fh:
+                    listing[rel] = fh.read(MAX_BYTES + 1)
+    changes = Changes()
+    compare_blobs(changes, {p: blob_id(d) for p, d in listing.items()}, known,
+             lambda path, _blob: listing[path])
+    return changes
+
+
+def read_blob(repo: git.Repo, blob: str) -> bytes:
+    binsha = bytes.fromhex(blob)
+    if repo.odb.info(binsha).size > MAX_BYTES:
+        return b"\0" * (MAX_BYTES + 1)  # parse_pipeline refuses it by size, unread
+    return repo.odb.stream(binsha).read()
+
+
+def git_changes(repo: git.Repo, src: PipelineSource, head: str,
+                 known: dict[str, str]) -> Changes:
+    """Incremental when the indexed commit is known: only files in ``git diff`` are read."""
+    match = glob_regex(src.path_glob).match
+    changes = Changes()
+    if src.commit == head:
+        return changes
+    diff = None
+    if src.commit:
+        try:
+            diff = repo.git.diff("--name-status", "-z", "-M", "--no-ext-diff", src.commit, head)
+        except git.GitCommandError:  # old commit gone (force-push and gc): full re-index
+            diff = None
+    if diff is None:
+        out = repo.git.ls_tree("-r", "-z", "--full-tree", head)
+        listing = {}
+        for entry in filter(None, out.split("\0")):
+            meta, path = entry.split("\t", 1)
+            _mode, kind, blob = meta.split()
+            if kind == "blob" and match(path):
+                listing[path] = blob
+        compare_blobs(changes, listing, known, lambda _p, blob: read_blob(repo, blob))
+        return changes
+    tree = repo.commit(head).tree
+    tokens = diff.split("\0")
+    i = 0
+    while i < len(tokens) and tokens[i]:
+        status = tokens[i][0]
+        if status in "RC":
+            old, new, i = tokens[i + 1], tokens[i + 2], i + 3
+        else:
+            old = new = tokens[i + 1]
+            i += 2
+        was, now = (status not in "AC") and match(old), status != "D" and match(new)
+        if was and now and status == "R":
+            kind = "renamed"
+        elif now:
+            kind = "changed" if (was or new in known) else "added"
+        elif was:
+            changes.removes.append(old)
+            changes.counts["removed"] += 1
+            continue
+        else:
+            continue
+        obj = tree / new
+        if obj.type != "blob":
+            continue
+        changes.counts[kind] += 1
+        changes.upserts.append((new, obj.hexsha, read_blob(repo, obj.hexsha),
+                                old if kind == "renamed" else None))
+    return changes
+
+
+# ---- git ------------------------------------------------------------------------------------
+
+@contextmanager
+def git_env(root: Path, ctype: str | None, values: dict) -> Iterator[dict[str, str]]:
+    """The environment of the git process: askpass for HTTPS, a private key file for SSH."""
+    askpass = root / "askpass"
+    if not askpass.exists() or askpass.read_text() != ASKPASS:
+        tmp = root / f".askpass-{os.getpid()}"
+        tmp.write_text(ASKPASS)
+        tmp.chmod(0o700)
+        tmp.replace(askpass)
+    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_ASKPASS": str(askpass),
+           "WORKBENCH_GIT_USERNAME": "", "WORKBENCH_GIT_PASSWORD": "",
+           "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
+    keydir = None
+    try:
+        if ctype == "username_password":
+            env.update(WORKBENCH_GIT_USERNAME=values.get("username", ""),
+                       WORKBENCH_GIT_PASSWORD=values.get("password", ""))
+        elif ctype == "secret_text":
+            env.update(WORKBENCH_GIT_USERNAME="x-access-token",
+                       WORKBENCH_GIT_PASSWORD=values.get("secret", ""))
+        elif ctype == "ssh_private_key":
+            keydir = tempfile.mkdtemp(prefix=".key-", dir=root)  # 0700
+            key = Path(keydir, "id")
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(values.get("private_key", "").rstrip("\n") + "\n")
+            user = values.get("username")
+            ssh = ["ssh", "-i", str(key), "-o", "IdentitiesOnly=yes",
+                   "-o", "StrictHostKeyChecking=accept-new",
+                   "-o", f"UserKnownHostsFile={root / 'known_hosts'}"]
+            if user:
+                ssh += ["-o", f"User={user}"]
+            env["GIT_SSH_COMMAND"] = shlex.join(ssh)
+            if values.get("passphrase"):
+                env.update(SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force",
+                           WORKBENCH_GIT_PASSWORD=values["passphrase"])
+        yield env
+    finally:
+        if keydir:
+            shutil.rmtree(keydir, ignore_errors=True)
+
+
+def clean_error(src: PipelineSource, exc: git.GitCommandError, secrets: list[str]) -> str:
+    """The useful line of git's stderr, with every secret and any userinfo scrubbed."""
+    text = exc.stderr if isinstance(exc.stderr, str) else str(exc.stderr or "")
+    wrapped = re.match(r"\s*stderr: '(.*)'\s*\Z", text, re.S)  # GitPython's quoting
+    lines = [ln.strip() for ln in (wrapped[1] if wrapped else text).splitlines()]
+    useful = [ln for ln in lines if ln.startswith(("fatal:", "error:", "remote:"))] or \
+        [ln for ln in lines if ln] or [f"git exited with {exc.status}"]
+    msg = "; ".join(useful)[:500]
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        msg = msg.replace(secret, "***")
+    msg = re.sub(r"://[^/@\s]+@", "://***@", msg)
+    return f"sync of source {src.name!r} failed: {msg}"
+
+
+def fetch(path: Path, src: PipelineSource, env: dict[str, str]) -> tuple[git.Repo, str]:
+    """Clone once (a bare repository), then fetch the one branch."""
+    if (path / "HEAD").exists():
+        repo = git.Repo(path)
+    else:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        repo = git.Repo.init(path, bare=True)
+        repo.create_remote("origin", src.url)
+    ref = f"refs/remotes/origin/{src.branch}"
+    repo.git.fetch("--no-tags", "--quiet", "origin", f"+refs/heads/{src.branch}:{ref}", env=env)
+    return repo, repo.git.rev_parse(f"{ref}^{{commit}}")
