@@ -223,3 +223,19 @@ def test_sources_and_pipelines_over_the_api(api_as, local_repo):
     assert viewer.get("/pipelines/999999").status_code == 404
     assert [d["credential_id"] for d in viewer.get("/pipelines/dangling").get_json()["items"]] \
         == ["tok", "gone"]
+
+
+def test_sync_over_ssh_with_a_private_key_leaves_no_key_file(vault, sshd_server, local_repo):
+    local_repo.commit({"pipelines/a.yaml": pipeline_yaml("a", {"s": ["x"]})})
+    url = f"ssh://{sshd_server.host}:{sshd_server.port}{local_repo.path}"
+    _cred(vault, "deploy-key", type_="ssh_private_key", username=sshd_server.username,
+          private_key=sshd_server.private_key_pem)
+    _cred(vault, "stranger-key", type_="ssh_private_key", username=sshd_server.username,
+          private_key=sshd_server.unauthorized_key_pem)
+    assert _sync(vault, _add(vault, url=url, credential_id="deploy-key"))["added"] == 1
+    with pytest.raises(WorkbenchError) as info:
+        _sync(vault, _add(vault, url=url, credential_id="stranger-key", name="other"))
+    assert "Permission denied" in str(info.value)
+    on_disk = _files_under(Path(vault.settings.instance))
+    for pem in (sshd_server.private_key_pem, sshd_server.unauthorized_key_pem):
+        assert pem.splitlines()[1].encode() not in on_disk

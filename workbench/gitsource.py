@@ -86,6 +86,7 @@ def compare_blobs(changes: Changes, listing: dict[str, str], known: dict[str, st
 
 
 def local_changes(src: PipelineSource, known: dict[str, str]) -> Changes:
+    """A folder has no history: every matching file is read and compared by blob ID."""
     base, match = Path(src.url), glob_regex(src.path_glob).match
     if not base.is_dir():
         raise WorkbenchError(f"sync of source {src.name!r} failed: {src.url} is not a folder",
@@ -101,7 +102,7 @@ def local_changes(src: PipelineSource, known: dict[str, str]) -> Changes:
                     listing[rel] = fh.read(MAX_BYTES + 1)
     changes = Changes()
     compare_blobs(changes, {p: blob_id(d) for p, d in listing.items()}, known,
-             lambda path, _blob: listing[path])
+                  lambda path, _blob: listing[path])
     return changes
 
 
@@ -113,7 +114,7 @@ def read_blob(repo: git.Repo, blob: str) -> bytes:
 
 
 def git_changes(repo: git.Repo, src: PipelineSource, head: str,
-                 known: dict[str, str]) -> Changes:
+                known: dict[str, str]) -> Changes:
     """Incremental when the indexed commit is known: only files in ``git diff`` are read."""
     match = glob_regex(src.path_glob).match
     changes = Changes()
@@ -215,8 +216,8 @@ def clean_error(src: PipelineSource, exc: git.GitCommandError, secrets: list[str
     text = exc.stderr if isinstance(exc.stderr, str) else str(exc.stderr or "")
     wrapped = re.match(r"\s*stderr: '(.*)'\s*\Z", text, re.S)  # GitPython's quoting
     lines = [ln.strip() for ln in (wrapped[1] if wrapped else text).splitlines()]
-    useful = [ln for ln in lines if ln.startswith(("fatal:", "error:", "remote:"))] or \
-        [ln for ln in lines if ln] or [f"git exited with {exc.status}"]
+    useful = [ln for ln in lines if ln and not ln.startswith("Warning: Permanently added")] \
+        or [f"git exited with {exc.status}"]
     msg = "; ".join(useful)[:500]
     for secret in sorted(filter(None, secrets), key=len, reverse=True):
         msg = msg.replace(secret, "***")
