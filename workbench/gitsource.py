@@ -10,7 +10,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import git
 
@@ -85,7 +85,7 @@ def compare_blobs(changes: Changes, listing: dict[str, str], known: dict[str, st
     changes.counts["removed"] = len(changes.removes)
 
 
-def local_changes(src: PipelineSource, known: dict[str, str]) -> Changes:
+def local_changes(src: PipelineSource, known: Callable[[], dict[str, str]]) -> Changes:
     """A folder has no history: every matching file is read and compared by blob ID."""
     base, match = Path(src.url), glob_regex(src.path_glob).match
     if not base.is_dir():
@@ -101,7 +101,7 @@ def local_changes(src: PipelineSource, known: dict[str, str]) -> Changes:
                 with open(p, "rb") as fh:
                     listing[rel] = fh.read(MAX_BYTES + 1)
     changes = Changes()
-    compare_blobs(changes, {p: blob_id(d) for p, d in listing.items()}, known,
+    compare_blobs(changes, {p: blob_id(d) for p, d in listing.items()}, known(),
                   lambda path, _blob: listing[path])
     return changes
 
@@ -114,16 +114,18 @@ def read_blob(repo: git.Repo, blob: str) -> bytes:
 
 
 def git_changes(repo: git.Repo, src: PipelineSource, head: str,
-                known: dict[str, str]) -> Changes:
-    """Incremental when the indexed commit is known: only files in ``git diff`` are read."""
+                known: Callable[[], dict[str, str]]) -> Changes:
+    """Only the files ``git diff`` names are read; without a usable indexed commit the whole
+    tree is compared with ``known()`` (path → blob of what is indexed)."""
     match = glob_regex(src.path_glob).match
     changes = Changes()
     if src.commit == head:
         return changes
     diff = None
     if src.commit:
-        try:
-            diff = repo.git.diff("--name-status", "-z", "-M", "--no-ext-diff", src.commit, head)
+        try:  # --raw names the new blob, so no tree is walked in Python
+            diff = repo.git.diff("--raw", "-z", "-M", "--no-abbrev", "--no-ext-diff",
+                                 src.commit, head)
         except git.GitCommandError:  # old commit gone (force-push and gc): full re-index
             diff = None
     if diff is None:
@@ -134,34 +136,33 @@ def git_changes(repo: git.Repo, src: PipelineSource, head: str,
             _mode, kind, blob = meta.split()
             if kind == "blob" and match(path):
                 listing[path] = blob
-        compare_blobs(changes, listing, known, lambda _p, blob: read_blob(repo, blob))
+        compare_blobs(changes, listing, known(), lambda _p, blob: read_blob(repo, blob))
         return changes
-    tree = repo.commit(head).tree
     tokens = diff.split("\0")
     i = 0
-    while i < len(tokens) and tokens[i]:
-        status = tokens[i][0]
+    while i < len(tokens) and tokens[i].startswith(":"):
+        _old_mode, new_mode, _old_blob, blob, status = tokens[i][1:].split()
+        status = status[0]
         if status in "RC":
             old, new, i = tokens[i + 1], tokens[i + 2], i + 3
         else:
             old = new = tokens[i + 1]
             i += 2
-        was, now = (status not in "AC") and match(old), status != "D" and match(new)
+        was, now = status not in "AC" and match(old), status != "D" and match(new)
+        if now and new_mode == "160000":  # a submodule is no file to read
+            now = False
         if was and now and status == "R":
             kind = "renamed"
         elif now:
-            kind = "changed" if (was or new in known) else "added"
+            kind = "changed" if was else "added"
         elif was:
             changes.removes.append(old)
             changes.counts["removed"] += 1
             continue
         else:
             continue
-        obj = tree / new
-        if obj.type != "blob":
-            continue
         changes.counts[kind] += 1
-        changes.upserts.append((new, obj.hexsha, read_blob(repo, obj.hexsha),
+        changes.upserts.append((new, blob, read_blob(repo, blob),
                                 old if kind == "renamed" else None))
     return changes
 

@@ -202,10 +202,10 @@ def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: 
         s.expunge(src)
     root = Path(vault.settings.instance) / "sources"
     with _lock(root, src.id):
-        known = {}
-        with factory() as s:
-            known = dict(s.execute(select(IndexedPipeline.path, IndexedPipeline.blob)
-                                   .where(IndexedPipeline.source_id == src.id)).all())
+        def known() -> dict[str, str]:  # only full comparisons need the whole index
+            with factory() as s:
+                return dict(s.execute(select(IndexedPipeline.path, IndexedPipeline.blob)
+                                      .where(IndexedPipeline.source_id == src.id)).all())
         head = None
         if src.kind == "git":
             with audit.unit(factory) as s:
