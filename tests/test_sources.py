@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import threading
 import uuid
 
 import pytest
@@ -143,6 +144,42 @@ def test_sync_over_http_with_a_password_credential_keeps_it_off_disk(vault, git_
         assert [r["kind"] for r in credentials.references(s, "default", "git-login")] == ["source"]
 
 
+def _cmdlines() -> list[bytes]:
+    out = []
+    for p in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            out.append(p.read_bytes())
+        except OSError:  # the process ended meanwhile
+            pass
+    return out
+
+
+def test_the_password_is_in_no_command_line_while_git_fetches(vault, git_http_server):
+    server = git_http_server
+    url = server.create_repo(_unique("argv"),
+                             {"pipelines/a.yaml": pipeline_yaml("a", {"s": []})})
+    _cred(vault, "argv-login", username=server.username, password=server.password)
+    sid = _add(vault, url=url, credential_id="argv-login")
+    results: list = []
+    server.held.clear()
+    server.release.clear()
+    server.hold.set()  # park git's authenticated request, so its processes can be looked at
+    worker = threading.Thread(target=lambda: results.append(_sync(vault, sid)))
+    worker.start()
+    try:
+        assert server.held.wait(30)
+        cmdlines = _cmdlines()
+    finally:
+        server.hold.clear()
+        server.release.set()
+        worker.join(60)
+        server.held.clear()
+        server.release.clear()
+    assert any(b"remote-http" in c for c in cmdlines)  # we did look while git was running
+    assert not [c for c in cmdlines if server.password.encode() in c]
+    assert results and results[0]["added"] == 1
+
+
 def test_a_secret_text_token_clones_too(vault, git_http_server):
     url = git_http_server.create_repo(_unique("token-repo"), {
         "pipelines/a.yaml": pipeline_yaml("a", {"s": ["x"]})})
@@ -239,3 +276,16 @@ def test_sync_over_ssh_with_a_private_key_leaves_no_key_file(vault, sshd_server,
     on_disk = _files_under(Path(vault.settings.instance))
     for pem in (sshd_server.private_key_pem, sshd_server.unauthorized_key_pem):
         assert pem.splitlines()[1].encode() not in on_disk
+
+
+@pytest.mark.parametrize("glob, path, expected", [
+    ("pipelines/*.yaml", "pipelines/a.yaml", True),
+    ("pipelines/*.yaml", "pipelines/sub/a.yaml", False),  # * stays in one folder
+    ("pipelines/*.yaml", "other/pipelines/a.yaml", False),  # anchored at the root
+    ("**/*.yaml", "a.yaml", True),
+    ("**/*.yaml", "deep/er/a.yaml", True),
+    ("ci/*.y[a]ml", "ci/a.yml", False),
+    ("ci/?.yaml", "ci/ab.yaml", False),
+])
+def test_path_globs_match_like_a_shell(glob, path, expected):
+    assert sources.gitsource.matcher(glob)(path) is expected

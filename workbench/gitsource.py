@@ -18,6 +18,7 @@ from .errors import WorkbenchError
 from .pipeline.parse import MAX_BYTES
 from .references import PipelineSource
 
+MAX_PATH = 1000  # the index's path column
 # Git asks this program for the username and password; it reads them from its own environment,
 # so they never appear in argv, in a URL or in .git/config.
 ASKPASS = """#!/bin/sh
@@ -56,6 +57,12 @@ def glob_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(out) + r"\Z")
 
 
+def matcher(path_glob: str) -> Callable[[str], bool]:
+    """Whether a repository path is a pipeline file of this source."""
+    rx = glob_regex(path_glob)
+    return lambda path: len(path) <= MAX_PATH and rx.match(path) is not None
+
+
 def blob_id(data: bytes) -> str:
     """Git's object ID for ``data`` as a blob, so local and git sources compare alike."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
@@ -87,7 +94,7 @@ def compare_blobs(changes: Changes, listing: dict[str, str], known: dict[str, st
 
 def local_changes(src: PipelineSource, known: Callable[[], dict[str, str]]) -> Changes:
     """A folder has no history: every matching file is read and compared by blob ID."""
-    base, match = Path(src.url), glob_regex(src.path_glob).match
+    base, match = Path(src.url), matcher(src.path_glob)
     if not base.is_dir():
         raise WorkbenchError(f"sync of source {src.name!r} failed: {src.url} is not a folder",
                              source=src.name)
@@ -117,7 +124,7 @@ def git_changes(repo: git.Repo, src: PipelineSource, head: str,
                 known: Callable[[], dict[str, str]]) -> Changes:
     """Only the files ``git diff`` names are read; without a usable indexed commit the whole
     tree is compared with ``known()`` (path → blob of what is indexed)."""
-    match = glob_regex(src.path_glob).match
+    match = matcher(src.path_glob)
     changes = Changes()
     if src.commit == head:
         return changes
