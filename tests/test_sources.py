@@ -241,13 +241,17 @@ def test_viewers_cannot_add_or_sync_sources(vault, local_repo):
 
 def test_sources_and_pipelines_over_the_api(api_as, local_repo):
     local_repo.commit({"pipelines/a.yaml": pipeline_yaml("a", {"build": ["tok", "gone@3"]})})
-    editor, viewer = api_as("editor"), api_as("viewer")
+    admin, editor, viewer = api_as("admin"), api_as("editor"), api_as("viewer")
     body = {"name": "main-repo", "kind": "git", "url": local_repo.url}
     assert viewer.post("/pipeline-sources", json=body).status_code == 403
-    created = editor.post("/pipeline-sources", json=body)
+    # a file:// URL reads the server's own disk: admins only
+    assert editor.post("/pipeline-sources", json=body).status_code == 403
+    created = admin.post("/pipeline-sources", json=body)
     assert created.status_code == 201, created.get_json()
     sid = created.get_json()["id"]
-    assert editor.post("/pipeline-sources", json=body).status_code == 409
+    assert admin.post("/pipeline-sources", json=body).status_code == 409
+    assert editor.post("/pipeline-sources", json={
+        "name": "x", "url": "ext::sh -c id"}).get_json()["error"]["details"]["field"] == "url"
     synced = editor.post(f"/pipeline-sources/{sid}/sync")
     assert synced.status_code == 200 and synced.get_json()["added"] == 1
     listed = viewer.get("/pipeline-sources").get_json()["items"]
@@ -289,3 +293,18 @@ def test_sync_over_ssh_with_a_private_key_leaves_no_key_file(vault, sshd_server,
 ])
 def test_path_globs_match_like_a_shell(glob, path, expected):
     assert sources.gitsource.matcher(glob)(path) is expected
+
+
+def test_a_deleted_clone_credential_is_a_clear_sync_error(vault, local_repo):
+    local_repo.commit({"pipelines/a.yaml": pipeline_yaml("a", {"s": ["x"]})})
+    _cred(vault, "gone-login", username="u", password="p")
+    sid = _add(vault, url=local_repo.url, credential_id="gone-login")
+    with vault.factory.begin() as s:
+        refs = credentials.delete_credential(s, SYSTEM, workspace="default",
+                                             cred_id="gone-login", force=True)
+    assert [(r["source"], r["step"]) for r in refs] == [("repo", "clone")]
+    with pytest.raises(WorkbenchError) as info:
+        _sync(vault, sid)
+    assert "clone credential 'gone-login' does not exist" in str(info.value)
+    with vault.factory() as s:
+        assert "gone-login" in sources.list_sources(s, "default")[0]["error"]

@@ -14,7 +14,6 @@ from typing import Callable, Iterator
 
 import git
 
-from .errors import WorkbenchError
 from .pipeline.parse import MAX_BYTES
 from .references import PipelineSource
 
@@ -95,9 +94,6 @@ def compare_blobs(changes: Changes, listing: dict[str, str], known: dict[str, st
 def local_changes(src: PipelineSource, known: Callable[[], dict[str, str]]) -> Changes:
     """A folder has no history: every matching file is read and compared by blob ID."""
     base, match = Path(src.url), matcher(src.path_glob)
-    if not base.is_dir():
-        raise WorkbenchError(f"sync of source {src.name!r} failed: {src.url} is not a folder",
-                             source=src.name)
     listing: dict[str, bytes] = {}
     for dirpath, dirs, files in os.walk(base):
         dirs[:] = [d for d in dirs if d != ".git"]
@@ -186,6 +182,7 @@ def git_env(root: Path, ctype: str | None, values: dict) -> Iterator[dict[str, s
         tmp.chmod(0o700)
         tmp.replace(askpass)
     env = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_ALLOW_PROTOCOL": "http:https:ssh:git:file",  # never ext:: (runs commands)
            "GIT_CONFIG_GLOBAL": os.devnull, "GIT_ASKPASS": str(askpass),
            "WORKBENCH_GIT_USERNAME": "", "WORKBENCH_GIT_PASSWORD": "",
            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
@@ -240,6 +237,7 @@ def fetch(path: Path, src: PipelineSource, env: dict[str, str]) -> tuple[git.Rep
     else:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         repo = git.Repo.init(path, bare=True)
+    if "origin" not in [r.name for r in repo.remotes]:  # also after an interrupted first sync
         repo.create_remote("origin", src.url)
     ref = f"refs/remotes/origin/{src.branch}"
     repo.git.fetch("--no-tags", "--quiet", "origin", f"+refs/heads/{src.branch}:{ref}", env=env)

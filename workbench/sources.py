@@ -42,6 +42,10 @@ def _check_url(url: str | None) -> str:
     return url
 
 
+def _is_local(url: str | None) -> bool:
+    return isinstance(url, str) and (url.startswith("/") or url.lower().startswith("file:"))
+
+
 def _check_glob(path_glob: str) -> str:
     if (not path_glob or not isinstance(path_glob, str) or path_glob.startswith("/")
             or ".." in path_glob.split("/") or len(path_glob) > 300):
@@ -60,6 +64,9 @@ def add_source(s: Session, actor: Actor, workspace: str, *, kind: str, url: str 
     if kind not in KINDS:
         raise ValidationError(f"kind must be one of {', '.join(KINDS)}", field="kind")
     _check_glob(path_glob)
+    if kind == "local" or _is_local(url):
+        # the server's own disk: an editor must not make the server read arbitrary folders
+        require(actor, "admin", "source.add", workspace=workspace, target=name)
     if kind == "git":
         _check_url(url)
         if not isinstance(branch, str) or not BRANCH.match(branch):
@@ -154,7 +161,8 @@ def _parse(path: str, data: bytes) -> tuple[object | None, str | None, int | Non
         return None, f"{path}: cannot read pipeline ({type(e).__name__})", None
 
 
-def _apply(s: Session, src: PipelineSource, changes: gitsource.Changes, commit: str | None) -> int:
+def _apply(s: Session, src: PipelineSource, changes: gitsource.Changes,
+           commit: str | None) -> int:
     """Write the changes to the index; returns how many files failed to parse."""
     paths = [p for p, *_ in changes.upserts] + [old for *_, old in changes.upserts if old]
     rows: dict[str, IndexedPipeline] = {}
@@ -208,20 +216,26 @@ def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: 
                                       .where(IndexedPipeline.source_id == src.id)).all())
         head = None
         if src.kind == "git":
-            with audit.unit(factory) as s:
-                ctype, values = _clone_values(s, vault.barrier, src)
+            try:
+                with audit.unit(factory) as s:
+                    ctype, values = _clone_values(s, vault.barrier, src)
+            except NotFound:
+                raise _fail(factory, actor, src, f"sync of source {src.name!r} failed: its "
+                            f"clone credential {src.credential_id!r} does not exist") from None
             secrets = [str(v) for k, v in values.items() if k != "username" and v]
             try:
                 with gitsource.git_env(root, ctype, values) as env:
                     repo, head = gitsource.fetch(root / str(src.id), src, env)
             except git.GitCommandError as e:
-                message = gitsource.clean_error(src, e, secrets)
-                _fail(factory, actor, src, message)
-                raise WorkbenchError(message, source=src.name) from None
+                raise _fail(factory, actor, src,
+                            gitsource.clean_error(src, e, secrets)) from None
             finally:
                 values.clear()
             with repo:
                 changes = gitsource.git_changes(repo, src, head, known)
+        elif not Path(src.url).is_dir():
+            raise _fail(factory, actor, src,
+                        f"sync of source {src.name!r} failed: {src.url} is not a folder")
         else:
             changes = gitsource.local_changes(src, known)
         with audit.unit(factory) as s:
@@ -238,10 +252,12 @@ def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: 
     return result
 
 
-def _fail(factory, actor: Actor, src: PipelineSource, message: str) -> None:
+def _fail(factory, actor: Actor, src: PipelineSource, message: str) -> WorkbenchError:
+    """Keep the failure on the source (the UI shows it), audit it, and return the error."""
     with factory.begin() as s:
         row = s.get(PipelineSource, src.id)
         if row is not None:
             row.error = message
         audit.record(s, actor, "source.sync", outcome="failed", workspace=src.workspace,
                      target=src.name, details={"error": message})
+    return WorkbenchError(message, source=src.name)
