@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import (DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
-                        and_, delete, func, insert, select)
+                        and_, delete, func, insert, select, text)
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
 from . import credentials
@@ -119,19 +119,28 @@ def replace_references(s: Session, parsed: list[tuple[IndexedPipeline, list[dict
         s.execute(insert(PipelineReference), rows)
 
 
+def refresh_statistics(s: Session) -> None:
+    """After a bulk load: without fresh statistics PostgreSQL scans the whole workspace's
+    references instead of using (workspace, credential_id) until autovacuum runs."""
+    for table in ("pipelines", "pipeline_references"):
+        s.execute(text(f"ANALYZE {table}"))
+
+
 # ---- queries --------------------------------------------------------------------------------
 
+R = PipelineReference
+# plain columns, not ORM entities: the delete check builds one dict per row and nothing else
+_REF_COLUMNS = (IndexedPipeline.name, R.pipeline_id, IndexedPipeline.path,
+                PipelineSource.name.label("source"), R.step, R.credential_id, R.version,
+                R.binding, R.kind, R.line)
+_REF_KEYS = ("pipeline", "pipeline_id", "path", "source", "step", "credential_id", "version",
+             "binding", "kind", "line")
+
+
 def _ref_select():
-    return (select(PipelineReference, IndexedPipeline.name, IndexedPipeline.path,
-                   PipelineSource.name.label("source"))
-            .join(IndexedPipeline, IndexedPipeline.id == PipelineReference.pipeline_id)
+    return (select(*_REF_COLUMNS)
+            .join(IndexedPipeline, IndexedPipeline.id == R.pipeline_id)
             .join(PipelineSource, PipelineSource.id == IndexedPipeline.source_id))
-
-
-def _ref_dict(r: PipelineReference, name: str, path: str, source: str) -> dict:
-    return {"pipeline": name, "pipeline_id": r.pipeline_id, "path": path, "source": source,
-            "step": r.step, "credential_id": r.credential_id, "version": r.version,
-            "binding": r.binding, "kind": r.kind, "line": r.line}
 
 
 def find_references(s: Session, workspace: str, cred_id: str) -> list[dict]:
@@ -140,7 +149,7 @@ def find_references(s: Session, workspace: str, cred_id: str) -> list[dict]:
                              PipelineReference.credential_id == cred_id)
          .order_by(IndexedPipeline.name, PipelineReference.pipeline_id,
                    PipelineReference.position))
-    out = [_ref_dict(*row) for row in s.execute(q)]
+    out = [dict(zip(_REF_KEYS, row)) for row in s.execute(q)]
     # a source that clones with this credential stops syncing without it
     for name, url in s.execute(select(PipelineSource.name, PipelineSource.url).where(
             PipelineSource.workspace == workspace, PipelineSource.credential_id == cred_id)):
@@ -177,16 +186,16 @@ def last_used(s: Session, workspace: str, cred_ids: Iterable[str]) -> dict[str, 
     return out
 
 
-def _dangling_clause():
-    """Outer-join each reference to its credential and pinned version; (stmt-builder, flag)."""
+def _dangling_clause(workspace: str):
+    """(join, missing, pruned): outer-join each reference to its credential and pinned
+    version; ``missing``/``pruned`` are the conditions that make it dangle."""
     cred = aliased(Credential)
     ver = aliased(CredentialVersion)
-    ws = aliased(Workspace)
+    ws_id = select(Workspace.id).where(Workspace.name == workspace).scalar_subquery()
 
     def join(stmt):
-        return (stmt.outerjoin(ws, ws.name == PipelineReference.workspace)
-                .outerjoin(cred, and_(cred.workspace_id == ws.id,
-                                      cred.cred_id == PipelineReference.credential_id))
+        return (stmt.outerjoin(cred, and_(cred.workspace_id == ws_id,
+                                          cred.cred_id == PipelineReference.credential_id))
                 .outerjoin(ver, and_(ver.credential_pk == cred.pk,
                                      ver.version == PipelineReference.version)))
     missing = cred.pk.is_(None)
@@ -196,22 +205,23 @@ def _dangling_clause():
 
 def dangling(s: Session, workspace: str, pipeline_id: int | None = None) -> list[dict]:
     """References to IDs that do not exist, or to pinned versions that do not (any longer)."""
-    join, missing, pruned = _dangling_clause()
+    join, missing, pruned = _dangling_clause(workspace)
     q = join(_ref_select().add_columns(missing.label("missing"))) \
         .where(PipelineReference.workspace == workspace, missing | pruned)
     if pipeline_id is not None:
         q = q.where(PipelineReference.pipeline_id == pipeline_id)
     q = q.order_by(IndexedPipeline.path, PipelineReference.position)
     out = []
-    for r, name, path, source, is_missing in s.execute(q):
-        d = _ref_dict(r, name, path, source)
+    for *row, is_missing in s.execute(q):
+        d = dict(zip(_REF_KEYS, row))
         d["reason"] = ("credential does not exist" if is_missing
-                       else f"version {r.version} does not exist")
+                       else f"version {d['version']} does not exist")
         out.append(d)
     return out
 
 
-def _pipeline_dict(p: IndexedPipeline, source: str, n_dangling: int = 0) -> dict:
+def _pipeline_dict(p, source: str, n_dangling: int = 0) -> dict:
+    """``p``: an IndexedPipeline or a row with the same column names."""
     return {"id": p.id, "name": p.name, "path": p.path, "source": source,
             "source_id": p.source_id, "workspace": p.workspace, "commit": p.commit,
             "error": p.error, "error_line": p.error_line, "dangling": n_dangling,
@@ -220,16 +230,17 @@ def _pipeline_dict(p: IndexedPipeline, source: str, n_dangling: int = 0) -> dict
 
 def list_pipelines(s: Session, workspace: str) -> list[dict]:
     """Every indexed pipeline with its source, commit, parse error and dangling count."""
-    join, missing, pruned = _dangling_clause()
+    join, missing, pruned = _dangling_clause(workspace)
     counts = dict(s.execute(join(select(PipelineReference.pipeline_id, func.count())
                                  .select_from(PipelineReference))
                             .where(PipelineReference.workspace == workspace, missing | pruned)
                             .group_by(PipelineReference.pipeline_id)).all())
-    q = (select(IndexedPipeline, PipelineSource.name)
-         .join(PipelineSource, PipelineSource.id == IndexedPipeline.source_id)
-         .where(IndexedPipeline.workspace == workspace)
-         .order_by(IndexedPipeline.name, IndexedPipeline.path))
-    return [_pipeline_dict(p, src, counts.get(p.id, 0)) for p, src in s.execute(q)]
+    P = IndexedPipeline
+    q = (select(P.id, P.name, P.path, P.source_id, P.workspace, P.commit, P.error, P.error_line,
+                P.indexed_at, PipelineSource.name.label("source"))
+         .join(PipelineSource, PipelineSource.id == P.source_id)
+         .where(P.workspace == workspace).order_by(P.name, P.path))
+    return [_pipeline_dict(row, row.source, counts.get(row.id, 0)) for row in s.execute(q)]
 
 
 def get_pipeline(s: Session, workspace: str, pipeline_id: int) -> dict:

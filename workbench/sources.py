@@ -19,13 +19,14 @@ from .db import iso, utcnow
 from .errors import Conflict, NotFound, PipelineError, ValidationError, WorkbenchError
 from .pipeline.parse import parse_pipeline
 from .references import (IndexedPipeline, PipelineReference, PipelineSource, reference_rows,
-                         replace_references)
+                         refresh_statistics, replace_references)
 
 KINDS = ("local", "git")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 BRANCH = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]{1,200}$")
 CLONE_TYPES = ("username_password", "secret_text", "ssh_private_key")
 CHUNK = 500  # rows per IN (...) list
+BULK = 500  # files read in one sync from which planner statistics are refreshed
 
 
 def _check_url(url: str | None) -> str:
@@ -241,6 +242,8 @@ def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: 
         with audit.unit(factory) as s:
             row = s.get(PipelineSource, src.id)
             errors = _apply(s, row, changes, head)
+            if len(changes.upserts) >= BULK:
+                refresh_statistics(s)
             row.commit, row.synced_at, row.error = head, utcnow(), ""
             result = {"source": src.id, "commit": head, "previous": src.commit,
                       **changes.counts, "errors": errors, "parsed": len(changes.upserts),
