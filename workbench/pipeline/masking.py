@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import bisect
 import json
 import re
 import threading
@@ -111,7 +112,7 @@ def _encode(raw: bytes, *, whole: bool) -> set[bytes]:
 
 
 class Masker:
-    """Masks a byte stream fed in arbitrary pieces; holds back ``longest pattern - 1`` bytes."""
+    """Masks a byte stream fed in arbitrary pieces, holding back only what may start a secret."""
 
     REPLACEMENT = b"****"
     # The automaton looks for the first PREFIX bytes of each pattern and each hit is verified in
@@ -120,18 +121,17 @@ class Masker:
     DFA_MAX_PREFIX_BYTES = 256 * 1024  # above this a DFA's memory outgrows its speed-up
 
     def __init__(self, secrets: Iterable[bytes], *, chunk_size: int = 65536):
-        patterns = patterns_for(secrets)
+        self._patterns = patterns_for(secrets)  # sorted, for the bisect in _tail_start
         self._step = max(1, chunk_size)
         self._lock = threading.Lock()
         self._buf = bytearray()  # bytes not yet emitted: the held-back tail plus new input
+        self._fresh = 0  # bytes at the end of _buf not scanned yet
         self._carry = 0  # leading bytes of _buf inside a match that began before the last emit
         self._masking = False  # whether the last emitted byte was masked (collapses ****s)
         self._ac = None
-        self._hold = 0
-        self._min_ready = 1
-        if patterns:
+        if self._patterns:
             groups: dict[bytes, list[bytes]] = {}
-            for p in patterns:
+            for p in self._patterns:
                 groups.setdefault(p[:self.PREFIX], []).append(p)
             prefixes = list(groups)
             # longest first: of the patterns starting at one place, the longest that matches
@@ -140,11 +140,6 @@ class Masker:
             impl = (ahocorasick_rs.Implementation.DFA
                     if sum(map(len, prefixes)) <= self.DFA_MAX_PREFIX_BYTES else None)
             self._ac = ahocorasick_rs.BytesAhoCorasick(prefixes, implementation=impl)
-            longest = max(map(len, patterns))
-            self._hold = longest - 1
-            # Scan only once about a pattern's length is new, so byte-by-byte feeding does not
-            # rescan the held-back tail for every byte.
-            self._min_ready = min(self._step, longest)
 
     def feed(self, data: bytes) -> bytes:
         """Take the next piece of output; return the bytes that are now safe to emit."""
@@ -152,16 +147,17 @@ class Masker:
             return bytes(data)
         out: list[bytes] = []
         with self._lock, memoryview(data) as view:
-            # Invariant: len(_buf) < hold + min_ready between iterations, so the buffer never
-            # grows past hold + chunk_size however large ``data`` is.
             i = 0
             while i < len(view):
-                take = min(len(view) - i, self._hold + self._step - len(self._buf))
+                take = min(len(view) - i, self._step - self._fresh)
                 self._buf += view[i:i + take]
+                self._fresh += take
                 i += take
-                ready = len(self._buf) - self._hold
-                if ready >= self._min_ready:
-                    self._emit(ready, out)
+                # Rescanning the held-back tail costs its length: wait for a quarter of that
+                # in new bytes, so feeding byte by byte stays linear.
+                held = len(self._buf) - self._fresh
+                if self._fresh >= max(1, min(self._step, held // 4)):
+                    self._scan(out, final=False)
         return b"".join(out)
 
     def flush(self) -> bytes:
@@ -171,18 +167,20 @@ class Masker:
         out: list[bytes] = []
         with self._lock:
             if self._buf:
-                self._emit(len(self._buf), out)
+                self._scan(out, final=True)
             self._carry, self._masking = 0, False
         return b"".join(out)
 
-    def _emit(self, n: int, out: list[bytes]) -> None:
-        """Emit the first ``n`` bytes of the buffer, masked; the rest is the held-back tail."""
+    def _scan(self, out: list[bytes], *, final: bool) -> None:
+        """Emit the buffer, masked, up to where a secret may begin that the buffer does not end."""
         buf = self._buf
+        hits = self._ac.find_matches_as_indexes(buf, overlapping=True)
+        cut = len(buf) if final else self._tail_start(hits)
         spans = [(0, self._carry)] if self._carry else []
-        # A pattern starting before n lies wholly inside the buffer (it is at most hold + 1
-        # long); one starting later is found again in the next call, so only these count now.
-        for idx, start, _ in self._ac.find_matches_as_indexes(buf, overlapping=True):
-            if start < n:
+        # Every pattern starting before cut ends inside the buffer (else cut would be at or
+        # before it); one starting later is found again in the next scan.
+        for idx, start, _ in hits:
+            if start < cut:
                 for pattern in self._full[idx]:
                     if buf.startswith(pattern, start):
                         spans.append((start, start + len(pattern)))
@@ -198,12 +196,34 @@ class Masker:
                     out.append(self.REPLACEMENT)
                     self._masking = True
             end = max(end, stop)
-            pos = min(end, n)
-        if pos < n:
-            out.append(buf[pos:n])
+            pos = min(end, cut)
+        if pos < cut:
+            out.append(buf[pos:cut])
             self._masking = False
-        self._carry = max(0, end - n)
-        del buf[:n]
+        self._carry = max(0, end - cut)
+        del buf[:cut]
+        self._fresh = 0
+
+    def _tail_start(self, hits: list[tuple[int, int, int]]) -> int:
+        """Where the earliest pattern starts that the buffer holds only the beginning of."""
+        buf = self._buf
+        size = len(buf)
+        cut = size
+        # the last PREFIX - 1 bytes: too short for the automaton to have seen a pattern start
+        for k in range(min(self.PREFIX - 1, size), 0, -1):
+            suffix = bytes(buf[size - k:])
+            i = bisect.bisect_left(self._patterns, suffix)
+            if i < len(self._patterns) and self._patterns[i].startswith(suffix):
+                cut = size - k
+                break
+        # earlier: a prefix the automaton found whose longer patterns run past the end
+        for idx, start, _ in hits:
+            group = self._full[idx]
+            if start < cut and start + len(group[0]) > size:
+                rest = bytes(buf[start:])
+                if any(len(p) > len(rest) and p.startswith(rest) for p in group):
+                    cut = start
+        return cut
 
 
 def mask(data: bytes, secrets: Iterable[bytes]) -> bytes:
