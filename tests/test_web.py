@@ -390,3 +390,26 @@ def test_new_version_records_only_the_changed_fields(as_role, vault):
         ev = audit.query(s, action="credential.update", target="svc")
         assert [e.details["fields"] for e in ev] == [["password"]]
         assert svc.get_credential(s, "default", "svc").current_version == 2
+
+
+def test_sync_a_pipeline_source_and_see_what_uses_a_credential(as_role, vault, tmp_path):
+    from workbench import sources
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "ship.yaml").write_text(
+        "name: ship\nsteps:\n  - name: upload\n    run: 'true'\n    credentials:\n"
+        "      - bucket-key\n")
+    with vault.factory.begin() as s:
+        src_id = sources.add_source(s, audit.SYSTEM, "default", kind="local",
+                                    url=str(tmp_path), name="local-pipes").id
+    e = as_role("editor")
+    create(e, "access_key", "bucket-key")
+    page = e.get("/pipelines").get_data(as_text=True)
+    assert "local-pipes" in page and "never" in page
+    assert post(as_role("viewer"), f"/pipelines/sources/{src_id}/sync", {}).status_code == 403
+    r = post(e, f"/pipelines/sources/{src_id}/sync", {"workspace": "default"})
+    assert r.status_code == 302
+    page = e.get("/pipelines").get_data(as_text=True)
+    assert "Synced: 1 pipeline(s) indexed." in page and ">ship<" in page
+    cred = e.get("/credentials/default/bucket-key").get_data(as_text=True)
+    assert "ship" in cred and "upload" in cred
+    assert "1 pipeline<" in e.get("/").get_data(as_text=True)

@@ -1,13 +1,26 @@
 """Pipelines (from the reference index) and runs (from the run records)."""
 from __future__ import annotations
 
-from flask import render_template, request
+import importlib
+
+from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from ..errors import NotFound
+from ..accounts import require
+from ..errors import NotFound, WorkbenchError
 from ..models import Workspace
 from ..pipeline import records
-from . import references, vault, web
+from . import actor, references, vault, web
+
+
+def _sources():
+    """The pipeline-source service, when installed."""
+    try:
+        return importlib.import_module("workbench.sources")
+    except ModuleNotFoundError as e:
+        if e.name != "workbench.sources":
+            raise
+        return None
 
 
 def _workspace() -> str:
@@ -23,12 +36,38 @@ def pipelines():
     """Known pipelines with their source, commit, parse status and dangling references."""
     ws = _workspace()
     refs = references()
+    srcs = _sources()
     with vault().factory() as s:
         items = refs.list_pipelines(s, ws) if refs is not None else []
         bad = refs.dangling(s, ws) if refs is not None else []
+        sources = srcs.list_sources(s, ws) if srcs is not None else []
         workspaces = _workspaces(s)
     return render_template("pipelines/list.html", items=items, dangling=bad, workspace=ws,
-                           workspaces=workspaces, refs_available=refs is not None)
+                           workspaces=workspaces, refs_available=refs is not None,
+                           sources=sources)
+
+
+@web.post("/pipelines/sources/<int:source_id>/sync")
+def sync_source(source_id: int):
+    """Fetch the source now and re-index what changed (editors and admins)."""
+    require(actor(), "editor")
+    ws = request.form.get("workspace", "default")
+    srcs = _sources()
+    if srcs is None:
+        raise NotFound("pipeline sources are not installed")
+    try:
+        out = srcs.sync_source(vault().factory, vault(), actor(), source_id)
+    except WorkbenchError as e:
+        if e.status == 403:
+            raise
+        flash(e.message, "error")
+    else:
+        errors = out.get("errors") or []
+        flash(f"Synced: {out.get('pipelines', 0)} pipeline(s) indexed"
+              + (f" at {str(out['commit'])[:10]}" if out.get("commit") else "")
+              + (f"; {len(errors)} file(s) do not parse" if errors else "") + ".",
+              "error" if errors else "success")
+    return redirect(url_for("web.pipelines", workspace=ws))
 
 
 @web.get("/pipelines/<int:pipeline_id>")
