@@ -62,6 +62,8 @@ def test_id_is_immutable_but_name_and_description_change(api_as):
     assert r.status_code == 422
     assert r.get_json()["error"]["code"] == "immutable"
     assert "cannot be changed" in r.get_json()["error"]["message"]
+    refused = api_as("admin").get("/audit?action=credential.update&outcome=denied").get_json()
+    assert [e["details"] for e in refused["items"]] == [{"field": "id"}]
     r = editor.patch("/credentials/dockerhub-id", {"name": "Docker Hub", "description": "push"})
     assert r.status_code == 200 and r.get_json()["name"] == "Docker Hub"
     assert editor.get("/credentials/dockerhub-2").status_code == 404

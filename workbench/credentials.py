@@ -137,8 +137,10 @@ def update_credential(s: Session, barrier: Barrier, actor: Actor, *, workspace: 
         raise ValidationError(f"unknown field(s) {sorted(unknown)}", field=sorted(unknown)[0])
     for key, current in (("id", c.cred_id), ("workspace", workspace)):
         if key in changes and changes[key] != current:
-            raise ImmutableFieldError(f"the {key} of credential {cred_id!r} cannot be changed; "
-                                      f"create a new credential instead", field=key)
+            raise audit.refused(ImmutableFieldError(
+                f"the {key} of credential {cred_id!r} cannot be changed; create a new "
+                "credential instead", field=key), actor, "credential.update",
+                workspace=workspace, target=cred_id, details={"field": key})
     _check_text(changes.get("name"), changes.get("description"))
     new_type = changes.get("type", c.type)
     if "values" in changes or new_type != c.type:
