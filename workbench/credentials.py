@@ -25,7 +25,8 @@ REF = re.compile(r"^(?P<id>[^@\s]+)(@(?P<version>[1-9][0-9]{0,8}))?$")
 SORTABLE = {"id": Credential.cred_id, "name": Credential.name, "type": Credential.type,
             "status": Credential.status, "created_at": Credential.created_at,
             "created_by": Credential.created_by, "last_used_at": Credential.last_used_at,
-            "description": Credential.description, "updated_at": Credential.updated_at}
+            "description": Credential.description, "updated_at": Credential.updated_at,
+            "workspace": Workspace.name}
 
 # Registry of functions (session, workspace, cred_id) -> list of reference dicts
 # ({"pipeline", "step", "version", "binding", ...}); the reference index registers itself here.
@@ -251,28 +252,38 @@ def prune_versions(s: Session, actor: Actor, *, workspace: str, cred_id: str, ke
 def list_credentials(s: Session, *, workspace: str | None = "default", q: str | None = None,
                      type: str | None = None, status: str | None = None, sort: str = "-created_at",
                      limit: int = 50, offset: int = 0) -> tuple[list[Credential], int]:
-    stmt = select(Credential).join(Workspace)
-    if workspace:
-        stmt = stmt.where(Workspace.name == workspace)
-    if type:
-        stmt = stmt.where(Credential.type == type)
-    if status:
-        stmt = stmt.where(Credential.status == status)
-    if q:
-        like = f"%{q.lower()}%"
-        stmt = stmt.where(or_(func.lower(Credential.cred_id).like(like),
-                              func.lower(Credential.name).like(like),
-                              func.lower(cast(Credential.description, String)).like(like)))
-    total = s.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    """One page of credentials and the total count.  Pages are found by primary key alone (a
+    deferred join), so a deep page walks an index instead of whole rows."""
     key = sort.lstrip("-")
     if key not in SORTABLE:
         raise ValidationError(f"cannot sort by {key[:32]!r}; use one of {sorted(SORTABLE)}",
                               field="sort")
+    ids = select(Credential.pk)
+    if workspace:
+        ids = ids.where(Credential.workspace_id == select(Workspace.id)
+                        .where(Workspace.name == workspace).scalar_subquery())
+    if type:
+        ids = ids.where(Credential.type == type)
+    if status:
+        ids = ids.where(Credential.status == status)
+    if q:
+        like = f"%{q.lower()}%"
+        ids = ids.where(or_(func.lower(Credential.cred_id).like(like),
+                            func.lower(Credential.name).like(like),
+                            func.lower(cast(Credential.description, String)).like(like)))
+    total = s.scalar(select(func.count()).select_from(ids.subquery())) or 0
+    if key == "workspace":
+        ids = ids.join(Workspace, Workspace.id == Credential.workspace_id)
     col = SORTABLE[key]
-    order = col.desc() if sort.startswith("-") else col.asc()
-    stmt = stmt.order_by(order, Credential.pk.desc()).limit(max(1, min(limit, 500))) \
-        .offset(max(0, offset))
-    return list(s.scalars(stmt)), total
+    # the tie-breaker runs the same way as the sort, so one (column, pk) index serves both
+    order = (col.desc(), Credential.pk.desc()) if sort.startswith("-") else \
+        (col.asc(), Credential.pk.asc())
+    pks = list(s.scalars(ids.order_by(*order).limit(max(1, min(limit, 500)))
+                         .offset(max(0, offset))))
+    if not pks:
+        return [], total
+    rows = {c.pk: c for c in s.scalars(select(Credential).where(Credential.pk.in_(pks)))}
+    return [rows[pk] for pk in pks], total
 
 
 def to_dict(c: Credential) -> dict:

@@ -23,9 +23,14 @@ class Workspace(Base):
 
 class Credential(Base):
     __tablename__ = "credentials"
+    # (column, pk) indexes serve the credentials table's sort orders and deep pages
     __table_args__ = (UniqueConstraint("workspace_id", "cred_id", name="uq_credential_id"),
-                      Index("ix_credentials_created", "created_at"),
-                      Index("ix_credentials_type", "type"))
+                      Index("ix_credentials_created", "created_at", "pk"),
+                      Index("ix_credentials_ws_created", "workspace_id", "created_at", "pk"),
+                      Index("ix_credentials_type", "type", "created_at", "pk"),
+                      Index("ix_credentials_status", "status", "created_at", "pk"),
+                      Index("ix_credentials_name", "name", "pk"),
+                      Index("ix_credentials_cred_id", "cred_id", "pk"))
     pk: Mapped[int] = mapped_column(primary_key=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id"))
     cred_id: Mapped[str] = mapped_column(String(63))  # the immutable ID pipelines refer to

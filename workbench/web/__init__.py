@@ -108,9 +108,6 @@ def _security_headers(resp):
 
 def register(app) -> None:
     """Attach the UI: Flask-Login, CSRF protection (not for the bearer-token API) and pages."""
-    from .. import credentials as cred_service
-    from ..models import Workspace
-    cred_service.SORTABLE.setdefault("workspace", Workspace.name)
     login = LoginManager(app)
     login.login_view = "web.login"
     login.login_message = "Please sign in."
