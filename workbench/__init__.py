@@ -1,64 +1,11 @@
 """Workbench: a pipeline-oriented credential vault for CI."""
 from __future__ import annotations
 
-import importlib
-import secrets
-from pathlib import Path
 
-from flask import Flask, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
-
-from .config import Settings
-from .vault import Vault
-
-ROOT = Path(__file__).resolve().parent.parent
-WEB_MODULES = ["workbench.web"]
-
-
-def _secret_key(settings: Settings) -> str:
-    """The session-signing key: from the environment, or kept 0600 in the instance folder."""
-    if settings.secret_key:
-        return settings.secret_key
-    path = settings.instance / "session.key"
-    if not path.exists():
-        from .keyring import _write_secret_file
-        _write_secret_file(path, secrets.token_urlsafe(48))
-    return path.read_text().strip()
-
-
-def create_app(settings: Settings | None = None, *, vault: Vault | None = None,
-               **overrides) -> Flask:
-    """Build the app; stops with ConfigError if the database or master key is not usable."""
-    settings = settings or Settings.from_env(**overrides)
-    vault = vault or Vault(settings).open()
-    app = Flask(__name__, template_folder=str(ROOT / "templates"),
-                static_folder=str(Path(__file__).parent / "static"),
-                instance_path=str(settings.instance))
-    app.config.update(SECRET_KEY=_secret_key(settings), MAX_CONTENT_LENGTH=settings.max_body_bytes,
-                      TESTING=settings.testing, SESSION_COOKIE_HTTPONLY=True,
-                      SESSION_COOKIE_SAMESITE="Lax",
-                      SESSION_COOKIE_SECURE=not settings.testing and not settings.insecure_cookies)
-    app.extensions["workbench"] = vault
-
-    from . import api, model_modules
-    model_modules.import_all()  # models register their hooks (e.g. the reference index's guard)
-    api.register(app)
-    for name in WEB_MODULES:
-        try:
-            importlib.import_module(name).register(app)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-
-    @app.errorhandler(RequestEntityTooLarge)
-    def _too_large(err):
-        if request.path.startswith("/api/"):
-            return jsonify({"error": {"code": "too_large", "message":
-                                      f"request body over {settings.max_body_bytes} bytes"}}), 413
-        return err
-
-    @app.get("/healthz")
-    def healthz():
-        return {"ok": True}
-
-    return app
+def __getattr__(name: str):
+    # The app factory pulls in Flask, SQLAlchemy and the vault; importing it lazily keeps
+    # `import workbench.pipeline.masking` (and a remote runner) light.
+    if name == "create_app":
+        from .factory import create_app
+        return create_app
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
