@@ -5,9 +5,11 @@ credentials whose rows are bulk-inserted as metadata), syncs them through ``sour
 and times:
 
 - the full (first) sync;
-- the re-sync after one file changed (median of --repeat), at every size given, so one can see
-  it does not grow with the repository; the no-op re-sync (nothing new upstream) is the
-  baseline measured in the same run;
+- the re-sync after one file changed (median of --repeat), at every size given, interleaved
+  across sizes so one can see it does not grow with the repository; the no-op re-sync
+  (nothing new upstream) is the baseline measured in the same run;
+- ``usage_counts``/``last_used`` for a page of 50 credentials (20,000 run-record uses seeded),
+  ``dangling()`` and ``list_pipelines()`` over the whole workspace;
 - the delete check (``credentials.references`` as ``guard_references`` calls it) for one
   credential, median of 200 random IDs; baseline: fetching one credential row by ID.
 
@@ -35,6 +37,7 @@ from workbench import credentials, crypto, references as idx, sources  # noqa: E
 from workbench.audit import SYSTEM  # noqa: E402
 from workbench.config import Settings  # noqa: E402
 from workbench.models import Credential, CredentialVersion, Workspace  # noqa: E402
+from workbench.pipeline import records  # noqa: E402
 from workbench.vault import Vault  # noqa: E402
 
 CREDS = 20_000
@@ -90,6 +93,14 @@ def seed_credentials(vault: Vault, workspace: str) -> None:
             {"credential_pk": pk, "version": 1, "type": "secret_text", "key_term": 1,
              "wrapped_key": b"-", "ciphertext": b"-", "public": {}, "created_by": "bench"}
             for pk in pks])
+        # run records: 2,000 runs handing 10 credentials each to a step, for last_used()
+        runs = [{"id": str(uuid.uuid4()), "workspace": workspace, "pipeline": "p", "file": "",
+                 "status": "success", "message": ""} for _ in range(2000)]
+        s.execute(insert(records.Run), runs)
+        rng = random.Random(7)
+        s.execute(insert(records.CredentialUse), [
+            {"run_id": r["id"], "workspace": workspace, "step": "s", "version": 1,
+             "credential_id": f"cred-{rng.randrange(CREDS):05d}"} for r in runs for _ in range(10)])
 
 
 def median_ms(fn, n: int) -> float:
@@ -101,7 +112,8 @@ def median_ms(fn, n: int) -> float:
     return statistics.median(times)
 
 
-def run_size(vault: Vault, root: Path, files: int, repeat: int) -> dict:
+def setup_size(vault: Vault, root: Path, files: int) -> dict:
+    """Seed credentials, build the repository and run the full (first) sync."""
     workspace = f"bench{files}"
     seed_credentials(vault, workspace)
     t = time.perf_counter()
@@ -116,36 +128,45 @@ def run_size(vault: Vault, root: Path, files: int, repeat: int) -> dict:
     with vault.factory() as s:
         n_refs = s.scalar(text("SELECT count(*) FROM pipeline_references WHERE workspace = :w"),
                           {"w": workspace})
-    noop = median_ms(lambda: sources.sync_source(vault.factory, vault, SYSTEM, sid), repeat)
-    rng = random.Random(1)
-    resync_times = []
-    for k in range(repeat):
-        i = rng.randrange(files)
-        (repo / "pipelines" / f"p{i:05d}.yaml").write_text(pipeline_text(i, rng))
-        git(repo, "commit", "-q", "-am", f"change {k}")
-        t = time.perf_counter()
-        r = sources.sync_source(vault.factory, vault, SYSTEM, sid)
-        resync_times.append((time.perf_counter() - t) * 1000)
-        assert r["parsed"] == 1 and not r["full"], r
+    return {"files": files, "workspace": workspace, "repo": repo, "sid": sid, "refs": n_refs,
+            "repo_build_s": build, "full_sync_s": full_s, "full_parsed": full["parsed"],
+            "resync": [], "noop": [], "rng": random.Random(files)}
+
+
+def resync_once(vault: Vault, st: dict, k: int) -> None:
+    """One changed file, then one sync with nothing new; both timed."""
+    files, repo, rng = st["files"], st["repo"], st["rng"]
+    i = rng.randrange(files)
+    (repo / "pipelines" / f"p{i:05d}.yaml").write_text(pipeline_text(i, rng))
+    git(repo, "commit", "-q", "-am", f"change {k}")
+    t = time.perf_counter()
+    r = sources.sync_source(vault.factory, vault, SYSTEM, st["sid"])
+    st["resync"].append((time.perf_counter() - t) * 1000)
+    assert r["parsed"] == 1 and not r["full"], r
+    t = time.perf_counter()
+    sources.sync_source(vault.factory, vault, SYSTEM, st["sid"])
+    st["noop"].append((time.perf_counter() - t) * 1000)
+
+
+def queries(vault: Vault, st: dict) -> None:
+    workspace, rng = st["workspace"], st["rng"]
     ids = [f"cred-{rng.randrange(CREDS):05d}" for _ in range(200)]
     with vault.factory() as s:
         it = iter(ids * 2)
-        check = median_ms(lambda: credentials.references(s, workspace, next(it)), 200)
+        st["delete_check_ms"] = median_ms(lambda: credentials.references(s, workspace, next(it)),
+                                          200)
         it = iter(ids * 2)
-        base = median_ms(lambda: credentials.get_credential(s, workspace, next(it)), 200)
-        page = ids[:50]
-        counts = median_ms(lambda: idx.usage_counts(s, workspace, page), 20)
+        st["get_credential_ms"] = median_ms(
+            lambda: credentials.get_credential(s, workspace, next(it)), 200)
+        st["usage_counts_50_ms"] = median_ms(lambda: idx.usage_counts(s, workspace, ids[:50]),
+                                             20)
+        st["last_used_50_ms"] = median_ms(lambda: idx.last_used(s, workspace, ids[:50]), 20)
         t = time.perf_counter()
-        dangling = idx.dangling(s, workspace)
-        dangling_ms = (time.perf_counter() - t) * 1000
+        st["dangling"] = len(idx.dangling(s, workspace))
+        st["dangling_ms"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
         idx.list_pipelines(s, workspace)
-        list_ms = (time.perf_counter() - t) * 1000
-    return {"files": files, "refs": n_refs, "repo_build_s": build, "full_sync_s": full_s,
-            "full_parsed": full["parsed"], "noop_resync_ms": noop,
-            "resync_ms": statistics.median(resync_times), "delete_check_ms": check,
-            "get_credential_ms": base, "usage_counts_50_ms": counts,
-            "dangling_ms": dangling_ms, "dangling": len(dangling), "list_pipelines_ms": list_ms}
+        st["list_pipelines_ms"] = (time.perf_counter() - t) * 1000
 
 
 def main() -> None:
@@ -166,26 +187,33 @@ def main() -> None:
                                     master_key=crypto.encode_key(crypto.generate_key()))).open()
     print(f"database: {vault.engine.dialect.name}; credentials per size: {CREDS}; "
           f"references per file: {REFS_PER_FILE}")
-    results = []
     try:
-        for files in map(int, args.sizes.split(",")):
-            r = run_size(vault, root, files, args.repeat)
-            results.append(r)
-            print(f"\n{files} files, {r['refs']} references "
+        states = [setup_size(vault, root, n) for n in map(int, args.sizes.split(","))]
+        for k in range(args.repeat):  # interleaved, so load changes hit every size alike
+            for st in states:
+                resync_once(vault, st, k)
+        for st in states:
+            queries(vault, st)
+        for r in states:
+            r["resync_ms"], r["noop_ms"] = map(statistics.median, (r["resync"], r["noop"]))
+            print(f"\n{r['files']} files, {r['refs']} references "
                   f"(repo built in {r['repo_build_s']:.1f} s)")
-            print(f"  full sync            {r['full_sync_s']:8.2f} s  ({r['full_parsed']} parsed)")
+            print(f"  full sync            {r['full_sync_s']:8.2f} s  ({r['full_parsed']} parsed, "
+                  f"{r['full_sync_s'] / r['full_parsed'] * 1000:.1f} ms/file)")
             print(f"  re-sync, 1 changed   {r['resync_ms']:8.1f} ms (median of {args.repeat})")
-            print(f"  re-sync, no change   {r['noop_resync_ms']:8.1f} ms (baseline)")
+            print(f"  re-sync, no change   {r['noop_ms']:8.1f} ms (baseline)")
             print(f"  delete check         {r['delete_check_ms']:8.2f} ms (median of 200); "
                   f"get_credential {r['get_credential_ms']:.2f} ms; ratio "
                   f"{r['delete_check_ms'] / r['get_credential_ms']:.1f}x")
             print(f"  usage_counts (50)    {r['usage_counts_50_ms']:8.2f} ms")
+            print(f"  last_used (50)       {r['last_used_50_ms']:8.2f} ms")
             print(f"  dangling()           {r['dangling_ms']:8.1f} ms ({r['dangling']} found)")
             print(f"  list_pipelines()     {r['list_pipelines_ms']:8.1f} ms")
-        if len(results) > 1:
-            a, b = results[0], results[-1]
-            print(f"\nre-sync growth {a['files']}→{b['files']} files: "
-                  f"{b['resync_ms'] / a['resync_ms']:.2f}x; delete check growth: "
+        if len(states) > 1:
+            a, b = states[0], states[-1]
+            print(f"\n{a['files']} → {b['files']} files: re-sync "
+                  f"{b['resync_ms'] / a['resync_ms']:.2f}x, no-op re-sync "
+                  f"{b['noop_ms'] / a['noop_ms']:.2f}x, delete check "
                   f"{b['delete_check_ms'] / a['delete_check_ms']:.2f}x")
     finally:
         vault.engine.dispose()

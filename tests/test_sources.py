@@ -308,3 +308,18 @@ def test_a_deleted_clone_credential_is_a_clear_sync_error(vault, local_repo):
     assert "clone credential 'gone-login' does not exist" in str(info.value)
     with vault.factory() as s:
         assert "gone-login" in sources.list_sources(s, "default")[0]["error"]
+
+
+def test_sources_and_pipelines_of_another_workspace_stay_out_of_sight(api_as, vault, local_repo):
+    local_repo.commit({"pipelines/a.yaml": pipeline_yaml("a", {"s": ["x"]})})
+    with vault.factory.begin() as s:
+        sid = sources.add_source(s, SYSTEM, "team-b", kind="git", url=local_repo.url,
+                                 name="b").id
+    _sync(vault, sid)
+    editor = api_as("editor")
+    assert editor.post(f"/pipeline-sources/{sid}/sync").status_code == 404
+    assert editor.get("/pipelines").get_json()["items"] == []
+    assert [p["name"] for p in editor.get("/pipelines?workspace=team-b").get_json()["items"]] \
+        == ["a"]
+    with vault.factory() as s:
+        assert credentials.references(s, "default", "x") == []
