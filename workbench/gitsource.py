@@ -110,6 +110,7 @@ def local_changes(src: PipelineSource, known: Callable[[], dict[str, str]]) -> C
 
 
 def read_blob(repo: git.Repo, blob: str) -> bytes:
+    """A blob's content from the object database (no checkout needed)."""
     binsha = bytes.fromhex(blob)
     if repo.odb.info(binsha).size > MAX_BYTES:
         return b"\0" * (MAX_BYTES + 1)  # parse_pipeline refuses it by size, unread
