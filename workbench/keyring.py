@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import crypto
@@ -125,23 +125,32 @@ def rotate(settings: Settings, factory: sessionmaker[Session], batch: int = 5000
             term = max(checks, default=0) + 1
             s.add(KeyCheck(term=term, blob=Barrier.make_check(new_key, term)))
     barrier = load_barrier(settings, factory, create=False)
-    done = 0
+    v, c, w = CredentialVersion.__table__.c, Credential.__table__.c, Workspace.__table__.c
+    # Walk the rows in primary-key order (each batch starts where the last one ended instead of
+    # rescanning moved rows) and write them back with one executemany per batch.
+    pick = (select(v.pk, v.wrapped_key, v.version, v.type, c.cred_id, w.name)
+            .select_from(CredentialVersion.__table__
+                         .join(Credential.__table__, c.pk == v.credential_pk)
+                         .join(Workspace.__table__, w.id == c.workspace_id))
+            .where(v.key_term != term, v.pk > bindparam("after")).order_by(v.pk).limit(batch))
+    put = (update(CredentialVersion.__table__).where(v.pk == bindparam("row_pk"))
+           .values(key_term=term, wrapped_key=bindparam("new_key")))
+    done, after = 0, 0
     while True:
         with factory.begin() as s:
-            rows = s.execute(
-                select(CredentialVersion.pk, CredentialVersion.wrapped_key,
-                       CredentialVersion.version, CredentialVersion.type, Credential.cred_id,
-                       Workspace.name)
-                .join(Credential, Credential.pk == CredentialVersion.credential_pk)
-                .join(Workspace, Workspace.id == Credential.workspace_id)
-                .where(CredentialVersion.key_term != term).limit(batch)).all()
+            conn = s.connection()
+            rows = conn.execute(pick, {"after": after}).all()
             if not rows:
-                break
-            s.execute(update(CredentialVersion), [
-                {"pk": pk, "key_term": term,
-                 "wrapped_key": barrier.rewrap(wk, crypto.binding(ws, cid, ver, typ), term)}
+                if after == 0:
+                    break  # a whole pass found no row under an older key
+                after = 0  # once more from the start, for rows written during this pass
+                continue
+            conn.execute(put, [
+                {"row_pk": pk, "new_key": barrier.rewrap(wk, crypto.binding(ws, cid, ver, typ),
+                                                         term)}
                 for pk, wk, ver, typ, cid, ws in rows])
             done += len(rows)
+            after = rows[-1][0]
     os.replace(pending_path, settings.key_path)
     with factory.begin() as s:
         for old in s.scalars(select(KeyCheck).where(KeyCheck.term != term)):
