@@ -40,6 +40,9 @@ request = function()
   i = (i %% %(n)d) + 1
   return wrk.format(nil, "%(path)s", nil, string.format('{"refs":["cred-%%03d"]}', i))
 end
+response = function(status, headers, body)
+  if status ~= 200 then io.stderr:write(status .. " " .. string.sub(body, 1, 300) .. "\\n") end
+end
 """
 
 
@@ -95,8 +98,10 @@ def seed(env: dict[str, str]) -> str:
 
 def start(cmd: list[str], env: dict[str, str], port: int, probe: str,
           cwd: Path = ROOT) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    log = open(Path(env["WORKBENCH_INSTANCE"]).parent / f"server-{port}.log", "w")
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    log.close()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -138,13 +143,15 @@ def load(port: int, script: Path, duration: int, connections: int,
     """(requests/s, requests, server CPU µs per request) of one wrk run; any non-2xx answer or
     socket error stops."""
     cpu = cpu_seconds(proc) if proc else 0.0
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "-s", str(script),
+    run = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "-s", str(script),
                           f"http://127.0.0.1:{port}"], capture_output=True, text=True,
-                         check=True).stdout
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: .*", out)
-    if bad or errors:
-        raise SystemExit(f"load run had failures:\n{out}")
+                         check=True)
+    out = run.stdout
+    if re.search(r"Non-2xx or 3xx responses: (\d+)", out) or re.search(r"Socket errors", out):
+        errors = "\n".join(line for line in Path(script.parent / f"server-{port}.log")
+                           .read_text().splitlines() if '" 200 ' not in line)
+        raise SystemExit(f"load run had failures:\n{out}\n{run.stderr[:3000]}\n"
+                         f"server log:\n{errors[-5000:]}")
     n = int(re.search(r"(\d+) requests in", out).group(1))
     cpu = (cpu_seconds(proc) - cpu) * 1e6 / max(n, 1) if proc else 0.0
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), n, cpu
@@ -238,6 +245,7 @@ def main() -> None:
     ap.add_argument("--compare", metavar="DIR", help="also serve the resolve API from another "
                     "checkout (e.g. the code before a change), in the same rounds")
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop servers, remove files
     if a.hello_server:
         return hello_server(a.hello_server)
     if not shutil.which("wrk"):
@@ -246,21 +254,22 @@ def main() -> None:
           f"-d{a.duration}s, {a.rounds} alternating rounds, {N_CREDS} credentials, one ref "
           f"per request, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}\n")
     compare = Path(a.compare).resolve() if a.compare else None
-    rows = [bench(b, a.duration, a.rounds, a.connections, compare)
-            for b in a.backend.split(",")]
     print("| backend | server | req/s (median) | ratio to hello | runs | server CPU µs/req "
           "(median) | CPU ratio hello/server |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
+    print("|---|---|---|---|---|---|---|", flush=True)
+    notes = []
+    for backend in a.backend.split(","):
+        r = bench(backend, a.duration, a.rounds, a.connections, compare)
         hello = statistics.median(r["runs"]["hello"])
         hello_cpu = statistics.median(r["cpu"]["hello"])
         for label, runs in r["runs"].items():
             med, us = statistics.median(runs), statistics.median(r["cpu"][label])
             print(f"| {r['backend']} | {label} | {med:.0f} | {med / hello:.2f} | "
-                  f"{', '.join(f'{x:.0f}' for x in runs)} | {us:.0f} | {hello_cpu / us:.2f} |")
-    for r in rows:
-        print(f"\n{r['backend']}: {r['resolved']} resolve requests answered 200, "
-              f"{r['audited']} credential.resolve audit rows")
+                  f"{', '.join(f'{x:.0f}' for x in runs)} | {us:.0f} | {hello_cpu / us:.2f} |",
+                  flush=True)
+        notes.append(f"{r['backend']}: {r['resolved']} resolve requests answered 200, "
+                     f"{r['audited']} credential.resolve audit rows")
+    print("\n" + "\n".join(notes))
 
 if __name__ == "__main__":
     main()

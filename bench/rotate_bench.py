@@ -168,6 +168,7 @@ def main() -> None:
     ap.add_argument("--compare", metavar="DIR", help="also time `keys rotate` of another "
                     "checkout (e.g. the code before a change) on a copy of the same vault")
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop servers, remove files
     tmp = Path(tempfile.mkdtemp(prefix="wb-rotate-bench-"))
     base = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
     env = {**base, "WORKBENCH_INSTANCE": str(tmp / "a"), "PYTHONPATH": str(ROOT)}

@@ -47,6 +47,9 @@ def serve(host: str, port: int, workers: int, threads: int):
 
     settings = Settings.from_env(insecure_cookies=host in ("127.0.0.1", "localhost"))
     app = create_app(settings)  # fail here, before forking, on a bad key or database
+    # The start-up checks left pooled connections behind; forked workers must not share them
+    # (two processes on one PostgreSQL socket or SQLite handle answer 500s at random).
+    app.extensions["workbench"].engine.dispose()
 
     class _App(BaseApplication):
         def load_config(self):
