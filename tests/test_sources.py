@@ -117,6 +117,13 @@ def test_a_broken_file_is_stored_with_its_error_and_the_others_index(vault, loca
     assert _sync(vault, sid)["errors"] == 0
     assert _pipelines(vault)["pipelines/bad.yaml"]["error"] is None
     assert _refs(vault, "tok") == [("bad", "s", None), ("good", "s", None)]
+    # a file that parsed before and breaks now keeps its last references, marked stale
+    local_repo.commit({"pipelines/good.yaml": "name: good\nsteps: [\n"})
+    assert _sync(vault, sid)["errors"] == 1
+    assert _pipelines(vault)["pipelines/good.yaml"]["error"]
+    with vault.factory() as s:
+        refs = credentials.references(s, "default", "tok")
+    assert [(r["pipeline"], r["stale"]) for r in refs] == [("bad", False), ("good", True)]
 
 
 def test_sync_over_http_with_a_password_credential_keeps_it_off_disk(vault, git_http_server):

@@ -130,11 +130,12 @@ def refresh_statistics(s: Session) -> None:
 
 R = PipelineReference
 # plain columns, not ORM entities: the delete check builds one dict per row and nothing else
+# ``stale``: the file does not parse now; the reference is from the last version that did
 _REF_COLUMNS = (IndexedPipeline.name, R.pipeline_id, IndexedPipeline.path,
                 PipelineSource.name.label("source"), R.step, R.credential_id, R.version,
-                R.binding, R.kind, R.line)
+                R.binding, R.kind, R.line, IndexedPipeline.error.is_not(None).label("stale"))
 _REF_KEYS = ("pipeline", "pipeline_id", "path", "source", "step", "credential_id", "version",
-             "binding", "kind", "line")
+             "binding", "kind", "line", "stale")
 
 
 def _ref_select():
@@ -155,7 +156,7 @@ def find_references(s: Session, workspace: str, cred_id: str) -> list[dict]:
             PipelineSource.workspace == workspace, PipelineSource.credential_id == cred_id)):
         out.append({"pipeline": f"(source {name})", "pipeline_id": None, "path": url,
                     "source": name, "step": "clone", "credential_id": cred_id, "version": None,
-                    "binding": "git clone", "kind": "source", "line": None})
+                    "binding": "git clone", "kind": "source", "line": None, "stale": False})
     return out
 
 
@@ -261,7 +262,8 @@ def get_pipeline(s: Session, workspace: str, pipeline_id: int) -> dict:
         reason = bad.get((r.step, r.credential_id, r.version, r.kind))
         steps.setdefault(r.step, []).append({
             "credential_id": r.credential_id, "version": r.version, "binding": r.binding,
-            "kind": r.kind, "line": r.line, "dangling": reason is not None, "reason": reason})
+            "kind": r.kind, "line": r.line, "dangling": reason is not None, "reason": reason,
+            "stale": p.error is not None})
     out = _pipeline_dict(p, source, len(bad))
     out["steps"] = [{"name": name, "credentials": uses} for name, uses in steps.items()]
     return out

@@ -190,10 +190,14 @@ def _apply(s: Session, src: PipelineSource, changes: gitsource.Changes,
             row = IndexedPipeline(source_id=src.id, workspace=src.workspace, path=path)
             s.add(row)
         row.path, row.blob, row.commit, row.indexed_at = path, blob, commit, now
-        row.name = (p.name if p else Path(path).stem)[:100]
         row.error, row.error_line = error, line
-        row.steps = "\n".join(st.name for st in p.steps) if p else None
         errors += error is not None
+        if p is None and row.id is not None:
+            # keep the references of the last version that parsed: a typo must not make
+            # the credentials it uses look unused (they are reported as stale)
+            continue
+        row.name = (p.name if p else Path(path).stem)[:100]
+        row.steps = "\n".join(st.name for st in p.steps) if p else None
         parsed.append((row, reference_rows(p) if p else []))
     existing = [row.id for row, _ in parsed if row.id is not None]
     s.flush()
