@@ -330,3 +330,23 @@ def test_sources_and_pipelines_of_another_workspace_stay_out_of_sight(api_as, va
         == ["a"]
     with vault.factory() as s:
         assert credentials.references(s, "default", "x") == []
+
+
+def test_concurrent_syncs_of_one_source_read_each_change_once(vault, local_repo):
+    local_repo.commit({"pipelines/a.yaml": pipeline_yaml("a", {"s": ["x"]})})
+    sid = _add(vault, url=local_repo.url)
+    _sync(vault, sid)
+    local_repo.commit({"pipelines/a.yaml": pipeline_yaml("a", {"s": ["y"]}),
+                       "pipelines/b.yaml": pipeline_yaml("b", {"s": ["y"]})})
+    start, results = threading.Barrier(2), []
+
+    def worker():
+        start.wait()
+        results.append(_sync(vault, sid))
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(r["parsed"] for r in results) == [0, 2]
+    assert _refs(vault, "y") == [("a", "s", None), ("b", "s", None)]

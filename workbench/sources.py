@@ -207,14 +207,17 @@ def _apply(s: Session, src: PipelineSource, changes: gitsource.Changes,
 
 def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: int) -> dict:
     """Fetch and re-index what changed; returns counts and the commit now indexed."""
-    with audit.unit(factory) as s:
-        src = s.get(PipelineSource, int(source_id))
-        if src is None:
-            raise NotFound(f"no pipeline source {source_id}")
-        require(actor, "editor", "source.sync", workspace=src.workspace, target=src.name)
-        s.expunge(src)
+    def load() -> PipelineSource:
+        with audit.unit(factory) as s:
+            src = s.get(PipelineSource, int(source_id))
+            if src is None:
+                raise NotFound(f"no pipeline source {source_id}")
+            require(actor, "editor", "source.sync", workspace=src.workspace, target=src.name)
+            s.expunge(src)
+            return src
     root = Path(vault.settings.instance) / "sources"
-    with _lock(root, src.id):
+    with _lock(root, load().id):
+        src = load()  # again: a sync that held the lock may have moved the indexed commit
         def known() -> dict[str, str]:  # only full comparisons need the whole index
             with factory() as s:
                 return dict(s.execute(select(IndexedPipeline.path, IndexedPipeline.blob)
