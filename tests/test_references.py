@@ -153,3 +153,22 @@ def test_sources_are_added_synced_and_listed_from_the_cli(vault, local_repo, wb_
     assert "added source ci" in out and "1 added" in out
     code, out, _ = wb_cli("pipeline", "source", "list")
     assert code == 0 and "ci" in out and local_repo.url in out
+
+
+def test_lint_checks_files_on_disk_against_the_vault(vault, tmp_path, wb_cli):
+    _cred(vault, "present", versions=2)
+    good = tmp_path / "good.yaml"
+    good.write_text(pipeline_yaml("good", {"s": ["present", "present@2"]}))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(pipeline_yaml("bad", {"s": ["present@5"], "t": ["absent"]},
+                                 pull={"t": "present"}))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nsteps: [\n")
+    assert wb_cli("pipeline", "lint", str(good))[:2] == (
+        0, "no dangling references, every pipeline parses\n")
+    code, out, _ = wb_cli("pipeline", "lint", str(good), str(bad), str(broken))
+    assert code == 1
+    assert f"{bad}:6 pipeline bad step s: present@5: version 5 does not exist" in out
+    assert "step t: absent: credential does not exist" in out
+    assert f"{broken}: {broken}:" in out and "YAML syntax error" in out
+    assert "good" not in out.replace(str(good), "")

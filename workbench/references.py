@@ -221,6 +221,28 @@ def dangling(s: Session, workspace: str, pipeline_id: int | None = None) -> list
     return out
 
 
+def check_refs(s: Session, workspace: str, refs: Iterable[tuple[str, int | None]]
+               ) -> dict[tuple[str, int | None], str]:
+    """Why each (credential ID, pinned version) would dangle; resolvable ones are left out."""
+    refs = set(refs)
+    have: dict[str, set] = {}
+    ids = sorted({cid for cid, _ in refs})
+    for i in range(0, len(ids), 500):
+        q = (select(Credential.cred_id, CredentialVersion.version)
+             .join(Workspace, Workspace.id == Credential.workspace_id)
+             .outerjoin(CredentialVersion, CredentialVersion.credential_pk == Credential.pk)
+             .where(Workspace.name == workspace, Credential.cred_id.in_(ids[i:i + 500])))
+        for cid, version in s.execute(q):
+            have.setdefault(cid, set()).add(version)
+    out = {}
+    for cid, version in refs:
+        if cid not in have:
+            out[(cid, version)] = "credential does not exist"
+        elif version is not None and version not in have[cid]:
+            out[(cid, version)] = f"version {version} does not exist"
+    return out
+
+
 def _pipeline_dict(p, source: str, n_dangling: int = 0) -> dict:
     """``p``: an IndexedPipeline or a row with the same column names."""
     return {"id": p.id, "name": p.name, "path": p.path, "source": source,

@@ -8,6 +8,8 @@ from flask.cli import with_appcontext
 
 from .. import references as idx, sources as svc
 from ..audit import unit
+from ..errors import PipelineError
+from ..pipeline.parse import load_pipeline
 from . import cli_actor, emit, vault
 
 ws_option = click.option("--workspace", "-w", default="default", show_default=True)
@@ -82,15 +84,39 @@ def list_(workspace, as_json):
     emit({"items": items}, as_json, "\n".join(lines))
 
 
+def _lint_files(s, workspace: str, files: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+    """Parse files from disk and check their references against the vault (no index)."""
+    bad, broken, found = [], [], []
+    for path in files:
+        try:
+            p = load_pipeline(path)
+        except PipelineError as e:
+            broken.append({"path": path, "error": e.message})
+            continue
+        found += [{**r, "pipeline": p.name, "path": path} for r in idx.reference_rows(p)]
+    reasons = idx.check_refs(s, workspace, [(r["credential_id"], r["version"]) for r in found])
+    for r in found:
+        if (r["credential_id"], r["version"]) in reasons:
+            bad.append({**r, "reason": reasons[(r["credential_id"], r["version"])]})
+    return bad, broken
+
+
 @pipeline.command("lint")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @ws_option
 @json_option
 @with_appcontext
-def lint(workspace, as_json):
-    """Report dangling credential references and unreadable pipelines; exit 1 if any."""
+def lint(files, workspace, as_json):
+    """Report dangling credential references and unreadable pipelines; exit 1 if any.
+
+    Without FILES: every indexed pipeline of the workspace.  With FILES: those files as they
+    are on disk (e.g. before pushing them)."""
     with vault().factory() as s:
-        bad = idx.dangling(s, workspace)
-        broken = [p for p in idx.list_pipelines(s, workspace) if p["error"]]
+        if files:
+            bad, broken = _lint_files(s, workspace, files)
+        else:
+            bad = idx.dangling(s, workspace)
+            broken = [p for p in idx.list_pipelines(s, workspace) if p["error"]]
     lines = [f"{d['path']}:{d['line'] or ''} pipeline {d['pipeline']} step {d['step']}: "
              f"{d['credential_id']}{'@' + str(d['version']) if d['version'] else ''}: "
              f"{d['reason']}" for d in bad]
