@@ -1,0 +1,140 @@
+"""Pipeline sources that clone with a credential: HTTPS password or token, SSH key; the
+secret stays out of argv, files on disk, errors and audit records."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.pipeline_repo import (add_source, files_under, make_credential,
+                                          pipeline_yaml, refs_of, sync, unique_name)
+from workbench import audit, credentials, sources
+from workbench.audit import SYSTEM
+from workbench.errors import ValidationError, WorkbenchError
+
+
+def test_sync_over_http_with_a_password_credential_keeps_it_off_disk(vault, git_http_server):
+    server = git_http_server
+    repo = unique_name("team-pipelines")
+    url = server.create_repo(repo, {
+        "ci/app.yaml": pipeline_yaml("app", {"test": ["db-pass"]})})
+    make_credential(vault, "git-login", username=server.username, password=server.password)
+    sid = add_source(vault, url=url, path_glob="ci/*.yaml", credential_id="git-login", name="team")
+    assert sync(vault, sid)["added"] == 1
+    server.commit(repo, {"ci/web.yaml": pipeline_yaml("web", {"e2e": ["db-pass"]})})
+    result = sync(vault, sid)
+    assert (result["added"], result["parsed"], result["full"]) == (1, 1, False)
+    assert refs_of(vault, "db-pass") == [("app", "test", None), ("web", "e2e", None)]
+    clone = Path(vault.settings.instance) / "sources" / str(sid)
+    assert (clone / "config").exists()
+    on_disk = files_under(Path(vault.settings.instance))
+    assert server.password.encode() not in on_disk
+    with vault.factory() as s:
+        events = audit.query(s, target="git-login", action="credential.resolve")
+    assert len(events) == 2 and events[0].actor == SYSTEM.label
+    assert events[0].details["source"] == "team"
+    # the clone credential is itself a reference: deleting it would stop the sync
+    with vault.factory() as s:
+        assert [r["kind"] for r in credentials.references(s, "default", "git-login")] == ["source"]
+
+
+def _cmdlines() -> list[bytes]:
+    out = []
+    for p in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            out.append(p.read_bytes())
+        except OSError:  # the process ended meanwhile
+            pass
+    return out
+
+
+def test_the_password_is_in_no_command_line_while_git_fetches(vault, git_http_server):
+    server = git_http_server
+    url = server.create_repo(unique_name("argv"),
+                             {"pipelines/a.yaml": pipeline_yaml("a", {"s": []})})
+    make_credential(vault, "argv-login", username=server.username, password=server.password)
+    sid = add_source(vault, url=url, credential_id="argv-login")
+    results: list = []
+    server.held.clear()
+    server.release.clear()
+    server.hold.set()  # park git's authenticated request, so its processes can be looked at
+    worker = threading.Thread(target=lambda: results.append(sync(vault, sid)))
+    worker.start()
+    try:
+        assert server.held.wait(30)
+        cmdlines = _cmdlines()
+    finally:
+        server.hold.clear()
+        server.release.set()
+        worker.join(60)
+        server.held.clear()
+        server.release.clear()
+    assert any(b"remote-http" in c for c in cmdlines)  # we did look while git was running
+    assert not [c for c in cmdlines if server.password.encode() in c]
+    assert results and results[0]["added"] == 1
+
+
+def test_a_secret_text_token_clones_too(vault, git_http_server):
+    url = git_http_server.create_repo(unique_name("token-repo"), {
+        "pipelines/a.yaml": pipeline_yaml("a", {"s": ["x"]})})
+    make_credential(vault, "git-token", type_="secret_text", secret=git_http_server.token)
+    sid = add_source(vault, url=url, credential_id="git-token")
+    assert sync(vault, sid)["added"] == 1
+
+
+def test_a_wrong_password_fails_clearly_without_showing_it(vault, git_http_server, api_as):
+    url = git_http_server.create_repo(unique_name("locked"), {"pipelines/a.yaml": "name: a\n"})
+    wrong = "not-the-" + git_http_server.password
+    make_credential(vault, "bad-login", username=git_http_server.username, password=wrong)
+    sid = add_source(vault, url=url, credential_id="bad-login")
+    with pytest.raises(WorkbenchError) as info:
+        sync(vault, sid)
+    message = str(info.value)
+    assert "Authentication failed" in message and "'repo'" in message
+    assert wrong not in message and git_http_server.password not in message
+    resp = api_as("editor").post(f"/pipeline-sources/{sid}/sync")
+    assert resp.status_code == 400 and wrong not in resp.get_data(as_text=True)
+    with vault.factory() as s:
+        src = sources.list_sources(s, "default")[0]
+        failures = audit.query(s, action="source.sync", outcome="failed")
+    assert "Authentication failed" in src["error"] and src["commit"] is None
+    assert len(failures) == 2 and wrong not in str([e.details for e in failures])
+    assert wrong.encode() not in files_under(Path(vault.settings.instance))
+
+
+def test_a_url_with_credentials_in_it_is_refused(vault):
+    with pytest.raises(ValidationError) as info:
+        add_source(vault, url="https://alice:hunter22@git.example/x.git")
+    assert info.value.field == "url" and "hunter22" not in str(info.value)
+
+
+def test_sync_over_ssh_with_a_private_key_leaves_no_key_file(vault, sshd_server, local_repo):
+    local_repo.commit({"pipelines/a.yaml": pipeline_yaml("a", {"s": ["x"]})})
+    url = f"ssh://{sshd_server.host}:{sshd_server.port}{local_repo.path}"
+    make_credential(vault, "deploy-key", type_="ssh_private_key", username=sshd_server.username,
+          private_key=sshd_server.private_key_pem)
+    make_credential(vault, "stranger-key", type_="ssh_private_key", username=sshd_server.username,
+          private_key=sshd_server.unauthorized_key_pem)
+    assert sync(vault, add_source(vault, url=url, credential_id="deploy-key"))["added"] == 1
+    with pytest.raises(WorkbenchError) as info:
+        sync(vault, add_source(vault, url=url, credential_id="stranger-key", name="other"))
+    assert "Permission denied" in str(info.value)
+    on_disk = files_under(Path(vault.settings.instance))
+    for pem in (sshd_server.private_key_pem, sshd_server.unauthorized_key_pem):
+        assert pem.splitlines()[1].encode() not in on_disk
+
+
+def test_a_deleted_clone_credential_is_a_clear_sync_error(vault, local_repo):
+    local_repo.commit({"pipelines/a.yaml": pipeline_yaml("a", {"s": ["x"]})})
+    make_credential(vault, "gone-login", username="u", password="p")
+    sid = add_source(vault, url=local_repo.url, credential_id="gone-login")
+    with vault.factory.begin() as s:
+        refs = credentials.delete_credential(s, SYSTEM, workspace="default",
+                                             cred_id="gone-login", force=True)
+    assert [(r["source"], r["step"]) for r in refs] == [("repo", "clone")]
+    with pytest.raises(WorkbenchError) as info:
+        sync(vault, sid)
+    assert "clone credential 'gone-login' does not exist" in str(info.value)
+    with vault.factory() as s:
+        assert "gone-login" in sources.list_sources(s, "default")[0]["error"]
