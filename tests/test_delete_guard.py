@@ -129,3 +129,15 @@ def test_the_cli_shows_the_list_and_asks_before_a_forced_delete(vault, indexed, 
     with vault.factory() as s:
         [ev] = audit.query(s, target="shared", action="credential.delete")
     assert _listed(ev.details["references"]) == EXPECTED
+
+
+def test_removing_the_source_drops_its_references(api_as, vault, indexed):
+    editor, viewer = api_as("editor"), api_as("viewer")
+    assert viewer.delete(f"/pipeline-sources/{indexed}").status_code == 403
+    assert editor.delete("/credentials/other").status_code == 409
+    resp = editor.delete(f"/pipeline-sources/{indexed}")
+    assert resp.get_json() == {"removed": "r", "pipelines": 2}
+    assert editor.get("/pipelines").get_json()["items"] == []
+    assert editor.get("/pipeline-sources").get_json()["items"] == []
+    assert editor.delete("/credentials/other").status_code == 200
+    assert not (vault.settings.instance / "sources" / str(indexed)).exists()

@@ -153,6 +153,11 @@ def test_sources_are_added_synced_and_listed_from_the_cli(vault, local_repo, wb_
     assert "added source ci" in out and "1 added" in out
     code, out, _ = wb_cli("pipeline", "source", "list")
     assert code == 0 and "ci" in out and local_repo.url in out
+    assert wb_cli("pipeline", "source", "remove", "ci", input="n\n")[0] != 0
+    code, out, _ = wb_cli("pipeline", "source", "remove", "ci", "--yes")
+    assert (code, out.strip()) == (0, "removed source ci (1 pipelines)")
+    with vault.factory() as s:
+        assert sources.list_sources(s, "default") == []
 
 
 def test_lint_checks_files_on_disk_against_the_vault(vault, tmp_path, wb_cli):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fcntl
 import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -260,6 +261,26 @@ def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: 
             audit.record(s, actor, "source.sync", workspace=src.workspace, target=src.name,
                          details=result)
     return result
+
+
+def remove_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: int) -> dict:
+    """Drop a source, its pipelines and their references, and its clone on disk."""
+    root = Path(vault.settings.instance) / "sources"
+    with _lock(root, int(source_id)):
+        with audit.unit(factory) as s:
+            src = s.get(PipelineSource, int(source_id))
+            if src is None:
+                raise NotFound(f"no pipeline source {source_id}")
+            require(actor, "editor", "source.remove", workspace=src.workspace, target=src.name)
+            ids = select(IndexedPipeline.id).where(IndexedPipeline.source_id == src.id)
+            s.execute(delete(PipelineReference).where(PipelineReference.pipeline_id.in_(ids)))
+            n = s.execute(delete(IndexedPipeline).where(IndexedPipeline.source_id == src.id))
+            s.delete(src)
+            out = {"removed": src.name, "pipelines": n.rowcount}
+            audit.record(s, actor, "source.remove", workspace=src.workspace, target=src.name,
+                         details=out)
+        shutil.rmtree(root / str(int(source_id)), ignore_errors=True)
+    return out
 
 
 def _fail(factory, actor: Actor, src: PipelineSource, message: str) -> WorkbenchError:

@@ -38,6 +38,14 @@ def sync_source(source_id: int):
     return jsonify(svc.sync_source(vault().factory, vault(), actor(), source_id))
 
 
+@api.delete("/pipeline-sources/<int:source_id>")
+def remove_source(source_id: int):
+    """Remove a source with its pipelines and their references (the repository is untouched)."""
+    with vault().factory() as s:
+        svc.get_source(s, workspace(), source_id)
+    return jsonify(svc.remove_source(vault().factory, vault(), actor(), source_id))
+
+
 @api.get("/pipelines")
 def list_pipelines():
     """Indexed pipelines: source, commit, parse error and count of dangling references."""

@@ -69,6 +69,22 @@ def sync(source_ref, workspace, as_json):
     _sync(source_id, as_json)
 
 
+@source.command("remove")
+@click.argument("source_ref")
+@click.option("--yes", is_flag=True, help="do not ask")
+@ws_option
+@with_appcontext
+def remove(source_ref, yes, workspace):
+    """Remove a source with its pipelines and their references."""
+    with vault().factory() as s:
+        src = svc.get_source(s, workspace, source_ref)
+        source_id, name = src.id, src.name
+    if not yes:
+        click.confirm(f"Remove source {name} and its pipelines from the index?", abort=True)
+    r = svc.remove_source(vault().factory, vault(), cli_actor(), source_id)
+    click.echo(f"removed source {name} ({r['pipelines']} pipelines)")
+
+
 @source.command("list")
 @ws_option
 @json_option
