@@ -39,18 +39,21 @@ def test_sync_over_http_with_a_password_credential_keeps_it_off_disk(vault, git_
         assert [r["kind"] for r in credentials.references(s, "default", "git-login")] == ["source"]
 
 
-def _cmdlines() -> list[bytes]:
+def _processes() -> list[tuple[bytes, bytes]]:
+    """(cmdline, environ) of every process we can read."""
     out = []
-    for p in Path("/proc").glob("[0-9]*/cmdline"):
+    for p in Path("/proc").glob("[0-9]*"):
         try:
-            out.append(p.read_bytes())
+            out.append(((p / "cmdline").read_bytes(), (p / "environ").read_bytes()))
         except OSError:  # the process ended meanwhile
             pass
     return out
 
 
-def test_the_password_is_in_no_command_line_while_git_fetches(vault, git_http_server):
+def test_the_password_is_in_no_command_line_while_git_fetches(vault, git_http_server,
+                                                              monkeypatch):
     server = git_http_server
+    monkeypatch.setenv("WORKBENCH_MASTER_KEY", "marker-of-the-server-environment")
     url = server.create_repo(unique_name("argv"),
                              {"pipelines/a.yaml": pipeline_yaml("a", {"s": []})})
     make_credential(vault, "argv-login", username=server.username, password=server.password)
@@ -63,15 +66,17 @@ def test_the_password_is_in_no_command_line_while_git_fetches(vault, git_http_se
     worker.start()
     try:
         assert server.held.wait(30)
-        cmdlines = _cmdlines()
+        processes = _processes()
     finally:
         server.hold.clear()
         server.release.set()
         worker.join(60)
         server.held.clear()
         server.release.clear()
-    assert any(b"remote-http" in c for c in cmdlines)  # we did look while git was running
-    assert not [c for c in cmdlines if server.password.encode() in c]
+    git_envs = [env for cmd, env in processes if b"remote-http" in cmd]
+    assert git_envs  # we did look while git was running
+    assert not [c for c, _ in processes if server.password.encode() in c]
+    assert not [e for e in git_envs if b"marker-of-the-server-environment" in e]
     assert results and results[0]["added"] == 1
 
 

@@ -187,6 +187,9 @@ def git_env(root: Path, ctype: str | None, values: dict) -> Iterator[dict[str, s
            "GIT_CONFIG_GLOBAL": os.devnull, "GIT_ASKPASS": str(askpass),
            "WORKBENCH_GIT_USERNAME": "", "WORKBENCH_GIT_PASSWORD": "",
            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
+    # GitPython starts git with our whole environment plus these: blank out the server's own
+    # settings (the master key may be among them), git and its helpers need none of them
+    env.update({k: "" for k in os.environ if k.startswith("WORKBENCH_") and k not in env})
     keydir = None
     try:
         if ctype == "username_password":
