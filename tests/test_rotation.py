@@ -13,7 +13,8 @@ from sqlalchemy import func, insert, select
 from workbench import crypto
 from workbench.audit import SYSTEM
 from workbench.config import Settings
-from workbench.credentials import VaultResolver, encode_values
+from workbench.credentials import encode_values
+from workbench.resolution import VaultResolver
 from workbench.crypto import Barrier
 from workbench.db import Base, utcnow
 from workbench.errors import CryptoError

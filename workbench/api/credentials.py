@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import jsonify, request
 
-from .. import credentials as svc, credtypes
+from .. import credentials as svc, credtypes, resolution
 from ..audit import unit
 from ..errors import BadRequest, ValidationError
 from . import actor, api, body, vault, workspace
@@ -123,10 +123,10 @@ def resolve():
     refs = data.get("refs")
     if not isinstance(refs, list) or not refs or len(refs) > 100:
         raise ValidationError("refs must be a list of 1–100 references", field="refs")
-    parsed = [svc.parse_ref(r if isinstance(r, str) else "") for r in refs]
+    parsed = [resolution.parse_ref(r if isinstance(r, str) else "") for r in refs]
     context = data.get("context") if isinstance(data.get("context"), dict) else {}
     with unit(vault().factory) as s:
-        out = svc.resolve(s, vault().barrier, actor(), workspace=workspace(), refs=parsed,
+        out = resolution.resolve(s, vault().barrier, actor(), workspace=workspace(), refs=parsed,
                           context=context)
     items = []
     for ref, rc in out.items():

@@ -45,7 +45,7 @@ def _backend(workspace: str, server: str | None, token: str | None, ca_file: str
     with app.app_context():
         vault = app.extensions["workbench"]
     from ..audit import Actor
-    from ..credentials import VaultResolver  # the vault core; imported only in embedded mode
+    from ..resolution import VaultResolver  # the vault core; imported only in embedded mode
     # the local operator acting as an embedded runner: resolves are audited under their name
     actor = Actor(getpass.getuser(), role="runner", source="cli", kind="cli")
     return (VaultResolver(vault.factory, vault.barrier, workspace, actor),
