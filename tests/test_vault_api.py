@@ -193,3 +193,9 @@ def test_openapi_describes_every_route(client, app):
     types = {o["properties"]["type"]["const"]
              for o in spec["components"]["schemas"]["NewCredential"]["oneOf"]}
     assert len(types) == 8
+
+
+@pytest.mark.parametrize("ref", ["Bad_ID", "x@0", "x@", "@1", "x y"])
+def test_malformed_references_are_refused_before_any_lookup(api_as, ref):
+    r = api_as("runner").post("/resolve", {"refs": [ref]})
+    assert r.status_code == 422 and r.get_json()["error"]["details"]["field"] == "refs"

@@ -19,6 +19,7 @@ from .audit import Actor
 from .db import iso, utcnow
 from .errors import AuthenticationRequired, Conflict, NotFound, PermissionDenied, ValidationError
 from .models import ApiToken, User, Workspace
+from .pipeline.names import CRED_ID
 
 ROLES = ("admin", "editor", "viewer")
 RANK = {"viewer": 0, "editor": 1, "admin": 2}
@@ -48,7 +49,7 @@ def get_workspace(s: Session, name: str, *, create: bool = False) -> Workspace:
     if ws is None:
         if not create:
             raise NotFound(f"workspace {name[:63]!r} does not exist")
-        if not re.match(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$", name):
+        if not CRED_ID.match(name):  # workspace names follow the credential-ID rules
             raise ValidationError("workspace names use a-z, 0-9, '.', '_', '-'", field="workspace")
         ws = Workspace(name=name)
         s.add(ws)

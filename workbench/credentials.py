@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from typing import Any, Callable
 
 from sqlalchemy import String, cast, delete, func, or_, select
@@ -18,10 +17,9 @@ from .db import iso, utcnow
 from .errors import (Conflict, CredentialInUse, ImmutableFieldError, NotFound, PermissionDenied,
                      ValidationError)
 from .models import Credential, CredentialVersion, Workspace
+from .pipeline.names import CRED_ID
 from . import status as status_service
 
-CRED_ID = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
-REF = re.compile(r"^(?P<id>[^@\s]+)(@(?P<version>[1-9][0-9]{0,8}))?$")
 SORTABLE = {"id": Credential.cred_id, "name": Credential.name, "type": Credential.type,
             "status": Credential.status, "created_at": Credential.created_at,
             "created_by": Credential.created_by, "last_used_at": Credential.last_used_at,

@@ -9,19 +9,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import audit, crypto
 from .accounts import is_stale
 from .audit import Actor
-from .credentials import REF, check_id, decode_values
+from .credentials import decode_values
 from .crypto import Barrier
 from .db import utcnow
 from .errors import NotFound, PermissionDenied, ValidationError
 from .models import AuditEvent, Credential, CredentialVersion, Workspace
+from .pipeline import names
 from .pipeline.resolve import Ref, ResolvedCredential, Resolver
 
 def parse_ref(text: str) -> Ref:
-    m = REF.match(text or "")
-    if not m:
+    """``id`` or ``id@N`` by the pipelines' own rules; a clear 422 when malformed."""
+    ref = names.parse_ref(text)
+    if ref is None:
         raise ValidationError(f"bad credential reference {str(text)[:80]!r} (ID or ID@N)",
                               field="refs")
-    return Ref(check_id(m["id"]), int(m["version"]) if m["version"] else None)
+    return ref
 
 
 def resolve(s: Session, barrier: Barrier, actor: Actor, *, workspace: str,

@@ -6,6 +6,7 @@ import re
 from flask import current_app, jsonify
 
 from .. import credtypes
+from ..pipeline.names import CRED_ID
 from . import api
 
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
@@ -60,7 +61,7 @@ def build_spec(app) -> dict:
     new_cred = {"oneOf": [{
         "type": "object", "required": ["id", "type", "values"],
         "properties": {"id": {"type": "string",
-                              "pattern": "^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"},
+                              "pattern": CRED_ID.pattern},
                        "type": {"const": name}, "name": {"type": "string"},
                        "description": {"type": "string"}, "values": _values_schema(t)}}
         for name, t in credtypes.TYPES.items()]}
