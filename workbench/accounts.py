@@ -7,7 +7,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from . import audit
 from .audit import Actor
-from .db import iso, utcnow
+from .db import aware, iso, utcnow
 from .errors import AuthenticationRequired, Conflict, NotFound, PermissionDenied, ValidationError
 from .models import ApiToken, User, Workspace
 from .pipeline.names import CRED_ID
@@ -179,11 +179,7 @@ def token_actor(s: Session, secret: str, source: str = "") -> Actor:
 def is_stale(last_used: datetime | None, now: datetime) -> bool:
     """Whether a ``last_used_at`` is worth rewriting: at most once per TOUCH_EVERY, so a busy
     token or credential does not turn every read into a database write."""
-    if last_used is None:
-        return True
-    if last_used.tzinfo is None:  # SQLite hands back naive UTC
-        last_used = last_used.replace(tzinfo=timezone.utc)
-    return now - last_used >= TOUCH_EVERY
+    return last_used is None or now - aware(last_used) >= TOUCH_EVERY
 
 
 def list_tokens(s: Session) -> list[ApiToken]:

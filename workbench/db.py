@@ -18,11 +18,16 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def aware(dt: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    if dt is not None and dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt
+
+
 def iso(dt: datetime | None) -> str | None:
-    """ISO-8601 in UTC; SQLite hands back naive datetimes, which we store as UTC."""
-    if dt is None:
-        return None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).isoformat()
+    """ISO-8601 in UTC."""
+    return aware(dt).isoformat() if dt is not None else None
 
 
 def make_engine(url: str) -> Engine:

@@ -9,7 +9,7 @@ from sqlalchemy import (DateTime, ForeignKey, Index, Integer, String, Text, Uniq
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
 from . import credentials
-from .db import Base, iso, utcnow
+from .db import Base, aware, iso, utcnow
 from .errors import NotFound
 from .models import Credential, CredentialVersion, Workspace
 from .pipeline import records
@@ -183,7 +183,7 @@ def last_used(s: Session, workspace: str, cred_ids: Iterable[str]) -> dict[str, 
         q = (select(CU.credential_id, func.max(CU.used_at))
              .where(CU.workspace == workspace, CU.credential_id.in_(ids))
              .group_by(CU.credential_id))
-        out.update({cid: records._aware(when) for cid, when in s.execute(q)})
+        out.update({cid: aware(when) for cid, when in s.execute(q)})
     return out
 
 

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from ..db import Base, utcnow
+from ..db import Base, aware, iso, utcnow
 from ..errors import NotFound, ValidationError
 
 RUN_ID = re.compile(r"^[A-Za-z0-9-]{1,36}$")
@@ -150,7 +150,7 @@ def last_used(session: Session, workspace: str) -> dict[str, datetime]:
     """credential ID → when a step last received it."""
     q = (select(CredentialUse.credential_id, func.max(CredentialUse.used_at))
          .where(CredentialUse.workspace == workspace).group_by(CredentialUse.credential_id))
-    return {cid: _aware(when) for cid, when in session.execute(q)}
+    return {cid: aware(when) for cid, when in session.execute(q)}
 
 
 def run_to_dict(run: Run, with_log: bool = False) -> dict[str, Any]:
@@ -164,28 +164,17 @@ def run_to_dict(run: Run, with_log: bool = False) -> dict[str, Any]:
     return {
         "id": run.id, "workspace": run.workspace, "pipeline": run.pipeline, "file": run.file,
         "status": run.status, "message": run.message,
-        "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at),
+        "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
         "trigger_user": run.trigger_user, "trigger_runner": run.trigger_runner, "steps": steps,
         "uses": [{"step": u.step, "credential_id": u.credential_id, "version": u.version,
-                  "used_at": _iso(u.used_at)} for u in run.uses],
+                  "used_at": iso(u.used_at)} for u in run.uses],
     }
-
-
-def _aware(when: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything we store is UTC
-    if when is not None and when.tzinfo is None:
-        return when.replace(tzinfo=timezone.utc)
-    return when
-
-
-def _iso(when: datetime | None) -> str | None:
-    return _aware(when).isoformat() if when is not None else None
 
 
 def _time(value) -> datetime | None:
     if value is None or isinstance(value, datetime):
-        return _aware(value)
+        return aware(value)
     try:
-        return _aware(datetime.fromisoformat(str(value)))
+        return aware(datetime.fromisoformat(str(value)))
     except ValueError:
         raise ValidationError("times must be ISO-8601", field="started_at") from None

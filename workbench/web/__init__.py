@@ -11,6 +11,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from .. import accounts
 from ..audit import Actor
+from ..db import aware
 from ..errors import WorkbenchError
 from ..models import User
 from ..vault import Vault
@@ -57,9 +58,7 @@ def when(dt: datetime | None) -> str:
             dt = datetime.fromisoformat(dt)
         except ValueError:
             return dt
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return aware(dt).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _load_user(user_id: str):

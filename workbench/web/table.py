@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timezone
 
 from flask import make_response, render_template, request
 from sqlalchemy import select
 
 from .. import credentials as svc, credtypes
+from ..db import aware
 from ..errors import ValidationError
 from ..models import Workspace
 from . import references, vault, web
@@ -69,12 +69,8 @@ def _usage(s, rows) -> tuple[dict, dict]:
         for cid, at in refs.last_used(s, ws, ids).items():
             if at is not None:
                 prev = last.get((ws, cid))
-                last[(ws, cid)] = max(prev, at, key=_utc) if prev else at
+                last[(ws, cid)] = max(prev, at, key=aware) if prev else at
     return used, last
-
-
-def _utc(dt):
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 @web.get("/")
