@@ -4,10 +4,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,14 +14,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from workbench.checks import CHECKS, Condition, summary, validate, verify
+from tests.fixtures._net import free_port
 
 SSAR = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def assert_clean(cond: Condition, *secrets: str) -> None:
@@ -63,7 +56,7 @@ def test_git_url_with_wrong_password_fails_authentication(git_http_server, repo)
 
 
 def test_git_url_on_closed_port_is_unreachable():
-    url = f"http://127.0.0.1:{closed_port()}/x.git"
+    url = f"http://127.0.0.1:{free_port()}/x.git"
     c = verify("username_password", {"username": "u", "password": "p4ssw0rd", "target": url})
     assert (c.status, c.reason) == ("False", "Unreachable"), c
 
@@ -139,7 +132,7 @@ def test_http_url_basic_auth(git_http_server):
                                        "target": url})
     assert (bad.status, bad.reason) == ("False", "AuthenticationFailed"), bad
     down = verify("username_password", {"username": "u", "password": "p4ss",
-                                        "target": f"http://127.0.0.1:{closed_port()}/health"})
+                                        "target": f"http://127.0.0.1:{free_port()}/health"})
     assert (down.status, down.reason) == ("False", "Unreachable"), down
     for c in (good, bad):
         assert_clean(c, s.password)
@@ -154,7 +147,7 @@ def test_http_url_bearer_token(git_http_server):
     bad = verify("secret_text", {"secret": "tok-not-it", "target": url})
     assert (bad.status, bad.reason) == ("False", "AuthenticationFailed"), bad
     down = verify("secret_text", {"secret": s.token,
-                                  "target": f"http://127.0.0.1:{closed_port()}/"})
+                                  "target": f"http://127.0.0.1:{free_port()}/"})
     assert (down.status, down.reason) == ("False", "Unreachable"), down
     for c in (good, bad, down):
         assert_clean(c, s.token)
@@ -217,7 +210,7 @@ def test_kubeconfig_check_uses_access_review_then_falls_back_to_api(kube_api):
 
 def test_kubeconfig_unreachable_and_untrusted(kube_api):
     for auth in ("token", "cert"):
-        down = kube_api.kubeconfig(auth, server=f"https://127.0.0.1:{closed_port()}")
+        down = kube_api.kubeconfig(auth, server=f"https://127.0.0.1:{free_port()}")
         c = verify("kubeconfig", {"kubeconfig": down})
         assert (c.status, c.reason) == ("False", "Unreachable") and "refused" in c.message, c
     stranger = kube_api.kubeconfig("token", ca_pem=kube_api.foreign_ca.pem)
@@ -254,7 +247,7 @@ def test_ssh_key_good_bad_unreachable(sshd_server):
                                      "private_key": s.unauthorized_key_pem, "target": s.target})
     assert (bad.status, bad.reason) == ("False", "AuthenticationFailed"), bad
     down = verify("ssh_private_key", {"username": s.username, "private_key": s.private_key_pem,
-                                      "target": f"127.0.0.1:{closed_port()}"})
+                                      "target": f"127.0.0.1:{free_port()}"})
     assert (down.status, down.reason) == ("False", "Unreachable"), down
     for c in (good, bad, down):
         assert_clean(c, s.private_key_pem.splitlines()[1])
@@ -451,5 +444,5 @@ def test_git_over_ssh_with_a_password(sshd_server):
                                      "target": f"ssh://{s.host}:{s.port}/srv/repo.git"})
     assert (c.status, c.reason) == ("False", "AuthenticationFailed"), c
     down = verify("username_password", {"username": "git", "password": "pw-over-ssh",
-                                        "target": f"ssh://127.0.0.1:{closed_port()}/repo.git"})
+                                        "target": f"ssh://127.0.0.1:{free_port()}/repo.git"})
     assert (down.status, down.reason) == ("False", "Unreachable"), down

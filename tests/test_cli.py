@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures._net import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -98,13 +100,10 @@ def test_tokens_are_printed_once(wb):
 
 
 def test_serve_runs_the_real_server(wb):
-    import socket
     import time
     import urllib.request
     wb("init")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
     env.update(WORKBENCH_INSTANCE=str(wb.instance), PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port),

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.docker_peers import free_port, running_registry
+from tests.fixtures._net import free_port
+from tests.fixtures.docker_peers import running_registry
 from workbench.checks import CHECKS
 from workbench.checks.registry import base_urls, check_registry, parse_challenge
 
