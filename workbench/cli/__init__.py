@@ -18,6 +18,10 @@ COMMAND_MODULES = ["workbench.cli.admin", "workbench.cli.creds", "workbench.cli.
                    "workbench.cli.pipelines"]
 
 
+workspace_option = click.option("--workspace", "-w", default="default", show_default=True)
+json_option = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+
+
 def cli_actor() -> Actor:
     """The local operator: whoever can read the master key is admin of this vault."""
     return Actor(getpass.getuser(), role="admin", source="cli", kind="cli")

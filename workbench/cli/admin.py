@@ -14,7 +14,7 @@ from ..config import Settings
 from ..errors import ConfigError, CryptoError
 from ..models import Credential, CredentialVersion, User, Workspace
 from ..vault import Vault
-from . import cli_actor, emit, vault
+from . import cli_actor, emit, json_option, vault
 
 
 @click.command("init")
@@ -98,7 +98,7 @@ def token():
 @token.command("create")
 @click.argument("name")
 @click.option("--user", "username", required=True, help="the user the token acts as")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @with_appcontext
 def token_create(name: str, username: str, as_json: bool):
     """Create a personal API token (printed once)."""
@@ -113,7 +113,7 @@ def runner_token():
 @runner_token.command("create")
 @click.argument("name")
 @click.option("--workspace", default="default", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @with_appcontext
 def runner_token_create(name: str, workspace: str, as_json: bool):
     """Create a runner token (printed once)."""
@@ -141,7 +141,7 @@ def keys_rotate(batch: int):
 
 
 @click.command("doctor")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def doctor(as_json: bool):
     """Check the master key and that every stored credential version decrypts."""
     settings = Settings.from_env()

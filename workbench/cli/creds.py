@@ -11,10 +11,7 @@ from flask.cli import with_appcontext
 from .. import credentials as svc, credtypes
 from ..audit import unit
 from ..errors import ValidationError
-from . import cli_actor, emit, vault
-
-ws_option = click.option("--workspace", default="default", show_default=True)
-json_option = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+from . import cli_actor, emit, json_option, vault, workspace_option
 
 
 def _collect(ctype: credtypes.CredentialType, sets: tuple[str, ...], files: tuple[str, ...],
@@ -64,7 +61,7 @@ def cred():
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE", help="non-secret fields")
 @click.option("--file", "files", multiple=True, metavar="FIELD=PATH", help="a field from a file")
 @click.option("--values-stdin", is_flag=True, help="read a JSON object of values from stdin")
-@ws_option
+@workspace_option
 @json_option
 @with_appcontext
 def add(cred_id, type_name, name, description, sets, files, values_stdin, workspace, as_json):
@@ -83,7 +80,7 @@ def add(cred_id, type_name, name, description, sets, files, values_stdin, worksp
 @click.option("--type", "type_name", default=None)
 @click.option("-q", "query", default=None, help="search ID, name, description")
 @click.option("--limit", default=100, show_default=True)
-@ws_option
+@workspace_option
 @json_option
 @with_appcontext
 def list_(type_name, query, limit, workspace, as_json):
@@ -100,7 +97,7 @@ def list_(type_name, query, limit, workspace, as_json):
 
 @cred.command("show")
 @click.argument("cred_id")
-@ws_option
+@workspace_option
 @json_option
 @with_appcontext
 def show(cred_id, workspace, as_json):
@@ -116,7 +113,7 @@ def show(cred_id, workspace, as_json):
 @click.argument("cred_id")
 @click.option("--name", default=None)
 @click.option("--description", default=None)
-@ws_option
+@workspace_option
 @with_appcontext
 def rename(cred_id, name, description, workspace):
     """Change the display name and description (the ID never changes)."""
@@ -132,7 +129,7 @@ def rename(cred_id, name, description, workspace):
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE")
 @click.option("--file", "files", multiple=True, metavar="FIELD=PATH")
 @click.option("--values-stdin", is_flag=True)
-@ws_option
+@workspace_option
 @with_appcontext
 def update(cred_id, sets, files, values_stdin, workspace):
     """Store new values as a new version (unlisted fields keep their values)."""
@@ -150,7 +147,7 @@ def update(cred_id, sets, files, values_stdin, workspace):
 @click.argument("cred_id")
 @click.option("--force", is_flag=True, help="delete even if pipelines reference it")
 @click.option("--yes", is_flag=True, help="do not ask")
-@ws_option
+@workspace_option
 @with_appcontext
 def delete(cred_id, force, yes, workspace):
     """Delete a credential, showing which pipelines and steps would break."""
@@ -174,7 +171,7 @@ def delete(cred_id, force, yes, workspace):
 
 @cred.command("versions")
 @click.argument("cred_id")
-@ws_option
+@workspace_option
 @json_option
 @with_appcontext
 def versions(cred_id, workspace, as_json):

@@ -10,10 +10,7 @@ from .. import references as idx, sources as svc
 from ..audit import unit
 from ..errors import PipelineError
 from ..pipeline.parse import load_pipeline
-from . import cli_actor, emit, vault
-
-ws_option = click.option("--workspace", "-w", default="default", show_default=True)
-json_option = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+from . import cli_actor, emit, json_option, vault, workspace_option
 
 
 @click.group("pipeline")
@@ -36,7 +33,7 @@ def source():
 @click.option("--credential", "credential_id", default=None,
               help="credential ID used to clone (username_password, secret_text, ssh key)")
 @click.option("--sync/--no-sync", "then_sync", default=False, help="sync right away")
-@ws_option
+@workspace_option
 @json_option
 @with_appcontext
 def add(name, kind, url, branch, path_glob, credential_id, then_sync, workspace, as_json):
@@ -59,7 +56,7 @@ def _sync(source_id: int, as_json: bool) -> None:
 
 @source.command("sync")
 @click.argument("source_ref")
-@ws_option
+@workspace_option
 @json_option
 @with_appcontext
 def sync(source_ref, workspace, as_json):
@@ -72,7 +69,7 @@ def sync(source_ref, workspace, as_json):
 @source.command("remove")
 @click.argument("source_ref")
 @click.option("--yes", is_flag=True, help="do not ask")
-@ws_option
+@workspace_option
 @with_appcontext
 def remove(source_ref, yes, workspace):
     """Remove a source with its pipelines and their references."""
@@ -86,7 +83,7 @@ def remove(source_ref, yes, workspace):
 
 
 @source.command("list")
-@ws_option
+@workspace_option
 @json_option
 @with_appcontext
 def list_(workspace, as_json):
@@ -119,7 +116,7 @@ def _lint_files(s, workspace: str, files: tuple[str, ...]) -> tuple[list[dict], 
 
 @pipeline.command("lint")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
-@ws_option
+@workspace_option
 @json_option
 @with_appcontext
 def lint(files, workspace, as_json):
