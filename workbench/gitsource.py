@@ -14,18 +14,11 @@ from typing import Callable, Iterator
 
 import git
 
+from . import gitauth
 from .pipeline.parse import MAX_BYTES
 from .references import PipelineSource
 
 MAX_PATH = 1000  # the index's path column
-# Git asks this program for the username and password; it reads them from its own environment,
-# so they never appear in argv, in a URL or in .git/config.
-ASKPASS = """#!/bin/sh
-case "$1" in
-  Username*|username*) printf '%s\\n' "$WORKBENCH_GIT_USERNAME" ;;
-  *) printf '%s\\n' "$WORKBENCH_GIT_PASSWORD" ;;
-esac
-"""
 
 
 def glob_regex(pattern: str) -> re.Pattern:
@@ -176,28 +169,20 @@ def git_changes(repo: git.Repo, src: PipelineSource, head: str,
 @contextmanager
 def git_env(root: Path, ctype: str | None, values: dict) -> Iterator[dict[str, str]]:
     """The environment of the git process: askpass for HTTPS, a private key file for SSH."""
-    askpass = root / "askpass"
-    if not askpass.exists() or askpass.read_text() != ASKPASS:
-        tmp = root / f".askpass-{os.getpid()}"
-        tmp.write_text(ASKPASS)
-        tmp.chmod(0o700)
-        tmp.replace(askpass)
-    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
+    askpass = gitauth.install(root)
+    env = {**gitauth.environment(askpass), "GIT_CONFIG_NOSYSTEM": "1",
            "GIT_ALLOW_PROTOCOL": "http:https:ssh:git:file",  # never ext:: (runs commands)
-           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_ASKPASS": str(askpass),
-           "WORKBENCH_GIT_USERNAME": "", "WORKBENCH_GIT_PASSWORD": "",
-           "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
+           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
     # GitPython starts git with our whole environment plus these: blank out the server's own
     # settings (the master key may be among them), git and its helpers need none of them
     env.update({k: "" for k in os.environ if k.startswith("WORKBENCH_") and k not in env})
     keydir = None
     try:
         if ctype == "username_password":
-            env.update(WORKBENCH_GIT_USERNAME=values.get("username", ""),
-                       WORKBENCH_GIT_PASSWORD=values.get("password", ""))
+            env.update(gitauth.environment(askpass, values.get("username", ""),
+                                           values.get("password", "")))
         elif ctype == "secret_text":
-            env.update(WORKBENCH_GIT_USERNAME="x-access-token",
-                       WORKBENCH_GIT_PASSWORD=values.get("secret", ""))
+            env.update(gitauth.environment(askpass, "x-access-token", values.get("secret", "")))
         elif ctype == "ssh_private_key":
             keydir = tempfile.mkdtemp(prefix=".key-", dir=root)  # 0700
             key = Path(keydir, "id")
@@ -213,7 +198,7 @@ def git_env(root: Path, ctype: str | None, values: dict) -> Iterator[dict[str, s
             env["GIT_SSH_COMMAND"] = shlex.join(ssh)
             if values.get("passphrase"):
                 env.update(SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force",
-                           WORKBENCH_GIT_PASSWORD=values["passphrase"])
+                           WORKBENCH_ASKPASS_PASSWORD=values["passphrase"])
         yield env
     finally:
         if keydir:

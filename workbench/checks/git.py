@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from git.cmd import Git
 
+from .. import gitauth
 from . import Condition, reachable
 from .probe import safe_url
 
@@ -22,16 +23,6 @@ SCHEMES = ("http", "https", "ssh", "git")
 # is blanked (see _environment).  Proxies are not kept: checks connect directly.
 KEEP_ENV = ("PATH", "LANG", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "GIT_SSL_CAINFO",
             "GIT_SSL_CAPATH", "CURL_CA_BUNDLE", "NIX_SSL_CERT_FILE")
-
-# The askpass helper answers git's and ssh's prompts from its own environment, so the secret
-# travels parent → child environment only: never through argv, a file, or the URL.
-ASKPASS = """#!/bin/sh
-: > "$WORKBENCH_ASKPASS_DIR/asked"
-case "$1" in
-  *[Uu]sername*) printf '%s\\n' "$WORKBENCH_ASKPASS_USERNAME" ;;
-  *) printf '%s\\n' "$WORKBENCH_ASKPASS_PASSWORD" ;;
-esac
-"""
 
 _AUTH_FAILED = ("authentication failed", "permission denied", "could not read username",
                 "could not read password", "returned error: 401", "returned error: 403",
@@ -90,15 +81,14 @@ def _environment(tmp: Path, username: str, password: str, timeout: float) -> dic
            "-o", f"ConnectTimeout={max(1, int(timeout))}",
            "-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1",
            "-o", "PreferredAuthentications=password,keyboard-interactive"]
+    env.update(gitauth.environment(tmp / "askpass", username, password))
     env.update({
         "HOME": str(tmp), "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": str(tmp / "askpass"),
         "SSH_ASKPASS": str(tmp / "askpass"), "SSH_ASKPASS_REQUIRE": "force",
         "GIT_SSH_COMMAND": shlex.join(ssh), "GIT_SSH_VARIANT": "ssh",
         "GIT_ALLOW_PROTOCOL": ":".join(SCHEMES),  # no ext::, file:// or other remote helpers
         "GIT_HTTP_LOW_SPEED_LIMIT": "1", "GIT_HTTP_LOW_SPEED_TIME": str(max(1, int(timeout))),
-        "WORKBENCH_ASKPASS_DIR": str(tmp), "WORKBENCH_ASKPASS_USERNAME": username,
-        "WORKBENCH_ASKPASS_PASSWORD": password, "LC_ALL": "C", "LANGUAGE": "C",
+        "WORKBENCH_ASKPASS_DIR": str(tmp), "LC_ALL": "C", "LANGUAGE": "C",
     })
     return env
 
@@ -112,8 +102,7 @@ def ls_remote(target: str, username: str, password: str, timeout: float,
         return reachable("Unknown", "NotTestable", "the target is not a git URL")
     tmp = Path(tempfile.mkdtemp(prefix="wb-check-git-"))
     try:
-        (tmp / "askpass").write_text(ASKPASS)
-        (tmp / "askpass").chmod(0o700)
+        gitauth.install(tmp)
         status, _out, err = Git(str(tmp)).execute(
             ["git", "-c", "credential.helper=", "-c", "core.askPass=", "-c", "http.proxy=",
              "ls-remote", "--", url, "HEAD"],
