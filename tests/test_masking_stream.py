@@ -142,3 +142,15 @@ def test_random_secrets_and_random_splits_never_leak_and_equal_one_shot(secrets,
     for s in secrets:
         if not too_short(s):
             assert s not in one_shot
+
+
+def test_scrub_hides_every_form_and_even_short_values_in_error_text():
+    from workbench.pipeline.masking import scrub
+    import base64
+    pair = "ci-bot:pw-canary-123"
+    text = (f"denied for {pair}; header Basic {base64.b64encode(pair.encode()).decode()}; "
+            "pin abc")
+    out = scrub(text, ["pw-canary-123", pair, "abc"])
+    for leaked in ("pw-canary-123", base64.b64encode(pair.encode()).decode(), "abc"):
+        assert leaked not in out
+    assert out.startswith("denied for ****")

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 import git
 
 from . import gitauth
+from .pipeline import masking
 from .pipeline.parse import MAX_BYTES
 from .references import PipelineSource
 
@@ -212,9 +213,7 @@ def clean_error(src: PipelineSource, exc: git.GitCommandError, secrets: list[str
     lines = [ln.strip() for ln in (wrapped[1] if wrapped else text).splitlines()]
     useful = [ln for ln in lines if ln and not ln.startswith("Warning: Permanently added")] \
         or [f"git exited with {exc.status}"]
-    msg = "; ".join(useful)[:500]
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        msg = msg.replace(secret, "***")
+    msg = masking.scrub("; ".join(useful)[:500], secrets)
     msg = re.sub(r"://[^/@\s]+@", "://***@", msg)
     return f"sync of source {src.name!r} failed: {msg}"
 

@@ -1,10 +1,10 @@
 """Images for the docker executor: pulls with the step's credential, never to another registry."""
 from __future__ import annotations
 
-import base64
 import re
 
 from ..errors import ExecutionError
+from . import masking
 from .step import ResolvedStep
 
 HUB_NAMES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
@@ -24,14 +24,11 @@ def same_registry(a: str, b: str) -> bool:
 
 def scrub(step: ResolvedStep, text: str) -> str:
     """Foreign text (the engine's) minus anything secret: it should echo none; make sure."""
-    hidden = [s.decode("utf-8", "replace") for s in step.secrets if s]
+    hidden = list(step.secrets)
     auth = step.pull_auth
     if auth is not None:
-        pair = f"{auth.username}:{auth.password}".encode()
-        hidden += [auth.password, base64.b64encode(pair).decode()]
-    for value in sorted((h for h in hidden if h), key=len, reverse=True):
-        text = text.replace(value, "****")
-    return text[:500]
+        hidden += [auth.password, f"{auth.username}:{auth.password}"]  # base64 is derived
+    return masking.scrub(text, hidden)[:500]
 
 
 def pull_error(step: ResolvedStep, reason: str) -> ExecutionError:

@@ -230,3 +230,13 @@ def mask(data: bytes, secrets: Iterable[bytes]) -> bytes:
     """Mask a whole byte string at once."""
     masker = Masker(secrets)
     return masker.feed(data) + masker.flush()
+
+
+def scrub(text: str, secrets: Iterable[bytes | str]) -> str:
+    """Foreign error text (git's, the engine's) without any secret: every form the masker knows,
+    and even values too short to mask in logs, since error text is short and shown to people."""
+    raw = [_to_bytes(s) for s in secrets if s]
+    out = mask(text.encode("utf-8", "replace"), raw).decode("utf-8", "replace")
+    for value in sorted({r.decode("utf-8", "replace") for r in raw}, key=len, reverse=True):
+        out = out.replace(value, Masker.REPLACEMENT.decode())
+    return out
