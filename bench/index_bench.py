@@ -216,7 +216,7 @@ def main() -> None:
                   f"{b['noop_ms'] / a['noop_ms']:.2f}x, delete check "
                   f"{b['delete_check_ms'] / a['delete_check_ms']:.2f}x")
     finally:
-        vault.engine.dispose()
+        vault.close()
         if schema:
             with create_engine(args.database_url).begin() as conn:
                 conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))

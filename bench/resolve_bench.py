@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 PG_URL = os.environ.get("WORKBENCH_TEST_POSTGRES_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-WORKERS, THREADS = 2, 4  # the defaults of `workbench serve`
+WORKERS, THREADS = 2, 4
 N_CREDS = 100
 LUA = """
 wrk.method = "POST"
@@ -92,7 +92,7 @@ def seed(env: dict[str, str]) -> str:
                 values={"username": f"user{i}", "password": uuid.uuid4().hex})
         token = accounts.create_token(s, SYSTEM, "bench", kind="runner",
                                       workspace="default").secret
-    v.engine.dispose()
+    v.close()
     return token
 
 
@@ -231,7 +231,7 @@ def count_resolve_audit(env: dict[str, str]) -> int:
     with v.factory() as s:
         n = s.scalar(select(func.count()).select_from(AuditEvent)
                      .where(AuditEvent.action == "credential.resolve"))
-    v.engine.dispose()
+    v.close()
     return n
 
 

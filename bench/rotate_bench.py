@@ -67,7 +67,7 @@ def fill(env: dict[str, str], rows: int, sample: int = 500) -> tuple[bytes, dict
         conn.execute(insert(Credential.__table__), creds)
         conn.execute(insert(CredentialVersion.__table__), versions)
     key = crypto.decode_key(v.settings.key_path.read_text())
-    v.engine.dispose()
+    v.close()
     return key, expected
 
 
@@ -97,7 +97,7 @@ def terms(env: dict[str, str]) -> dict[int, int]:
     with v.factory() as s:
         got = dict(s.execute(select(CredentialVersion.key_term, func.count())
                              .group_by(CredentialVersion.key_term)).all())
-    v.engine.dispose()
+    v.close()
     return got
 
 
@@ -125,7 +125,7 @@ def verify(env: dict[str, str], old_key: bytes, expected: dict[str, dict]) -> di
                 old_opens += 1
             except CryptoError:
                 pass
-    v.engine.dispose()
+    v.close()
     assert len(rows) == len(expected) and old_opens == 0
     return {"doctor": out.strip(), "doctor_s": doctor_s, "sample": len(rows), "term": term}
 

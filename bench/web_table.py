@@ -116,8 +116,8 @@ def main() -> None:
             mb, ms = statistics.median(tb) * 1000, statistics.median(ts) * 1000
             print(f"{label:34} {ms:9.1f} {mb:9.1f} {mb / ms:6.2f}")
     finally:
-        big_vault.engine.dispose()
-        small_vault.engine.dispose()
+        big_vault.close()
+        small_vault.close()
         if schemas:
             with create_engine(a.database_url).begin() as c:
                 for schema in schemas:

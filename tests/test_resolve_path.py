@@ -1,10 +1,14 @@
 """The resolve hot path: audit per credential, throttled "last used" times, token checks."""
 from datetime import timedelta
 
-from sqlalchemy import update
+import pytest
+
+from sqlalchemy import text, update
 
 from workbench.db import utcnow
 from workbench.models import ApiToken, Credential, User
+
+from .test_web import login
 
 
 def _store(api, cid, password="pw-canary-9191"):
@@ -86,3 +90,61 @@ def test_runner_token_of_another_workspace_cannot_resolve(api_as):
     r = other.post("/resolve", {"refs": ["scoped"]})
     assert r.status_code == 403
     assert "pw-canary" not in r.get_data(as_text=True)
+
+
+def test_the_token_is_checked_before_the_body(api_as, client):
+    """The first reference is read together with the token, but a bad token still gets 401
+    (audited) whatever the body holds, and nothing is resolved."""
+    editor, admin = api_as("editor"), api_as("admin")
+    _store(editor, "first")
+    for headers in ({}, {"Authorization": "Bearer wbr_not-a-token"}):
+        for body in ({"refs": ["first"]}, {"refs": "first"}, ["first"]):
+            r = client.post("/api/v1/resolve", json=body, headers=headers)
+            assert r.status_code == 401, (headers, body)
+            assert "pw-canary" not in r.get_data(as_text=True)
+    assert len(admin.get("/audit?action=auth.token").get_json()["items"]) == 3
+    assert admin.get("/audit?action=credential.resolve").get_json()["items"] == []
+    runner = api_as("runner")
+    assert runner.post("/resolve", ["first"]).status_code == 400
+    assert runner.post("/resolve", {"refs": "first"}).status_code == 422
+
+
+def test_first_reference_read_with_the_token_follows_the_same_rules(api_as):
+    editor, runner = api_as("editor"), api_as("runner")
+    _store(editor, "db", password="pw-canary-1")
+    editor.post("/credentials/db/versions", {"values": {"password": "pw-canary-2"}})
+    got = {c["ref"]: c for c in runner.post("/resolve", {"refs": ["db@1", "db"]})
+           .get_json()["credentials"]}
+    assert got["db@1"]["values"]["password"] == "pw-canary-1"
+    assert got["db"]["values"]["password"] == "pw-canary-2" and got["db"]["version"] == 2
+    r = runner.post("/resolve", {"refs": ["absent", "db"]})
+    assert r.status_code == 404 and r.get_json()["error"]["details"]["missing"] == ["absent"]
+    r = runner.post("/resolve?workspace=other", {"refs": ["db"]})
+    assert r.status_code == 403 and "pw-canary" not in r.get_data(as_text=True)
+
+
+def test_api_answers_never_carry_or_accept_a_session_cookie(api_as, client, users):
+    """The API takes bearer tokens only: a signed-in browser's cookie does not authenticate
+    it, and no API answer sets a cookie."""
+    assert login(client, *users["editor"]).status_code == 302
+    assert client.get("/").status_code == 200  # signed in
+    assert client.get("/api/v1/credentials").status_code == 401
+    r = api_as("editor").get("/credentials")
+    assert r.status_code == 200 and "Set-Cookie" not in r.headers
+
+
+def test_a_dead_pooled_connection_is_replaced_without_failing_a_resolve(api_as, vault):
+    """PostgreSQL restarted or dropped the connection while it sat in the pool: the hot path
+    does not ping before each use, so its first statement must recover."""
+    if vault.engine.dialect.name != "postgresql":
+        pytest.skip("only a server database drops connections")
+    editor, runner = api_as("editor"), api_as("runner")
+    _store(editor, "db")
+    assert runner.post("/resolve", {"refs": ["db"]}).status_code == 200
+    pooled = vault.autocommit_engine.raw_connection()
+    pid = pooled.dbapi_connection.info.backend_pid
+    pooled.close()  # back to the pool, where it will die
+    with vault.engine.begin() as conn:
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+    r = runner.post("/resolve", {"refs": ["db"]})
+    assert r.status_code == 200 and r.get_json()["credentials"][0]["id"] == "db"

@@ -57,7 +57,7 @@ def keyed_vault(db_url, tmp_path):
                          "key_term": sealed.term, "wrapped_key": sealed.wrapped_key,
                          "ciphertext": sealed.ciphertext, "public": {}, "created_at": now})
         conn.execute(insert(CredentialVersion.__table__), rows)
-    v.engine.dispose()
+    v.close()
     yield settings, crypto.decode_key(settings.key_path.read_text()), values
 
 
@@ -95,7 +95,7 @@ def _kill_mid_rotation(settings: Settings) -> int:
     finally:
         if proc.poll() is None:
             proc.kill()
-        watch.engine.dispose()
+        watch.close()
 
 
 def test_rotation_killed_mid_way_and_rerun_loses_nothing(keyed_vault):
@@ -132,7 +132,7 @@ def test_rotation_killed_mid_way_and_rerun_loses_nothing(keyed_vault):
                 old_only.open(wrapped, ciphertext,
                               crypto.binding("default", cid, 1, "username_password"))
         refs = [Ref(cid) for cid in list(values)[::97]]
-        got = VaultResolver(v.factory, v.barrier, "default", SYSTEM).resolve(refs)
+        got = VaultResolver(v, "default", SYSTEM).resolve(refs)
         assert {r.id: got[r].values for r in refs} == {r.id: values[r.id] for r in refs}
     finally:
-        v.engine.dispose()
+        v.close()

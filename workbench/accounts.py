@@ -8,18 +8,20 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Callable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, case, false, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from . import audit
 from .audit import Actor
-from .db import aware, iso, utcnow
+from .db import iso, utcnow
 from .errors import AuthenticationRequired, Conflict, NotFound, PermissionDenied, ValidationError
 from .models import ApiToken, User, Workspace
 from .pipeline.names import CRED_ID
+from .statements import Prepared, Raw
 
 ROLES = ("admin", "editor", "viewer")
 RANK = {"viewer": 0, "editor": 1, "admin": 2}
@@ -145,41 +147,47 @@ def create_token(s: Session, actor: Actor, name: str, *, kind: str = "personal",
     return IssuedToken(tok, secret)
 
 
-# Prepared once (statement building costs more than running it): the token lookup of every API
-# request, as plain columns, and the throttled "last used" write.
+def stale(column):
+    """SQL (binds ``cutoff``): whether a ``last_used_at`` is worth rewriting.  At most once per
+    TOUCH_EVERY, so a busy token or credential does not turn every read into a write."""
+    return case((or_(column.is_(None), column <= bindparam("cutoff", type_=column.type)), true()),
+                else_=false())
+
+
+# The token check of every API request, as plain columns, and its throttled "last used" write.
 _tok, _usr, _wsp = ApiToken.__table__, User.__table__, Workspace.__table__
-_TOKEN_ROW = (select(_tok.c.id, _tok.c.kind, _tok.c.name, _tok.c.token_hash, _tok.c.revoked_at,
-                     _tok.c.last_used_at, _wsp.c.name.label("workspace"), _usr.c.username,
-                     _usr.c.role, _usr.c.disabled)
-              .select_from(_tok.outerjoin(_wsp, _wsp.c.id == _tok.c.workspace_id)
-                           .outerjoin(_usr, _usr.c.id == _tok.c.user_id))
-              .where(_tok.c.token_hash == bindparam("digest")))
-_TOUCH_TOKEN = update(_tok).where(_tok.c.id == bindparam("tid")).values(
-    last_used_at=bindparam("now"))
+TOKEN_QUERY = (
+    select(_tok.c.id, _tok.c.kind, _tok.c.name, _tok.c.token_hash,
+           _tok.c.revoked_at.is_not(None).label("revoked"),
+           stale(_tok.c.last_used_at).label("stale"), _wsp.c.name.label("workspace"),
+           _usr.c.username, _usr.c.role, _usr.c.disabled)
+    .select_from(_tok.outerjoin(_wsp, _wsp.c.id == _tok.c.workspace_id)
+                 .outerjoin(_usr, _usr.c.id == _tok.c.user_id))
+    .where(_tok.c.token_hash == bindparam("digest")))
+_TOKEN_ROW = Prepared(TOKEN_QUERY)
+_TOUCH_TOKEN = Prepared(update(_tok).where(_tok.c.id == bindparam("tid"))
+                        .values(last_used_at=bindparam("now")))
 
 
-def token_actor(s: Session, secret: str, source: str = "") -> Actor:
-    """The actor behind a bearer token, or AuthenticationRequired."""
+def token_actor(raw: Raw, secret: str, source: str = "", *,
+                lookup: Callable[[Raw, str, datetime], Any] | None = None) -> Actor:
+    """The actor behind a bearer token, or AuthenticationRequired.  ``lookup(raw, digest,
+    cutoff)`` may stand in for TOKEN_QUERY with a query that fetches more in the same trip."""
     digest = _hash_token(secret)
-    row = s.connection().execute(_TOKEN_ROW, {"digest": digest}).first()
-    if row is None or row.revoked_at is not None or not hmac.compare_digest(
-            row.token_hash, digest):
+    now = utcnow()
+    cutoff = now - TOUCH_EVERY
+    row = lookup(raw, digest, cutoff) if lookup else raw.one(_TOKEN_ROW, digest=digest,
+                                                             cutoff=cutoff)
+    if row is None or row.revoked or not hmac.compare_digest(row.token_hash, digest):
         raise AuthenticationRequired("invalid or revoked token")
     if row.kind != "runner" and (row.username is None or row.disabled):
         raise AuthenticationRequired("invalid or revoked token")
-    now = utcnow()
-    if is_stale(row.last_used_at, now):
-        s.connection().execute(_TOUCH_TOKEN, {"tid": row.id, "now": now})
+    if row.stale:
+        raw.run(_TOUCH_TOKEN, tid=row.id, now=now)
     if row.kind == "runner":
         return Actor(row.name, role="runner", source=source, workspace=row.workspace,
                      kind="runner")
     return Actor(row.username, role=row.role, source=source, kind="user")
-
-
-def is_stale(last_used: datetime | None, now: datetime) -> bool:
-    """Whether a ``last_used_at`` is worth rewriting: at most once per TOUCH_EVERY, so a busy
-    token or credential does not turn every read into a database write."""
-    return last_used is None or now - aware(last_used) >= TOUCH_EVERY
 
 
 def list_tokens(s: Session) -> list[ApiToken]:

@@ -30,10 +30,14 @@ def iso(dt: datetime | None) -> str | None:
     return aware(dt).isoformat() if dt is not None else None
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout."""
+def make_engine(url: str, *, autocommit: bool = False) -> Engine:
+    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout.  An ``autocommit``
+    engine is for ``statements`` only: each statement there is its own transaction."""
+    # autocommit connections never hold a transaction: nothing to roll back when pooled
+    opts = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None} if autocommit else {}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               **opts)
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn, _record):  # pragma: no cover - trivial
@@ -43,7 +47,8 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # statements.Raw replaces a dead connection itself, without a ping before every use
+    return create_engine(url, pool_pre_ping=not autocommit, **opts)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -6,6 +6,7 @@ import secrets
 from pathlib import Path
 
 from flask import Flask, jsonify, request
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .config import Settings
@@ -26,6 +27,16 @@ def _secret_key(settings: Settings) -> str:
     return path.read_text().strip()
 
 
+class SessionInterface(SecureCookieSessionInterface):
+    """The UI's signed-cookie session; none for the API, which takes bearer tokens only (so a
+    browser's cookie can never authenticate an API call, and no API response sets one)."""
+
+    def open_session(self, app, request):
+        if request.path.startswith("/api/"):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
+
 def create_app(settings: Settings | None = None, *, vault: Vault | None = None,
                **overrides) -> Flask:
     """Build the app; stops with ConfigError if the database or master key is not usable."""
@@ -39,6 +50,7 @@ def create_app(settings: Settings | None = None, *, vault: Vault | None = None,
                       SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_SECURE=not settings.testing and not settings.insecure_cookies)
     app.extensions["workbench"] = vault
+    app.session_interface = SessionInterface()
 
     from . import api, model_modules
     model_modules.import_all()  # models register their hooks (e.g. the reference index's guard)

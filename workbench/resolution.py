@@ -1,21 +1,24 @@
 """Resolving references to values: the one read path that decrypts, for runners only."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections import namedtuple
+from datetime import datetime
+from typing import Sequence
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import bindparam, select, true, update
 
 from . import audit, crypto
-from .accounts import is_stale
+from .accounts import TOKEN_QUERY, TOUCH_EVERY, stale
 from .audit import Actor
 from .credentials import decode_values
 from .crypto import Barrier
 from .db import utcnow
 from .errors import NotFound, PermissionDenied, ValidationError
-from .models import AuditEvent, Credential, CredentialVersion, Workspace
+from .models import Credential, CredentialVersion, Workspace
 from .pipeline import names
 from .pipeline.resolve import Ref, ResolvedCredential, Resolver
+from .statements import Prepared, Raw
+from .vault import Vault
 
 def parse_ref(text: str) -> Ref:
     """``id`` or ``id@N`` by the pipelines' own rules; a clear 422 when malformed."""
@@ -26,8 +29,9 @@ def parse_ref(text: str) -> Ref:
     return ref
 
 
-def resolve(s: Session, barrier: Barrier, actor: Actor, *, workspace: str,
-            refs: Sequence[Ref], context: dict | None = None) -> dict[Ref, ResolvedCredential]:
+def resolve(raw: Raw, barrier: Barrier, actor: Actor, *, workspace: str, refs: Sequence[Ref],
+            context: dict | None = None,
+            prefetch: Prefetch | None = None) -> dict[Ref, ResolvedCredential]:
     """Decrypt the referenced versions: only runner tokens (of this workspace) and the embedded
     runner may do this.  Every resolve, and every refusal, is audited."""
     ctx = {k: str(v)[:200] for k, v in (context or {}).items() if k in ("pipeline", "step", "run")}
@@ -42,34 +46,33 @@ def resolve(s: Session, barrier: Barrier, actor: Actor, *, workspace: str,
             actor, "credential.resolve", workspace=workspace, target=target, details=ctx)
     out: dict[Ref, ResolvedCredential] = {}
     missing: list[str] = []
-    used: dict[int, Any] = {}  # credential pk -> its last_used_at
-    conn = s.connection()
+    stale: list[int] = []  # credential pks whose "last used" is worth rewriting
+    now = utcnow()
+    cutoff = now - TOUCH_EVERY
     for ref in refs:
-        row = conn.execute(_VERSION_ROW[bool(ref.version)],
-                           {"workspace": workspace, "cred_id": ref.id,
-                            "version": ref.version}).first()
+        if prefetch is not None and prefetch.done and (workspace, ref) == prefetch.key:
+            row = prefetch.row
+        else:
+            row = raw.one(_VERSION_ROW[bool(ref.version)], workspace=workspace, cred_id=ref.id,
+                          version=ref.version, cutoff=cutoff)
         if row is None:
             missing.append(str(ref))
             continue
         aad = crypto.binding(workspace, row.cred_id, row.version, row.type)
         values = decode_values(barrier.open(row.wrapped_key, row.ciphertext, aad))
         out[ref] = ResolvedCredential(row.cred_id, row.version, row.type, values)
-        used[row.pk] = row.last_used_at
+        if row.stale:
+            stale.append(row.pk)
     if missing:
         raise audit.refused(
             NotFound(f"unknown credential reference(s): {', '.join(missing)}", missing=missing),
             actor, "credential.resolve", workspace=workspace, target=",".join(missing),
             details={**ctx, "missing": missing}, outcome="failed")
-    now = utcnow()
-    stale = [pk for pk, last in used.items() if is_stale(last, now)]
     if stale:
-        conn.execute(_TOUCH, {"pks": stale, "now": now})
-    # One audit row per resolved credential, inserted in one statement (no ORM unit of work:
-    # this is the hot path of every pipeline step).
-    conn.execute(_AUDIT, [
-        {"at": now, "actor": actor.label, "action": "credential.resolve", "outcome": "ok",
-         "workspace": workspace, "target": rc.id, "source": actor.source,
-         "details": {**ctx, "version": rc.version}} for rc in out.values()])
+        raw.many(_TOUCH, [{"pk": pk, "now": now} for pk in stale])
+    audit.append(raw, actor, "credential.resolve",
+                 [(rc.id, {**ctx, "version": rc.version}) for rc in out.values()],
+                 workspace=workspace)
     return out
 
 
@@ -77,8 +80,8 @@ def _version_query(pinned: bool):
     """The pinned (or current) version of one credential, with what resolve needs of it."""
     c, v, w = Credential.__table__.c, CredentialVersion.__table__.c, Workspace.__table__.c
     want = bindparam("version") if pinned else c.current_version
-    return (select(c.pk, c.cred_id, c.last_used_at, v.version, v.type, v.wrapped_key,
-                   v.ciphertext)
+    return (select(c.pk, c.cred_id, stale(c.last_used_at).label("stale"), v.version, v.type,
+                   v.wrapped_key, v.ciphertext)
             .select_from(Credential.__table__
                          .join(Workspace.__table__, w.id == c.workspace_id)
                          .join(CredentialVersion.__table__,
@@ -86,23 +89,49 @@ def _version_query(pinned: bool):
             .where(w.name == bindparam("workspace"), c.cred_id == bindparam("cred_id")))
 
 
-# Built once: resolve runs for every pipeline step, and building a statement costs more than
-# running it.  Keyed by "is the version pinned".
-_VERSION_ROW = {False: _version_query(False), True: _version_query(True)}
-_TOUCH = (update(Credential.__table__).where(Credential.__table__.c.pk.in_(bindparam("pks",
-                                                                                   expanding=True)))
-          .values(last_used_at=bindparam("now")))
-_AUDIT = insert(AuditEvent.__table__)
+def _with_token(pinned: bool) -> Prepared:
+    """The token check's row, and the version's columns (``v_…``, NULL when there is none)."""
+    version = _version_query(pinned).subquery("v")
+    return Prepared(TOKEN_QUERY.add_columns(*(col.label(f"v_{col.name}") for col in version.c))
+                    .outerjoin(version, true()))
+
+
+# Keyed by "is the version pinned".
+_VERSION_ROW = {pinned: Prepared(_version_query(pinned)) for pinned in (False, True)}
+_WITH_TOKEN = {pinned: _with_token(pinned) for pinned in (False, True)}
+_TOUCH = Prepared(update(Credential.__table__).where(Credential.__table__.c.pk == bindparam("pk"))
+                  .values(last_used_at=bindparam("now")))
+_VersionRow = namedtuple("_VersionRow", _version_query(False).selected_columns.keys())
+
+
+class Prefetch:
+    """A token lookup (``accounts.token_actor(lookup=…)``) that reads one reference in the same
+    statement: a step usually asks for one credential, so this saves a round trip to
+    PostgreSQL, or a read on SQLite, on every resolve.  Nothing is decrypted or returned
+    before the token and its scope are checked."""
+
+    def __init__(self, workspace: str, ref: Ref):
+        self.key = (workspace, ref)
+        self.done, self.row = False, None
+
+    def __call__(self, raw: Raw, digest: str, cutoff: datetime):
+        workspace, ref = self.key
+        row = raw.one(_WITH_TOKEN[bool(ref.version)], digest=digest, cutoff=cutoff,
+                      workspace=workspace, cred_id=ref.id, version=ref.version)
+        if row is not None:
+            self.done = True
+            n = len(_VersionRow._fields)
+            self.row = None if row.v_pk is None else _VersionRow._make(row[-n:])
+        return row
 
 
 class VaultResolver(Resolver):
     """The embedded runner's resolver: reads the local vault directly."""
 
-    def __init__(self, factory: sessionmaker[Session], barrier: Barrier, workspace: str,
-                 actor: Actor = audit.SYSTEM):
-        self.factory, self.barrier, self.workspace, self.actor = factory, barrier, workspace, actor
+    def __init__(self, vault: Vault, workspace: str, actor: Actor = audit.SYSTEM):
+        self.vault, self.workspace, self.actor = vault, workspace, actor
 
     def resolve(self, refs, *, context=None):
-        with audit.unit(self.factory) as s:
-            return resolve(s, self.barrier, self.actor, workspace=self.workspace, refs=refs,
+        with audit.hot_unit(self.vault) as raw:
+            return resolve(raw, self.vault.barrier, self.actor, workspace=self.workspace, refs=refs,
                            context=context)

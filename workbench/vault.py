@@ -30,6 +30,8 @@ class Vault:
         settings.instance.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             self.engine = make_engine(settings.database_url)
+            # the hot path's own pool (token checks, resolve): see workbench.statements
+            self.autocommit_engine = make_engine(settings.database_url, autocommit=True)
         except Exception as e:  # bad URL or missing driver: say which setting
             raise ConfigError(f"WORKBENCH_DATABASE_URL is not usable: {type(e).__name__}") from None
         self.factory: sessionmaker[Session] = make_sessionmaker(self.engine)
@@ -53,6 +55,11 @@ class Vault:
         if self._barrier is None:
             raise ConfigError("the vault is not open")
         return self._barrier
+
+    def close(self) -> None:
+        """Close every pooled connection (both engines)."""
+        self.engine.dispose()
+        self.autocommit_engine.dispose()
 
     def reload_keys(self) -> None:
         self._barrier = keyring.load_barrier(self.settings, self.factory, create=False)

@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 from .. import accounts, audit
 from ..audit import Actor
 from ..errors import AuthenticationRequired, BadRequest, PermissionDenied, WorkbenchError
+from ..statements import Raw
 from ..vault import Vault
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -18,6 +19,8 @@ ROUTE_MODULES = ["credentials", "admin", "runs", "sources", "openapi"]
 PUBLIC_ENDPOINTS = {"api.openapi"}
 # Runner tokens exist to resolve values and report runs; nothing else.
 RUNNER_ENDPOINTS = {"api.resolve", "api.store_run"}
+# Check the token themselves, in the transaction of their own work (the hot path).
+SELF_AUTHENTICATING = {"api.resolve"}
 
 
 def vault() -> Vault:
@@ -45,24 +48,32 @@ def error_response(err: WorkbenchError):
 
 @api.before_request
 def _authenticate():
-    if request.endpoint in PUBLIC_ENDPOINTS:
+    if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint in SELF_AUTHENTICATING:
         return None
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return error_response(AuthenticationRequired(
-            "send a personal or runner token as 'Authorization: Bearer …'"))
     try:
-        with vault().factory.begin() as s:
-            g.actor = accounts.token_actor(s, token.strip(), source=request.remote_addr or "")
+        with audit.hot_unit(vault()) as raw:
+            authenticate(raw)
     except WorkbenchError as e:
-        with vault().factory.begin() as s:
-            audit.record(s, Actor("anonymous", source=request.remote_addr or "", kind="token"),
-                         "auth.token", outcome="denied", target=request.path[:200])
         return error_response(e)
     if g.actor.role == "runner" and request.endpoint not in RUNNER_ENDPOINTS:
         return error_response(PermissionDenied("runner tokens may only resolve and record runs"))
     return None
+
+
+def authenticate(raw: Raw, lookup=None) -> Actor:
+    """Check the bearer token (on the caller's connection; ``lookup`` as in
+    ``accounts.token_actor``) and set ``g.actor``.  A bad token is refused with 401 and
+    audited, a missing one with 401."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationRequired("send a personal or runner token as 'Authorization: Bearer …'")
+    source = request.remote_addr or ""
+    try:
+        g.actor = accounts.token_actor(raw, token.strip(), source=source, lookup=lookup)
+    except WorkbenchError as e:
+        raise audit.refused(e, Actor("anonymous", source=source, kind="token"), "auth.token",
+                            target=request.path[:200])
+    return g.actor
 
 
 @api.errorhandler(WorkbenchError)

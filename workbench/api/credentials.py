@@ -4,9 +4,10 @@ from __future__ import annotations
 from flask import jsonify, request
 
 from .. import credentials as svc, credtypes, resolution
-from ..audit import unit
+from ..audit import hot_unit, unit
 from ..errors import BadRequest, ValidationError
-from . import actor, api, body, vault, workspace
+from ..pipeline import names
+from . import actor, api, authenticate, body, vault, workspace
 
 
 def flag(name: str) -> bool:
@@ -119,19 +120,26 @@ def credential_references(cred_id: str):
 @api.post("/resolve")
 def resolve():
     """Runner tokens only: return the values of the listed references (``id`` or ``id@N``)."""
-    data = body()
-    refs = data.get("refs")
-    if not isinstance(refs, list) or not refs or len(refs) > 100:
-        raise ValidationError("refs must be a list of 1–100 references", field="refs")
-    parsed = [resolution.parse_ref(r if isinstance(r, str) else "") for r in refs]
-    context = data.get("context") if isinstance(data.get("context"), dict) else {}
-    with unit(vault().factory) as s:
-        out = resolution.resolve(s, vault().barrier, actor(), workspace=workspace(), refs=parsed,
-                          context=context)
-    items = []
-    for ref, rc in out.items():
-        items.append({"ref": str(ref), "id": rc.id, "version": rc.version, "type": rc.type,
-                      "values": credtypes.to_json(rc.values)})
+    # One connection for the token check, the reads and the audit rows; the first reference is
+    # read with the token (resolution.Prefetch).  The body is checked after the token.
+    data = request.get_json(silent=True)
+    refs = data.get("refs") if isinstance(data, dict) else None
+    first = names.parse_ref(refs[0]) if isinstance(refs, list) and refs and \
+        isinstance(refs[0], str) else None
+    ws = workspace()
+    with hot_unit(vault()) as raw:
+        prefetch = resolution.Prefetch(ws, first) if first else None
+        who = authenticate(raw, lookup=prefetch)
+        data = body()
+        refs = data.get("refs")
+        if not isinstance(refs, list) or not refs or len(refs) > 100:
+            raise ValidationError("refs must be a list of 1–100 references", field="refs")
+        parsed = [resolution.parse_ref(r if isinstance(r, str) else "") for r in refs]
+        context = data.get("context") if isinstance(data.get("context"), dict) else {}
+        out = resolution.resolve(raw, vault().barrier, who, workspace=ws, refs=parsed,
+                                 context=context, prefetch=prefetch)
+    items = [{"ref": str(ref), "id": rc.id, "version": rc.version, "type": rc.type,
+              "values": credtypes.to_json(rc.values)} for ref, rc in out.items()]
     resp = jsonify({"credentials": items})
     resp.headers["Cache-Control"] = "no-store"
     return resp

@@ -49,7 +49,7 @@ def serve(host: str, port: int, workers: int, threads: int):
     app = create_app(settings)  # fail here, before forking, on a bad key or database
     # The start-up checks left pooled connections behind; forked workers must not share them
     # (two processes on one PostgreSQL socket or SQLite handle answer 500s at random).
-    app.extensions["workbench"].engine.dispose()
+    app.extensions["workbench"].close()
 
     class _App(BaseApplication):
         def load_config(self):

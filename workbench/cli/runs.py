@@ -48,7 +48,7 @@ def _backend(workspace: str, server: str | None, token: str | None, ca_file: str
     from ..resolution import VaultResolver  # the vault core; imported only in embedded mode
     # the local operator acting as an embedded runner: resolves are audited under their name
     actor = Actor(getpass.getuser(), role="runner", source="cli", kind="cli")
-    return (VaultResolver(vault.factory, vault.barrier, workspace, actor),
+    return (VaultResolver(vault, workspace, actor),
             DbRecorder(vault.factory, workspace), str(vault.settings.instance),
             {"trigger_user": getpass.getuser()[:128]})
 
