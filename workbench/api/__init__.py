@@ -32,7 +32,8 @@ def actor() -> Actor:
 
 
 def workspace() -> str:
-    return request.args.get("workspace", "default")
+    args = request.args  # (``get`` of a missing key builds and drops an exception)
+    return args["workspace"] if "workspace" in args else "default"
 
 
 def body() -> dict[str, Any]:

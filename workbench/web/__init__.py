@@ -90,13 +90,15 @@ def _error_page(err: WorkbenchError):
                            message=err.message), err.status
 
 
+SECURITY_HEADERS = [("Content-Security-Policy", CSP), ("X-Frame-Options", "DENY"),
+                    ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin"),
+                    ("Cross-Origin-Opener-Policy", "same-origin")]
+
+
 def _security_headers(resp):
     h = resp.headers
-    h.setdefault("Content-Security-Policy", CSP)
-    h.setdefault("X-Frame-Options", "DENY")
-    h.setdefault("X-Content-Type-Options", "nosniff")
-    h.setdefault("Referrer-Policy", "same-origin")
-    h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    present = {k.lower() for k in h.keys()}
+    h.extend([(k, v) for k, v in SECURITY_HEADERS if k.lower() not in present])
     if request.is_secure:
         h.setdefault("Strict-Transport-Security", "max-age=31536000")
     if not request.path.startswith("/static/"):
