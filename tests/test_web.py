@@ -92,6 +92,19 @@ def test_sign_in_and_out(client, users):
     assert client.get("/").status_code == 302
 
 
+def test_signing_out_ends_a_copied_session_cookie(app, users):
+    """Sessions are signed cookies; signing out must still end a copy of one (stolen, or the
+    same account in another browser), and a new sign-in works."""
+    first, copy = app.test_client(), app.test_client()
+    assert login(first, *users["editor"]).status_code == 302
+    copy.set_cookie("session", first.get_cookie("session").value)
+    assert copy.get("/").status_code == 200
+    assert first.post("/logout", data={"csrf_token": csrf(first, "/")}).status_code == 302
+    assert copy.get("/").status_code == 302
+    assert login(copy, *users["editor"]).status_code == 302
+    assert copy.get("/").status_code == 200
+
+
 def test_same_message_for_unknown_user_and_wrong_password(client, users):
     unknown = login(client, "nobody-here", "whatever-123")
     wrong = login(client, users["admin"][0], "not-the-password")

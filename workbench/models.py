@@ -88,6 +88,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))  # admin | editor | viewer
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     disabled: Mapped[bool] = mapped_column(default=False)
+    # part of the session cookie's user ID; signing out bumps it, so a copied cookie dies too
+    session_epoch: Mapped[int] = mapped_column(default=0, server_default="0")
 
     # Flask-Login protocol, kept here so the web layer needs no wrapper class
     is_authenticated = True
@@ -98,7 +100,7 @@ class User(Base):
         return not self.disabled
 
     def get_id(self) -> str:
-        return str(self.id)
+        return f"{self.id}.{self.session_epoch}"
 
 
 class ApiToken(Base):

@@ -61,12 +61,16 @@ def when(dt: datetime | None) -> str:
     return aware(dt).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _load_user(user_id: str):
-    if not user_id.isdigit():
+def _load_user(session_id: str):
+    """The user of a session cookie: ``"<id>.<epoch>"``, valid until that user signs out."""
+    user_id, _, epoch = session_id.partition(".")
+    if not (user_id.isdigit() and epoch.isdigit()):
         return None
     with vault().factory() as s:
         user = s.get(User, int(user_id))
-        return user if user is not None and not user.disabled else None
+        if user is None or user.disabled or user.session_epoch != int(epoch):
+            return None
+        return user
 
 
 @web.before_request

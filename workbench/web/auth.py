@@ -6,13 +6,13 @@ from urllib.parse import urlsplit
 
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from .. import accounts, audit
 from ..audit import Actor
 from ..db import utcnow
 from ..errors import AuthenticationRequired
-from ..models import AuditEvent
+from ..models import AuditEvent, User
 from . import actor, vault, web
 
 MAX_FAILURES = 5  # per username and address
@@ -77,8 +77,11 @@ def login():
 
 @web.post("/logout")
 def logout():
-    """Sign out (a POST with a CSRF token, so other sites cannot sign you out)."""
+    """Sign out (a POST with a CSRF token, so other sites cannot sign you out).  This ends every
+    session of the user, including copies of the cookie (see ``User.session_epoch``)."""
     with vault().factory.begin() as s:
+        s.execute(update(User).where(User.id == current_user.id)
+                  .values(session_epoch=User.session_epoch + 1))
         audit.record(s, actor(), "auth.logout", target=current_user.username)
     logout_user()
     flash("You are signed out.", "info")
