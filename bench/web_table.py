@@ -3,7 +3,8 @@
     python bench/web_table.py [--big 100000] [--small 1000] [--repeat 7] [--database-url URL]
 
 Renders the home page through the Flask test client (signed in, real templates, real queries)
-for: page 1, a deep page, a search, a type filter and a sort by name.  Reports the median
+for: page 1, a deep page, a search, a type filter, a sort by name and a sort by "used by"
+(as many pipeline references as credentials).  Reports the median
 time per page over the repeats and the ratio big/small; both vaults are measured in the same
 run, interleaved, so machine noise hits both alike.  The default database is SQLite in a temp
 dir; pass a PostgreSQL URL to measure it there (a private schema is created and dropped).
@@ -23,12 +24,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from argon2 import PasswordHasher  # noqa: E402
-from sqlalchemy import create_engine, insert, text  # noqa: E402
+from sqlalchemy import create_engine, func, insert, select, text  # noqa: E402
 
 from workbench import create_app, credtypes, crypto  # noqa: E402
 from workbench.config import Settings  # noqa: E402
 from workbench.db import utcnow  # noqa: E402
 from workbench.models import Credential, User, Workspace  # noqa: E402
+from workbench.references import IndexedPipeline, PipelineReference, PipelineSource  # noqa: E402
 from workbench.vault import Vault  # noqa: E402
 
 TYPES = sorted(credtypes.TYPES)
@@ -38,7 +40,8 @@ def pages(n: int) -> dict[str, str]:
     deep = max(1, n // 50 - 1)
     return {"page 1": "/", f"page {deep} (offset {(deep - 1) * 50})": f"/?page={deep}",
             "search": "/?q=nightly-7", "filter type": "/?type=kubeconfig",
-            "sort by name": "/?sort=name", "sort by name, deep": f"/?sort=name&page={deep}"}
+            "sort by name": "/?sort=name", "sort by name, deep": f"/?sort=name&page={deep}",
+            "sort by used by": "/?sort=-used_by"}
 
 
 def build(n: int, url: str, inst: Path):
@@ -62,6 +65,20 @@ def build(n: int, url: str, inst: Path):
                 for i in range(n)]
         for start in range(0, n, 5000):
             s.execute(insert(Credential), rows[start:start + 5000])
+        # as many references as credentials, over n/10 pipelines: every third credential is
+        # used, some by several pipelines (what "sort by used by" has to count)
+        src = PipelineSource(workspace="default", name="bench", kind="local", url="/srv")
+        s.add(src)
+        s.flush()
+        s.execute(insert(IndexedPipeline), [
+            {"source_id": src.id, "workspace": "default", "path": f"p/{j}.yaml", "name": f"p{j}",
+             "blob": "0" * 40, "steps": "s"} for j in range(max(1, n // 10))])
+        first = s.scalar(select(func.min(IndexedPipeline.id)))
+        refs = [{"pipeline_id": first + i % max(1, n // 10), "workspace": "default", "step": "s",
+                 "credential_id": f"cred-{(i * 3) % n:06d}", "binding": "default"}
+                for i in range(n)]
+        for start in range(0, n, 5000):
+            s.execute(insert(PipelineReference), refs[start:start + 5000])
     app = create_app(settings, vault=vault)
     client = app.test_client()
     token = re.search(r'name="csrf_token" value="([^"]+)"',

@@ -177,3 +177,23 @@ def test_lint_checks_files_on_disk_against_the_vault(vault, tmp_path, wb_cli):
     assert "step t: absent: credential does not exist" in out
     assert f"{broken}: {broken}:" in out and "YAML syntax error" in out
     assert "good" not in out.replace(str(good), "")
+
+
+def test_the_credentials_table_sorts_by_used_by_within_each_workspace(vault, local_repo):
+    for cid in ("shared", "only-b", "unused"):
+        _cred(vault, cid)
+    for cid in ("shared", "lonely"):
+        _cred(vault, cid, workspace="other")
+    _index(vault, local_repo, {"pipelines/c.yaml": pipeline_yaml("c", {"one": ["lonely"]})},
+           workspace="other")
+    _index(vault, local_repo, {
+        "pipelines/a.yaml": pipeline_yaml("a", {"one": ["shared"], "two": ["shared"]}),
+        "pipelines/b.yaml": pipeline_yaml("b", {"one": ["shared", "only-b"]})})
+    with vault.factory() as s:
+        def order(sort, workspace="default"):
+            rows, _ = credentials.list_credentials(s, workspace=workspace, sort=sort)
+            return [c.cred_id for c in rows]
+        assert order("-used_by") == ["shared", "only-b", "unused"]
+        assert order("used_by") == ["unused", "only-b", "shared"]
+        # "shared" has two pipelines in default and none in other
+        assert order("-used_by", "other") == ["lonely", "shared"]

@@ -1,8 +1,6 @@
 """The resolve hot path: audit per credential, throttled "last used" times, token checks."""
 from datetime import timedelta
 
-import pytest
-
 from sqlalchemy import text, update
 
 from workbench.db import utcnow
@@ -134,17 +132,19 @@ def test_api_answers_never_carry_or_accept_a_session_cookie(api_as, client, user
 
 
 def test_a_dead_pooled_connection_is_replaced_without_failing_a_resolve(api_as, vault):
-    """PostgreSQL restarted or dropped the connection while it sat in the pool: the hot path
-    does not ping before each use, so its first statement must recover."""
-    if vault.engine.dialect.name != "postgresql":
-        pytest.skip("only a server database drops connections")
+    """The database dropped the connection while it sat in the pool (PostgreSQL restarted; on
+    SQLite, the connection was closed): the hot path does not ping before each use, so its
+    first statement must recover."""
     editor, runner = api_as("editor"), api_as("runner")
     _store(editor, "db")
     assert runner.post("/resolve", {"refs": ["db"]}).status_code == 200
     pooled = vault.autocommit_engine.raw_connection()
-    pid = pooled.dbapi_connection.info.backend_pid
-    pooled.close()  # back to the pool, where it will die
-    with vault.engine.begin() as conn:
-        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+    if vault.engine.dialect.name == "postgresql":
+        pid = pooled.dbapi_connection.info.backend_pid
+        with vault.engine.begin() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+    else:
+        pooled.dbapi_connection.close()
+    pooled.close()  # back to the pool, dead
     r = runner.post("/resolve", {"refs": ["db"]})
     assert r.status_code == 200 and r.get_json()["credentials"][0]["id"] == "db"

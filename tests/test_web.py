@@ -295,6 +295,18 @@ def test_filter_search_sort_columns_and_pages(as_role):
     assert 'data-col="type"' in head and 'data-col="name"' not in head
 
 
+def test_the_table_sorts_by_used_by(as_role, vault):
+    c = as_role("viewer")
+    editor = as_role("editor")
+    for cid in ("in-use", "idle"):
+        create(editor, "secret_text", cid)
+    add_reference(vault, "in-use")
+    down = c.get("/?sort=-used_by").get_data(as_text=True)
+    up = c.get("/?sort=used_by").get_data(as_text=True)
+    assert down.index("in-use") < down.index("idle") and up.index("idle") < up.index("in-use")
+    assert "Sort by Used by" in down.split("<tbody>")[0]
+
+
 def add_reference(vault, cred_id, pipeline="deploy", step="push", workspace="default"):
     """A pipeline of an indexed source whose step ``step`` references ``cred_id``."""
     from workbench.references import IndexedPipeline, PipelineReference, PipelineSource

@@ -295,6 +295,18 @@ def _finder(s: Session, workspace: str, cred_id: str) -> list[dict]:
     return find_references(s, workspace, cred_id)
 
 
-# Registered at import: the credential service guards deletes, type changes and prunes with it.
+def _used_by():
+    """SQL: the number of distinct pipelines referencing the credential of the outer row."""
+    return (select(func.count(PipelineReference.pipeline_id.distinct()))
+            .where(PipelineReference.credential_id == Credential.cred_id,
+                   PipelineReference.workspace == select(Workspace.name)
+                   .where(Workspace.id == Credential.workspace_id)
+                   .correlate(Credential).scalar_subquery())  # two levels down: explicit
+            .correlate(Credential).scalar_subquery())
+
+
+# Registered at import: the credential service guards deletes, type changes and prunes with
+# it, and the credentials table can sort by "used by".
 if _finder not in credentials.REFERENCE_FINDERS:
     credentials.REFERENCE_FINDERS.append(_finder)
+credentials.SORTABLE.setdefault("used_by", _used_by())

@@ -69,11 +69,13 @@ class Raw:
     def __init__(self, engine: Engine):
         self.engine, self.dialect = engine, engine.dialect
         self.conn = engine.raw_connection()
-        self.cursor = self.conn.cursor()
+        self.cursor = None  # made by the first statement, under its retry
         self.fresh = True
 
     def _execute(self, sql: str, params: Any) -> None:
         try:
+            if self.cursor is None:
+                self.cursor = self.conn.cursor()
             self.cursor.execute(sql, params)
         except self.dialect.loaded_dbapi.Error as e:
             if not (self.fresh and self.dialect.is_disconnect(e, self.conn.dbapi_connection,

@@ -28,7 +28,7 @@ class Column:
 COLUMNS = (Column("id", "ID", "id"), Column("name", "Name", "name"),
            Column("description", "Description", "description", default=False),
            Column("type", "Type", "type"), Column("status", "Status", "status"),
-           Column("used_by", "Used by", None), Column("created_by", "Created by", "created_by"),
+           Column("used_by", "Used by", "used_by"), Column("created_by", "Created by", "created_by"),
            Column("workspace", "Workspace", "workspace"),
            Column("created_at", "Created", "created_at"),
            Column("last_used", "Last used", "last_used_at"))
