@@ -66,7 +66,7 @@ def build(n: int, url: str, inst: Path):
         for start in range(0, n, 5000):
             s.execute(insert(Credential), rows[start:start + 5000])
         # as many references as credentials, over n/10 pipelines: every third credential is
-        # used, some by several pipelines (what "sort by used by" has to count)
+        # used, by 1 to 6 pipelines (what "sort by used by" has to count)
         src = PipelineSource(workspace="default", name="bench", kind="local", url="/srv")
         s.add(src)
         s.flush()
@@ -75,7 +75,8 @@ def build(n: int, url: str, inst: Path):
              "blob": "0" * 40, "steps": "s"} for j in range(max(1, n // 10))])
         first = s.scalar(select(func.min(IndexedPipeline.id)))
         refs = [{"pipeline_id": first + i % max(1, n // 10), "workspace": "default", "step": "s",
-                 "credential_id": f"cred-{(i * 3) % n:06d}", "binding": "default"}
+                 "credential_id": f"cred-{(i * i) % max(1, n // 3) * 3:06d}",
+                 "binding": "default"}
                 for i in range(n)]
         for start in range(0, n, 5000):
             s.execute(insert(PipelineReference), refs[start:start + 5000])

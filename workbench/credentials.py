@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Any, Callable
 
-from sqlalchemy import String, cast, delete, func, or_, select
+from sqlalchemy import Select, String, cast, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from . import audit, credtypes, crypto
@@ -25,6 +25,15 @@ SORTABLE = {"id": Credential.cred_id, "name": Credential.name, "type": Credentia
             "created_by": Credential.created_by, "last_used_at": Credential.last_used_at,
             "description": Credential.description, "updated_at": Credential.updated_at,
             "workspace": Workspace.name}
+
+# Sort keys that need a join, registered by other modules: key -> f(ids select) ->
+# (the select joined, the column to sort by).  The reference index adds "used_by".
+SORT_JOINS: dict[str, Callable[[Select], tuple[Select, Any]]] = {}
+
+
+def sortable(key: str) -> bool:
+    return key in SORTABLE or key in SORT_JOINS
+
 
 # Registry of functions (session, workspace, cred_id) -> list of reference dicts
 # ({"pipeline", "step", "version", "binding", ...}); the reference index registers itself here.
@@ -247,9 +256,9 @@ def list_credentials(s: Session, *, workspace: str | None = "default", q: str | 
     """One page of credentials and the total count.  Pages are found by primary key alone (a
     deferred join), so a deep page walks an index instead of whole rows."""
     key = sort.lstrip("-")
-    if key not in SORTABLE:
-        raise ValidationError(f"cannot sort by {key[:32]!r}; use one of {sorted(SORTABLE)}",
-                              field="sort")
+    if not sortable(key):
+        raise ValidationError(f"cannot sort by {key[:32]!r}; use one of "
+                              f"{sorted([*SORTABLE, *SORT_JOINS])}", field="sort")
     ids = select(Credential.pk)
     if workspace:
         ids = ids.where(Credential.workspace_id == select(Workspace.id)
@@ -264,9 +273,12 @@ def list_credentials(s: Session, *, workspace: str | None = "default", q: str | 
                             func.lower(Credential.name).like(like),
                             func.lower(cast(Credential.description, String)).like(like)))
     total = s.scalar(select(func.count()).select_from(ids.subquery())) or 0
-    if key == "workspace":
-        ids = ids.join(Workspace, Workspace.id == Credential.workspace_id)
-    col = SORTABLE[key]
+    if key in SORT_JOINS:
+        ids, col = SORT_JOINS[key](ids)
+    else:
+        if key == "workspace":
+            ids = ids.join(Workspace, Workspace.id == Credential.workspace_id)
+        col = SORTABLE[key]
     # the tie-breaker runs the same way as the sort, so one (column, pk) index serves both
     order = (col.desc(), Credential.pk.desc()) if sort.startswith("-") else \
         (col.asc(), Credential.pk.asc())

@@ -295,18 +295,22 @@ def _finder(s: Session, workspace: str, cred_id: str) -> list[dict]:
     return find_references(s, workspace, cred_id)
 
 
-def _used_by():
-    """SQL: the number of distinct pipelines referencing the credential of the outer row."""
-    return (select(func.count(PipelineReference.pipeline_id.distinct()))
-            .where(PipelineReference.credential_id == Credential.cred_id,
-                   PipelineReference.workspace == select(Workspace.name)
-                   .where(Workspace.id == Credential.workspace_id)
-                   .correlate(Credential).scalar_subquery())  # two levels down: explicit
-            .correlate(Credential).scalar_subquery())
+def _join_used_by(ids):
+    """Sort credentials by the number of distinct pipelines referencing them (in their
+    workspace): one aggregate over the references, joined, rather than a count per row."""
+    r = PipelineReference
+    counts = (select(r.workspace, r.credential_id,
+                     func.count(r.pipeline_id.distinct()).label("pipelines"))
+              .group_by(r.workspace, r.credential_id).subquery())
+    ws = aliased(Workspace)
+    ids = (ids.join(ws, ws.id == Credential.workspace_id)
+           .outerjoin(counts, and_(counts.c.workspace == ws.name,
+                                   counts.c.credential_id == Credential.cred_id)))
+    return ids, func.coalesce(counts.c.pipelines, 0)
 
 
 # Registered at import: the credential service guards deletes, type changes and prunes with
 # it, and the credentials table can sort by "used by".
 if _finder not in credentials.REFERENCE_FINDERS:
     credentials.REFERENCE_FINDERS.append(_finder)
-credentials.SORTABLE.setdefault("used_by", _used_by())
+credentials.SORT_JOINS.setdefault("used_by", _join_used_by)

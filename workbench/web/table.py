@@ -80,7 +80,7 @@ def credentials():
     q, type_, status = a.get("q", "").strip()[:200], a.get("type", ""), a.get("status", "")
     ws = a.get("workspace", "")
     sort = a.get("sort", "-created_at")
-    if sort.lstrip("-") not in svc.SORTABLE:
+    if not svc.sortable(sort.lstrip("-")):
         sort = "-created_at"
     per = _int("per", 50, 1, 100)
     per = per if per in PAGE_SIZES else 50
