@@ -46,7 +46,7 @@ def resolve(raw: Raw, barrier: Barrier, actor: Actor, *, workspace: str, refs: S
             actor, "credential.resolve", workspace=workspace, target=target, details=ctx)
     out: dict[Ref, ResolvedCredential] = {}
     missing: list[str] = []
-    stale: list[int] = []  # credential pks whose "last used" is worth rewriting
+    touch: list[int] = []  # credential pks whose "last used" is worth rewriting
     now = utcnow()
     cutoff = now - TOUCH_EVERY
     for ref in refs:
@@ -62,14 +62,14 @@ def resolve(raw: Raw, barrier: Barrier, actor: Actor, *, workspace: str, refs: S
         values = decode_values(barrier.open(row.wrapped_key, row.ciphertext, aad))
         out[ref] = ResolvedCredential(row.cred_id, row.version, row.type, values)
         if row.stale:
-            stale.append(row.pk)
+            touch.append(row.pk)
     if missing:
         raise audit.refused(
             NotFound(f"unknown credential reference(s): {', '.join(missing)}", missing=missing),
             actor, "credential.resolve", workspace=workspace, target=",".join(missing),
             details={**ctx, "missing": missing}, outcome="failed")
-    if stale:
-        raw.many(_TOUCH, [{"pk": pk, "now": now} for pk in stale])
+    if touch:
+        raw.many(_TOUCH, [{"pk": pk, "now": now} for pk in touch])
     audit.append(raw, actor, "credential.resolve",
                  [(rc.id, {**ctx, "version": rc.version}) for rc in out.values()],
                  workspace=workspace)
