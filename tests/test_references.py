@@ -197,3 +197,13 @@ def test_the_credentials_table_sorts_by_used_by_within_each_workspace(vault, loc
         assert order("used_by") == ["unused", "only-b", "shared"]
         # "shared" has two pipelines in default and none in other
         assert order("-used_by", "other") == ["lonely", "shared"]
+
+
+def test_all_workspaces_sort_by_workspace_name(vault):
+    _cred(vault, "in-zeta", workspace="zeta")
+    _cred(vault, "in-alpha", workspace="alpha")
+    with vault.factory() as s:
+        for sort, want in (("workspace", ["in-alpha", "in-zeta"]),
+                           ("-workspace", ["in-zeta", "in-alpha"])):
+            rows, total = credentials.list_credentials(s, workspace=None, sort=sort)
+            assert [c.cred_id for c in rows] == want and total == 2

@@ -23,12 +23,13 @@ from . import status as status_service
 SORTABLE = {"id": Credential.cred_id, "name": Credential.name, "type": Credential.type,
             "status": Credential.status, "created_at": Credential.created_at,
             "created_by": Credential.created_by, "last_used_at": Credential.last_used_at,
-            "description": Credential.description, "updated_at": Credential.updated_at,
-            "workspace": Workspace.name}
+            "description": Credential.description, "updated_at": Credential.updated_at}
 
-# Sort keys that need a join, registered by other modules: key -> f(ids select) ->
-# (the select joined, the column to sort by).  The reference index adds "used_by".
-SORT_JOINS: dict[str, Callable[[Select], tuple[Select, Any]]] = {}
+# Sort keys that need a join: key -> f(ids select) -> (the select joined, the column to sort
+# by).  Other modules may register more (the reference index adds "used_by").
+SORT_JOINS: dict[str, Callable[[Select], tuple[Select, Any]]] = {
+    "workspace": lambda ids: (ids.join(Workspace, Workspace.id == Credential.workspace_id),
+                              Workspace.name)}
 
 
 def sortable(key: str) -> bool:
@@ -276,8 +277,6 @@ def list_credentials(s: Session, *, workspace: str | None = "default", q: str | 
     if key in SORT_JOINS:
         ids, col = SORT_JOINS[key](ids)
     else:
-        if key == "workspace":
-            ids = ids.join(Workspace, Workspace.id == Credential.workspace_id)
         col = SORTABLE[key]
     # the tie-breaker runs the same way as the sort, so one (column, pk) index serves both
     order = (col.desc(), Credential.pk.desc()) if sort.startswith("-") else \
