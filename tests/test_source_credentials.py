@@ -2,7 +2,9 @@
 secret stays out of argv, files on disk, errors and audit records."""
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -143,3 +145,54 @@ def test_a_deleted_clone_credential_is_a_clear_sync_error(vault, local_repo):
     assert "clone credential 'gone-login' does not exist" in str(info.value)
     with vault.factory() as s:
         assert "gone-login" in sources.list_sources(s, "default")[0]["error"]
+
+
+def _git_processes_of(clone: Path) -> list[bytes]:
+    """Command lines of git processes still working in a source's clone."""
+    out = []
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.readlink(p / "cwd").startswith(str(clone)):
+                out.append((p / "cmdline").read_bytes())
+        except OSError:
+            pass
+    return out
+
+
+def test_a_remote_that_never_answers_fails_the_sync_after_the_timeout(vault, git_http_server):
+    server = git_http_server
+    url = server.create_repo(unique_name("hang"), {"pipelines/a.yaml": pipeline_yaml("a", {})})
+    make_credential(vault, "hang-login", username=server.username, password=server.password)
+    sid = add_source(vault, url=url, credential_id="hang-login", name="hang")
+    vault.settings.git_timeout = 2
+    server.release.clear()
+    server.hold.set()  # the server takes the authenticated request and never answers it
+    started = time.monotonic()
+    try:
+        with pytest.raises(WorkbenchError) as err:
+            sync(vault, sid)
+    finally:
+        took = time.monotonic() - started
+        server.hold.clear()
+        server.release.set()
+    assert took < 20  # the server would hold it for 30 s; without a timeout, forever
+    assert err.value.message == ("sync of source 'hang' failed: the fetch did not finish "
+                                 "within 2 s (WORKBENCH_GIT_TIMEOUT)")
+    clone = Path(vault.settings.instance) / "sources" / str(sid)
+    assert not _git_processes_of(clone)  # git and git-remote-http were both stopped
+    with vault.factory() as s:
+        assert sources.list_sources(s, "default")[0]["error"] == err.value.message
+        failed = audit.query(s, action="source.sync", outcome="failed")
+    assert failed and failed[0].details["error"] == err.value.message
+    server.release.clear()
+    assert sync(vault, sid)["added"] == 1  # the next sync, with the remote back, just works
+
+
+def test_a_bad_git_timeout_setting_stops_with_a_clear_message():
+    from workbench.config import Settings
+    from workbench.errors import ConfigError
+    for bad in ("soon", "0", "-5"):
+        with pytest.raises(ConfigError, match="WORKBENCH_GIT_TIMEOUT must be a number"):
+            Settings.from_env({"WORKBENCH_GIT_TIMEOUT": bad})
+    assert Settings.from_env({"WORKBENCH_GIT_TIMEOUT": "2.5"}).git_timeout == 2.5
+    assert Settings.from_env({}).git_timeout == 300

@@ -185,3 +185,16 @@ def test_concurrent_syncs_of_one_source_read_each_change_once(vault, local_repo)
         t.join(60)
     assert sorted(r["parsed"] for r in results) == [0, 2]
     assert refs_of(vault, "y") == [("a", "s", None), ("b", "s", None)]
+
+
+def test_a_sync_killed_midway_leaves_no_lock_that_stops_the_next_one(vault, local_repo):
+    local_repo.commit({"pipelines/a.yaml": pipeline_yaml("a", {"s": ["c-a"]})})
+    sid = add_source(vault, url=local_repo.url)
+    assert sync(vault, sid)["added"] == 1
+    # what a fetch killed by the timeout (or a kill -9 of the server) leaves behind
+    clone = vault.settings.instance / "sources" / str(sid)
+    (clone / "refs" / "remotes" / "origin" / "main.lock").write_text("")
+    (clone / "shallow.lock").write_text("")
+    local_repo.commit({"pipelines/b.yaml": pipeline_yaml("b", {"s": ["c-b"]})})
+    assert sync(vault, sid)["added"] == 1
+    assert refs_of(vault, "c-b") == [("b", "s", None)]

@@ -16,6 +16,7 @@ class Settings:
     max_body_bytes: int = 2 * 1024 * 1024
     testing: bool = False
     insecure_cookies: bool = False  # plain-HTTP local use (`workbench serve` on localhost)
+    git_timeout: float = 300.0  # seconds a pipeline-source fetch may take before it is stopped
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -25,6 +26,8 @@ class Settings:
         url = overrides.pop("database_url", None) or env.get("WORKBENCH_DATABASE_URL") \
             or f"sqlite:///{instance / 'workbench.db'}"
         key_file = overrides.pop("master_key_file", None) or env.get("WORKBENCH_MASTER_KEY_FILE")
+        if "git_timeout" not in overrides and env.get("WORKBENCH_GIT_TIMEOUT"):
+            overrides["git_timeout"] = _seconds("WORKBENCH_GIT_TIMEOUT", env["WORKBENCH_GIT_TIMEOUT"])
         s = cls(instance=instance, database_url=url,
                 master_key=overrides.pop("master_key", None) or env.get("WORKBENCH_MASTER_KEY"),
                 master_key_file=Path(key_file) if key_file else None,
@@ -36,3 +39,14 @@ class Settings:
     def key_path(self) -> Path:
         """Where the master key lives when it is kept in a file."""
         return self.master_key_file or (self.instance / "master.key")
+
+
+def _seconds(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 86400:
+        from .errors import ConfigError
+        raise ConfigError(f"{name} must be a number of seconds between 0 and 86400")
+    return value

@@ -206,9 +206,13 @@ def git_env(root: Path, ctype: str | None, values: dict) -> Iterator[dict[str, s
             shutil.rmtree(keydir, ignore_errors=True)
 
 
-def clean_error(src: PipelineSource, exc: git.GitCommandError, secrets: list[str]) -> str:
+def clean_error(src: PipelineSource, exc: git.GitCommandError, secrets: list[str],
+                timeout: float | None = None) -> str:
     """The useful line of git's stderr, with every secret and any userinfo scrubbed."""
     text = exc.stderr if isinstance(exc.stderr, str) else str(exc.stderr or "")
+    if timeout is not None and ("kill_after_timeout" in text or "did not complete in" in text):
+        return (f"sync of source {src.name!r} failed: the fetch did not finish within "
+                f"{timeout:g} s (WORKBENCH_GIT_TIMEOUT)")
     wrapped = re.match(r"\s*stderr: '(.*)'\s*\Z", text, re.S)  # GitPython's quoting
     lines = [ln.strip() for ln in (wrapped[1] if wrapped else text).splitlines()]
     useful = [ln for ln in lines if ln and not ln.startswith("Warning: Permanently added")] \
@@ -218,15 +222,27 @@ def clean_error(src: PipelineSource, exc: git.GitCommandError, secrets: list[str
     return f"sync of source {src.name!r} failed: {msg}"
 
 
-def fetch(path: Path, src: PipelineSource, env: dict[str, str]) -> tuple[git.Repo, str]:
-    """Clone once (a bare repository), then fetch the one branch."""
+def fetch(path: Path, src: PipelineSource, env: dict[str, str],
+          timeout: float = 300.0) -> tuple[git.Repo, str]:
+    """Clone once (a bare repository), then fetch the one branch; git and its helpers (ssh,
+    remote-https) are killed after ``timeout`` seconds, so a remote that hangs cannot hold a
+    request, a server thread and the source's lock (``sources._lock``, held by the caller)."""
     if (path / "HEAD").exists():
         repo = git.Repo(path)
+        _drop_stale_locks(path)
     else:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         repo = git.Repo.init(path, bare=True)
     if "origin" not in [r.name for r in repo.remotes]:  # also after an interrupted first sync
         repo.create_remote("origin", src.url)
     ref = f"refs/remotes/origin/{src.branch}"
-    repo.git.fetch("--no-tags", "--quiet", "origin", f"+refs/heads/{src.branch}:{ref}", env=env)
+    repo.git.fetch("--no-tags", "--quiet", "origin", f"+refs/heads/{src.branch}:{ref}", env=env,
+                   kill_after_timeout=timeout)
     return repo, repo.git.rev_parse(f"{ref}^{{commit}}")
+
+
+def _drop_stale_locks(path: Path) -> None:
+    """A fetch killed (timeout, kill -9 of the server) can leave git's ``*.lock`` files behind,
+    and every later fetch would fail on them.  Under the source's lock no git runs here."""
+    for lock in [*path.glob("*.lock"), *(path / "refs").rglob("*.lock")]:
+        lock.unlink(missing_ok=True)

@@ -232,12 +232,13 @@ def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: 
                 raise _fail(factory, actor, src, f"sync of source {src.name!r} failed: its "
                             f"clone credential {src.credential_id!r} does not exist") from None
             secrets = [str(v) for k, v in values.items() if k != "username" and v]
+            timeout = vault.settings.git_timeout
             try:
                 with gitsource.git_env(root, ctype, values) as env:
-                    repo, head = gitsource.fetch(root / str(src.id), src, env)
+                    repo, head = gitsource.fetch(root / str(src.id), src, env, timeout)
             except git.GitCommandError as e:
                 raise _fail(factory, actor, src,
-                            gitsource.clean_error(src, e, secrets)) from None
+                            gitsource.clean_error(src, e, secrets, timeout)) from None
             finally:
                 values.clear()
             with repo:
