@@ -5,7 +5,7 @@ on) on 127.0.0.1; `wrk` loads each for a fixed duration, alternating, and the me
 ratio are printed as a markdown table.  Needs `wrk` (Debian package) on PATH.
 
 Usage: python bench/resolve_bench.py [--duration 10] [--rounds 3] [--backend sqlite,postgresql]
-                                    [--compare DIR]  (another checkout, e.g. before a change)
+                                    [--compare DIR]...  (other checkouts, e.g. before a change)
 """
 from __future__ import annotations
 
@@ -138,12 +138,18 @@ def cpu_seconds(proc: subprocess.Popen) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def millis(text: str) -> float:
+    """wrk's latency figure ("812.00us", "1.25ms", "2.01s") in milliseconds."""
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
 def load(port: int, script: Path, duration: int, connections: int,
-         proc: subprocess.Popen | None = None) -> tuple[float, int, float]:
-    """(requests/s, requests, server CPU µs per request) of one wrk run; any non-2xx answer or
-    socket error stops."""
+         proc: subprocess.Popen | None = None) -> tuple[float, int, float, float, float]:
+    """(requests/s, requests, server CPU µs per request, p50 ms, p99 ms) of one wrk run; any
+    non-2xx answer or socket error stops."""
     cpu = cpu_seconds(proc) if proc else 0.0
-    run = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "-s", str(script),
+    run = subprocess.run(["wrk", "--latency", "-t2", f"-c{connections}", f"-d{duration}s", "-s", str(script),
                           f"http://127.0.0.1:{port}"], capture_output=True, text=True,
                          check=True)
     out = run.stdout
@@ -154,7 +160,8 @@ def load(port: int, script: Path, duration: int, connections: int,
                          f"server log:\n{errors[-5000:]}")
     n = int(re.search(r"(\d+) requests in", out).group(1))
     cpu = (cpu_seconds(proc) - cpu) * 1e6 / max(n, 1) if proc else 0.0
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), n, cpu
+    p50, p99 = (millis(re.search(rf"^\s+{q}%\s+(\S+)", out, re.M).group(1)) for q in (50, 99))
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), n, cpu, p50, p99
 
 
 def pg_schema(create: bool, name: str) -> None:
@@ -167,7 +174,7 @@ def pg_schema(create: bool, name: str) -> None:
 
 
 def bench(backend: str, duration: int, rounds: int, connections: int,
-          compare: Path | None) -> dict:
+          compare: list[Path]) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="wb-resolve-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
     env.update(WORKBENCH_INSTANCE=str(tmp / "instance"), PYTHONPATH=str(ROOT))
@@ -187,8 +194,7 @@ def bench(backend: str, duration: int, rounds: int, connections: int,
             os.close(fd)
         py = sys.executable
         servers = {}  # label -> (port, lua script)
-        for label, src in [("resolve", ROOT)] + ([("resolve (before)", compare)] if compare
-                                                 else []):
+        for label, src in [("resolve", ROOT)] + [(f"resolve ({c.name})", c) for c in compare]:
             port = free_port()
             procs.append(start([py, "-m", "workbench", "serve", "--host", "127.0.0.1", "--port",
                                 str(port), "--workers", str(WORKERS), "--threads", str(THREADS)],
@@ -199,6 +205,7 @@ def bench(backend: str, duration: int, rounds: int, connections: int,
         servers["hello"] = (port, scripts["hello"], procs[-1])
         got: dict[str, list[float]] = {label: [] for label in servers}
         cpu: dict[str, list[float]] = {label: [] for label in servers}
+        lat: dict[str, list[tuple[float, float]]] = {label: [] for label in servers}
         resolved = 0
         for label, (port, script, _) in servers.items():  # warm-up
             resolved += load(port, script, 2, connections)[1] if label != "hello" else 0
@@ -206,12 +213,13 @@ def bench(backend: str, duration: int, rounds: int, connections: int,
         for r in range(rounds):  # rotate the order so each server meets the noise in each slot
             for label in labels[r % len(labels):] + labels[:r % len(labels)]:
                 port, script, proc = servers[label]
-                rps, n, us = load(port, script, duration, connections, proc)
+                rps, n, us, p50, p99 = load(port, script, duration, connections, proc)
                 got[label].append(rps)
                 cpu[label].append(us)
+                lat[label].append((p50, p99))
                 resolved += n if label != "hello" else 0
         audited = count_resolve_audit(env)
-        return {"backend": backend, "runs": got, "cpu": cpu, "audited": audited,
+        return {"backend": backend, "runs": got, "cpu": cpu, "latency": lat, "audited": audited,
                 "resolved": resolved}
     finally:
         for p in procs:
@@ -242,8 +250,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--backend", default="sqlite,postgresql")
-    ap.add_argument("--compare", metavar="DIR", help="also serve the resolve API from another "
-                    "checkout (e.g. the code before a change), in the same rounds")
+    ap.add_argument("--compare", metavar="DIR", action="append",
+                    help="also serve the resolve API from another checkout (e.g. the code before "
+                    "a change), in the same rounds; may be repeated")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop servers, remove files
     if a.hello_server:
@@ -253,10 +262,10 @@ def main() -> None:
     print(f"gunicorn gthread {WORKERS} workers x {THREADS} threads, wrk -t2 -c{a.connections} "
           f"-d{a.duration}s, {a.rounds} alternating rounds, {N_CREDS} credentials, one ref "
           f"per request, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}\n")
-    compare = Path(a.compare).resolve() if a.compare else None
+    compare = [Path(c).resolve() for c in a.compare or []]
     print("| backend | server | req/s (median) | ratio to hello | runs | server CPU µs/req "
-          "(median) | CPU ratio hello/server |")
-    print("|---|---|---|---|---|---|---|", flush=True)
+          "(median) | CPU ratio hello/server | latency p50 / p99 ms (median) |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
     notes = []
     for backend in a.backend.split(","):
         r = bench(backend, a.duration, a.rounds, a.connections, compare)
@@ -264,9 +273,10 @@ def main() -> None:
         hello_cpu = statistics.median(r["cpu"]["hello"])
         for label, runs in r["runs"].items():
             med, us = statistics.median(runs), statistics.median(r["cpu"][label])
+            p50, p99 = (statistics.median(x[i] for x in r["latency"][label]) for i in (0, 1))
             print(f"| {r['backend']} | {label} | {med:.0f} | {med / hello:.2f} | "
-                  f"{', '.join(f'{x:.0f}' for x in runs)} | {us:.0f} | {hello_cpu / us:.2f} |",
-                  flush=True)
+                  f"{', '.join(f'{x:.0f}' for x in runs)} | {us:.0f} | {hello_cpu / us:.2f} | "
+                  f"{p50:.1f} / {p99:.1f} |", flush=True)
         notes.append(f"{r['backend']}: {r['resolved']} resolve requests answered 200, "
                      f"{r['audited']} credential.resolve audit rows")
     print("\n" + "\n".join(notes))
