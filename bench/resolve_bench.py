@@ -5,6 +5,7 @@ on) on 127.0.0.1; `wrk` loads each for a fixed duration, alternating, and the me
 ratio are printed as a markdown table.  Needs `wrk` (Debian package) on PATH.
 
 Usage: python bench/resolve_bench.py [--duration 10] [--rounds 3] [--backend sqlite,postgresql]
+                                    [--workers 2] [--threads 4]
                                     [--compare DIR]...  (other checkouts, e.g. before a change)
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 PG_URL = os.environ.get("WORKBENCH_TEST_POSTGRES_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-WORKERS, THREADS = 2, 4
+WORKERS, THREADS = 2, 4  # `workbench serve`'s defaults
 N_CREDS = 100
 LUA = """
 wrk.method = "POST"
@@ -52,7 +53,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def hello_server(port: int) -> None:
+def hello_server(port: int, workers: int, threads: int) -> None:
     """The baseline: one JSON endpoint, served exactly like `workbench serve` serves the vault."""
     from flask import Flask, jsonify, request
     from gunicorn.app.base import BaseApplication
@@ -66,7 +67,7 @@ def hello_server(port: int) -> None:
 
     class _App(BaseApplication):
         def load_config(self):
-            for k, val in {"bind": f"127.0.0.1:{port}", "workers": WORKERS, "threads": THREADS,
+            for k, val in {"bind": f"127.0.0.1:{port}", "workers": workers, "threads": threads,
                            "accesslog": "-", "worker_class": "gthread"}.items():
                 self.cfg.set(k, val)
 
@@ -174,7 +175,7 @@ def pg_schema(create: bool, name: str) -> None:
 
 
 def bench(backend: str, duration: int, rounds: int, connections: int,
-          compare: list[Path]) -> dict:
+          compare: list[Path], workers: int, threads: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="wb-resolve-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
     env.update(WORKBENCH_INSTANCE=str(tmp / "instance"), PYTHONPATH=str(ROOT))
@@ -197,11 +198,12 @@ def bench(backend: str, duration: int, rounds: int, connections: int,
         for label, src in [("resolve", ROOT)] + [(f"resolve ({c.name})", c) for c in compare]:
             port = free_port()
             procs.append(start([py, "-m", "workbench", "serve", "--host", "127.0.0.1", "--port",
-                                str(port), "--workers", str(WORKERS), "--threads", str(THREADS)],
+                                str(port), "--workers", str(workers), "--threads", str(threads)],
                                {**env, "PYTHONPATH": str(src)}, port, "/healthz", cwd=src))
             servers[label] = (port, scripts["resolve"], procs[-1])
         port = free_port()
-        procs.append(start([py, __file__, "--hello-server", str(port)], env, port, "/hello"))
+        procs.append(start([py, __file__, "--hello-server", str(port), "--workers", str(workers),
+                            "--threads", str(threads)], env, port, "/hello"))
         servers["hello"] = (port, scripts["hello"], procs[-1])
         got: dict[str, list[float]] = {label: [] for label in servers}
         cpu: dict[str, list[float]] = {label: [] for label in servers}
@@ -249,6 +251,8 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=WORKERS, help="gunicorn workers, both servers")
+    ap.add_argument("--threads", type=int, default=THREADS, help="threads per worker, both")
     ap.add_argument("--backend", default="sqlite,postgresql")
     ap.add_argument("--compare", metavar="DIR", action="append",
                     help="also serve the resolve API from another checkout (e.g. the code before "
@@ -256,10 +260,10 @@ def main() -> None:
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop servers, remove files
     if a.hello_server:
-        return hello_server(a.hello_server)
+        return hello_server(a.hello_server, a.workers, a.threads)
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install -y wrk")
-    print(f"gunicorn gthread {WORKERS} workers x {THREADS} threads, wrk -t2 -c{a.connections} "
+    print(f"gunicorn gthread {a.workers} workers x {a.threads} threads, wrk -t2 -c{a.connections} "
           f"-d{a.duration}s, {a.rounds} alternating rounds, {N_CREDS} credentials, one ref "
           f"per request, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}\n")
     compare = [Path(c).resolve() for c in a.compare or []]
@@ -268,7 +272,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|", flush=True)
     notes = []
     for backend in a.backend.split(","):
-        r = bench(backend, a.duration, a.rounds, a.connections, compare)
+        r = bench(backend, a.duration, a.rounds, a.connections, compare, a.workers, a.threads)
         hello = statistics.median(r["runs"]["hello"])
         hello_cpu = statistics.median(r["cpu"]["hello"])
         for label, runs in r["runs"].items():
