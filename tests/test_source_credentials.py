@@ -196,3 +196,36 @@ def test_a_bad_git_timeout_setting_stops_with_a_clear_message():
             Settings.from_env({"WORKBENCH_GIT_TIMEOUT": bad})
     assert Settings.from_env({"WORKBENCH_GIT_TIMEOUT": "2.5"}).git_timeout == 2.5
     assert Settings.from_env({}).git_timeout == 300
+
+
+def test_the_api_can_start_a_sync_in_the_background(api_as, vault, git_http_server):
+    server = git_http_server
+    url = server.create_repo(unique_name("bg"), {"pipelines/a.yaml": pipeline_yaml("a", {})})
+    make_credential(vault, "bg-login", username=server.username, password=server.password)
+    sid = add_source(vault, url=url, credential_id="bg-login", name="bg")
+    editor = api_as("editor")
+    assert api_as("viewer").post(f"/pipeline-sources/{sid}/sync?wait=false").status_code == 403
+    server.release.clear()
+    server.hold.set()  # the remote takes the fetch and answers only when released
+    try:
+        started = time.monotonic()
+        resp = editor.post(f"/pipeline-sources/{sid}/sync?wait=false")
+        assert resp.status_code == 202 and time.monotonic() - started < 10
+        assert resp.get_json() == {"source": sid, "syncing": True}
+        listed = editor.get("/pipeline-sources").get_json()["items"][0]
+        assert (listed["syncing"], listed["commit"]) == (True, None)
+        again = editor.post(f"/pipeline-sources/{sid}/sync?wait=false")
+        assert again.status_code == 409
+        assert again.get_json()["error"]["message"] == "a sync of source 'bg' is already running"
+    finally:
+        server.hold.clear()
+        server.release.set()
+    deadline = time.monotonic() + 30
+    while editor.get("/pipeline-sources").get_json()["items"][0]["syncing"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    listed = editor.get("/pipeline-sources").get_json()["items"][0]
+    assert listed["commit"] and listed["pipelines"] == 1 and listed["error"] is None
+    with vault.factory() as s:
+        # the viewer's refusal, then the one sync (the refused second start started nothing)
+        assert [e.outcome for e in audit.query(s, action="source.sync")] == ["ok", "denied"]

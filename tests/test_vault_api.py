@@ -193,6 +193,12 @@ def test_openapi_describes_every_route(client, app):
     types = {o["properties"]["type"]["const"]
              for o in spec["components"]["schemas"]["NewCredential"]["oneOf"]}
     assert len(types) == 8
+    from workbench.api import openapi
+    assert set(openapi.QUERY) <= set(app.view_functions)  # no entry for a renamed endpoint
+    sync = spec["paths"]["/api/v1/pipeline-sources/{source_id}/sync"]["post"]
+    assert "wait" in [p["name"] for p in sync["parameters"]] and "202" in sync["responses"]
+    listing = spec["paths"]["/api/v1/credentials"]["get"]
+    assert {"q", "sort", "limit", "offset"} <= {p["name"] for p in listing["parameters"]}
 
 
 @pytest.mark.parametrize("ref", ["Bad_ID", "x@0", "x@", "@1", "x y"])

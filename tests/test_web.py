@@ -1,6 +1,7 @@
 """The web workbench through the Flask test client: sign-in, CSRF, roles, headers, no secrets."""
 import io
 import re
+import time
 
 import pytest
 
@@ -433,8 +434,46 @@ def test_sync_a_pipeline_source_and_see_what_uses_a_credential(as_role, vault, t
     assert post(as_role("viewer"), f"/pipelines/sources/{src_id}/sync", {}).status_code == 403
     r = post(e, f"/pipelines/sources/{src_id}/sync", {"workspace": "default"})
     assert r.status_code == 302
-    page = e.get("/pipelines").get_data(as_text=True)
-    assert "Synced: 1 pipeline(s) indexed." in page and ">ship<" in page
+    page = wait_for_sync(e)
+    assert ">ship<" in page and 'http-equiv="refresh"' not in page
     cred = e.get("/credentials/default/bucket-key").get_data(as_text=True)
     assert "ship" in cred and "upload" in cred
     assert "1 pipeline<" in e.get("/").get_data(as_text=True)
+
+
+def wait_for_sync(client, path="/pipelines", timeout=30.0) -> str:
+    """The page once no source shows "syncing…" (syncs from the UI run in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page = client.get(path).get_data(as_text=True)
+        if "syncing…" not in page or time.monotonic() > deadline:
+            return page
+        time.sleep(0.1)
+
+
+def test_a_sync_started_from_the_page_runs_in_the_background(as_role, vault, git_http_server):
+    from tests.fixtures.pipeline_repo import (add_source, make_credential, pipeline_yaml,
+                                              unique_name)
+    server = git_http_server
+    url = server.create_repo(unique_name("web-bg"), {"pipelines/a.yaml": pipeline_yaml("bg-a", {"s": []})})
+    make_credential(vault, "web-bg-login", username=server.username, password=server.password)
+    sid = add_source(vault, url=url, credential_id="web-bg-login", name="slow-remote")
+    e = as_role("editor")
+    server.release.clear()
+    server.hold.set()  # the remote takes the fetch and does not answer until released
+    try:
+        started = time.monotonic()
+        r = post(e, f"/pipelines/sources/{sid}/sync", {"workspace": "default"})
+        assert r.status_code == 302 and time.monotonic() - started < 10  # did not wait on git
+        page = e.get("/pipelines").get_data(as_text=True)
+        assert "Sync started." in page and "syncing…" in page
+        assert 'http-equiv="refresh"' in page  # the page follows the sync by itself
+        # a second click while it runs is refused, not queued
+        post(e, f"/pipelines/sources/{sid}/sync", {"workspace": "default"})
+        assert "a sync of source &#39;slow-remote&#39; is already running" in \
+            e.get("/pipelines").get_data(as_text=True)
+    finally:
+        server.hold.clear()
+        server.release.set()
+    page = wait_for_sync(e)
+    assert "syncing…" not in page and "bg-a" in page and 'http-equiv="refresh"' not in page

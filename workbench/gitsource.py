@@ -226,7 +226,7 @@ def fetch(path: Path, src: PipelineSource, env: dict[str, str],
           timeout: float = 300.0) -> tuple[git.Repo, str]:
     """Clone once (a bare repository), then fetch the one branch; git and its helpers (ssh,
     remote-https) are killed after ``timeout`` seconds, so a remote that hangs cannot hold a
-    request, a server thread and the source's lock (``sources._lock``, held by the caller)."""
+    request, a server thread and the source's lock (``sourcelock.hold``, held by the caller)."""
     if (path / "HEAD").exists():
         repo = git.Repo(path)
         _drop_stale_locks(path)

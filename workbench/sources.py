@@ -1,19 +1,17 @@
 """Pipeline sources: a local folder or a git repository, synced incrementally into the index."""
 from __future__ import annotations
 
-import fcntl
 import re
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable
 from urllib.parse import urlsplit
 
 import git
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import audit, credentials, gitsource
+from . import audit, credentials, gitsource, sourcelock
 from .accounts import require
 from .audit import Actor
 from .db import iso, utcnow
@@ -110,31 +108,24 @@ def get_source(s: Session, workspace: str, ident: int | str) -> PipelineSource:
     return src
 
 
-def to_dict(src: PipelineSource, pipelines: int | None = None) -> dict:
+def to_dict(src: PipelineSource, pipelines: int | None = None, syncing: bool = False) -> dict:
     return {"id": src.id, "workspace": src.workspace, "name": src.name, "kind": src.kind,
             "url": src.url, "branch": src.branch if src.kind == "git" else None,
             "path_glob": src.path_glob, "credential_id": src.credential_id,
             "commit": src.commit, "synced_at": iso(src.synced_at), "error": src.error or None,
             "created_by": src.created_by, "created_at": iso(src.created_at),
-            "pipelines": pipelines}
+            "pipelines": pipelines, "syncing": syncing}
 
 
-def list_sources(s: Session, workspace: str) -> list[dict]:
+def list_sources(s: Session, workspace: str, root: Path | None = None) -> list[dict]:
+    """The workspace's sources; with the clone ``root``, whether each is syncing now."""
+    busy = sourcelock.busy(root) if root is not None else set()  # first: see sourcelock.busy
     counts = dict(s.execute(select(IndexedPipeline.source_id, func.count())
                             .where(IndexedPipeline.workspace == workspace)
                             .group_by(IndexedPipeline.source_id)).all())
     q = select(PipelineSource).where(PipelineSource.workspace == workspace) \
         .order_by(PipelineSource.name)
-    return [to_dict(src, counts.get(src.id, 0)) for src in s.scalars(q)]
-
-
-@contextmanager
-def _lock(root: Path, source_id: int) -> Iterator[None]:
-    """One sync per source at a time (across processes)."""
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(root / f"{source_id}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
+    return [to_dict(src, counts.get(src.id, 0), src.id in busy) for src in s.scalars(q)]
 
 
 def _clone_values(s: Session, barrier, src: PipelineSource) -> tuple[str | None, dict]:
@@ -206,19 +197,27 @@ def _apply(s: Session, src: PipelineSource, changes: gitsource.Changes,
     return errors
 
 
-def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: int) -> dict:
-    """Fetch and re-index what changed; returns counts and the commit now indexed."""
-    def load() -> PipelineSource:
-        with audit.unit(factory) as s:
-            src = s.get(PipelineSource, int(source_id))
-            if src is None:
-                raise NotFound(f"no pipeline source {source_id}")
-            require(actor, "editor", "source.sync", workspace=src.workspace, target=src.name)
-            s.expunge(src)
-            return src
-    root = Path(vault.settings.instance) / "sources"
-    with _lock(root, load().id):
-        src = load()  # again: a sync that held the lock may have moved the indexed commit
+def sync_target(factory: sessionmaker[Session], actor: Actor, source_id: int) -> PipelineSource:
+    """The source to sync, if it exists and the actor may sync it (a refusal is audited)."""
+    with audit.unit(factory) as s:
+        src = s.get(PipelineSource, int(source_id))
+        if src is None:
+            raise NotFound(f"no pipeline source {source_id}")
+        require(actor, "editor", "source.sync", workspace=src.workspace, target=src.name)
+        s.expunge(src)
+        return src
+
+
+def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: int, *,
+                locked: Callable[[], None] | None = None) -> dict:
+    """Fetch and re-index what changed; returns counts and the commit now indexed.  ``locked``
+    is called once the source's lock is held (``background`` waits for it)."""
+    root = sourcelock.root(vault.settings)
+    with sourcelock.hold(root, sync_target(factory, actor, source_id).id):
+        if locked is not None:
+            locked()
+        # again: a sync that held the lock may have moved the indexed commit
+        src = sync_target(factory, actor, source_id)
         def known() -> dict[str, str]:  # only full comparisons need the whole index
             with factory() as s:
                 return dict(s.execute(select(IndexedPipeline.path, IndexedPipeline.blob)
@@ -266,8 +265,8 @@ def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: 
 
 def remove_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: int) -> dict:
     """Drop a source, its pipelines and their references, and its clone on disk."""
-    root = Path(vault.settings.instance) / "sources"
-    with _lock(root, int(source_id)):
+    root = sourcelock.root(vault.settings)
+    with sourcelock.hold(root, int(source_id)):
         with audit.unit(factory) as s:
             src = s.get(PipelineSource, int(source_id))
             if src is None:

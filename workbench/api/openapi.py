@@ -17,6 +17,25 @@ _ERRORS = {"400": "Bad request", "401": "No or invalid token", "403": "Role or s
            "404": "Not found", "409": "Conflict (e.g. referenced by pipelines)",
            "413": "Body too large", "422": "Invalid input"}
 
+# Query parameters beyond ``workspace``: endpoint → (name, JSON type, description).
+_PAGE = [("limit", "integer", "page size"), ("offset", "integer", "rows to skip")]
+_FORCE = [("force", "boolean", "go ahead although pipelines reference it (admins)")]
+QUERY = {
+    "api.list_credentials": [("q", "string", "substring of ID, name or description"),
+                             ("type", "string", "credential type"),
+                             ("status", "string", "status summary"),
+                             ("sort", "string", "column, '-' first for descending"), *_PAGE],
+    "api.update_credential": _FORCE, "api.delete_credential": _FORCE,
+    "api.prune_versions": _FORCE, "api.list_runs": _PAGE,
+    "api.audit_log": [("target", "string", "credential ID or other target"),
+                      ("actor", "string", "user, or token:/runner:NAME"),
+                      ("action", "string", "e.g. credential.resolve"),
+                      ("outcome", "string", "ok, denied or failed"), *_PAGE],
+    "api.sync_source": [("wait", "boolean", "false: start the sync in the background and "
+                         "answer 202 at once (409 while one runs); default true")],
+}
+ACCEPTED = {"api.sync_source"}  # may answer 202
+
 
 def _values_schema(ctype: credtypes.CredentialType) -> dict:
     props = {}
@@ -44,11 +63,15 @@ def build_spec(app) -> dict:
                   "parameters": [{"name": p, "in": "path", "required": True,
                                   "schema": {"type": "string"}} for p in rule.arguments]
                   + [{"name": "workspace", "in": "query", "schema": {"type": "string",
-                                                                       "default": "default"}}],
+                                                                       "default": "default"}}]
+                  + [{"name": n, "in": "query", "schema": {"type": t}, "description": d}
+                     for n, t, d in QUERY.get(rule.endpoint, [])],
                   "responses": {"200": {"description": "OK"},
                                 **{c: {"description": d, "content": {"application/json": {
                                     "schema": {"$ref": "#/components/schemas/Error"}}}}
                                    for c, d in _ERRORS.items()}}}
+            if rule.endpoint in ACCEPTED:
+                op["responses"]["202"] = {"description": "Started in the background"}
             if method in ("POST", "PATCH"):
                 op["requestBody"] = {"content": {"application/json": {"schema": {
                     "type": "object"}}}}

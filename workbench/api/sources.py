@@ -1,9 +1,9 @@
 """Pipeline source and pipeline endpoints: add and sync sources, browse the reference index."""
 from __future__ import annotations
 
-from flask import jsonify
+from flask import jsonify, request
 
-from .. import references as idx, sources as svc
+from .. import background, references as idx, sourcelock, sources as svc
 from ..audit import unit
 from ..errors import ValidationError
 from . import actor, api, body, vault, workspace
@@ -13,7 +13,8 @@ from . import actor, api, body, vault, workspace
 def list_sources():
     """Pipeline sources of the workspace with their last indexed commit and sync error."""
     with vault().factory() as s:
-        return jsonify({"items": svc.list_sources(s, workspace())})
+        return jsonify({"items": svc.list_sources(s, workspace(),
+                                                  sourcelock.root(vault().settings))})
 
 
 @api.post("/pipeline-sources")
@@ -32,9 +33,14 @@ def add_source():
 
 @api.post("/pipeline-sources/<int:source_id>/sync")
 def sync_source(source_id: int):
-    """Fetch the source and re-index the files that changed; returns the counts."""
+    """Fetch the source and re-index the files that changed; returns the counts.  With
+    ``wait=false``: start the sync in the background and answer 202 at once (409 if one is
+    running); the source's ``syncing``, ``commit``, ``synced_at`` and ``error`` tell the rest."""
     with vault().factory() as s:
         svc.get_source(s, workspace(), source_id)  # 404 outside this workspace
+    if request.args.get("wait", "true").lower() in ("false", "0", "no"):
+        running = background.start_sync(vault(), actor(), source_id)
+        return jsonify({"source": source_id, "syncing": running}), 202
     return jsonify(svc.sync_source(vault().factory, vault(), actor(), source_id))
 
 

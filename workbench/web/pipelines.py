@@ -6,6 +6,7 @@ import importlib
 from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
+from .. import background, sourcelock
 from ..accounts import require
 from ..errors import NotFound, WorkbenchError
 from ..models import Workspace
@@ -38,35 +39,31 @@ def pipelines():
     refs = references()
     srcs = _sources()
     with vault().factory() as s:
+        # sources first: one not syncing then has its whole sync in the reads that follow
+        sources = srcs.list_sources(s, ws, sourcelock.root(vault().settings)) \
+            if srcs is not None else []
         items = refs.list_pipelines(s, ws) if refs is not None else []
         bad = refs.dangling(s, ws) if refs is not None else []
-        sources = srcs.list_sources(s, ws) if srcs is not None else []
         workspaces = _workspaces(s)
     return render_template("pipelines/list.html", items=items, dangling=bad, workspace=ws,
                            workspaces=workspaces, refs_available=refs is not None,
-                           sources=sources)
+                           sources=sources, syncing=any(x["syncing"] for x in sources))
 
 
 @web.post("/pipelines/sources/<int:source_id>/sync")
 def sync_source(source_id: int):
-    """Fetch the source now and re-index what changed (editors and admins)."""
+    """Start syncing the source in the background (editors and admins); the page shows it."""
     require(actor(), "editor")
     ws = request.form.get("workspace", "default")
-    srcs = _sources()
-    if srcs is None:
+    if _sources() is None:
         raise NotFound("pipeline sources are not installed")
     try:
-        out = srcs.sync_source(vault().factory, vault(), actor(), source_id)
+        if background.start_sync(vault(), actor(), source_id):
+            flash("Sync started. This page refreshes until it ends.", "success")
     except WorkbenchError as e:
         if e.status == 403:
             raise
         flash(e.message, "error")
-    else:
-        errors = out.get("errors") or []
-        flash(f"Synced: {out.get('pipelines', 0)} pipeline(s) indexed"
-              + (f" at {str(out['commit'])[:10]}" if out.get("commit") else "")
-              + (f"; {len(errors)} file(s) do not parse" if errors else "") + ".",
-              "error" if errors else "success")
     return redirect(url_for("web.pipelines", workspace=ws))
 
 
