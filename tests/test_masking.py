@@ -208,3 +208,25 @@ def test_segmented_values_are_masked_whole_in_every_form(secret, form):
             blob = base64.b64encode(b"\x02" * k + value + b"\x02\x02")
             lo, hi = -(-8 * k // 6), 8 * (k + len(value)) // 6
             assert_hidden(mask(blob, [value]), blob, lo, hi)
+
+
+@pytest.mark.parametrize("encoder", [["base64"], ["openssl", "base64"]])
+@pytest.mark.parametrize("newline", [False, True], ids=["printf", "echo"])
+@pytest.mark.parametrize("size", [58, 300, 5000])
+def test_base64_wrapped_by_command_line_tools_is_masked_line_by_line(encoder, newline, size):
+    import subprocess
+    rng = random.Random(size)
+    secret = "".join(rng.choices("abcdefghijklmnopqrstuvwxyz0123456789-_/+=:", k=size)).encode()
+    wrapped = subprocess.run(encoder, input=secret + (b"\n" if newline else b""),
+                             capture_output=True, check=True).stdout
+    lines = wrapped.splitlines()
+    assert len(lines) >= 2  # really wrapped, which the whole-value forms cannot match
+    out = mask(b"kubectl create secret ...\n" + wrapped + b"done\n", [secret])
+    kept = out.splitlines()
+    assert kept[0] == b"kubectl create secret ..." and kept[-1] == b"done"
+    for line, masked in zip(lines, kept[1:-1]):
+        if len(line) >= masking.MIN_WRAPPED_LINE:
+            assert masked == STARS, (line, masked)
+        else:  # a short last line: at most 5 bytes of the value, left as it is
+            assert len(base64.b64decode(line + b"=" * (-len(line) % 4))) <= 5
+

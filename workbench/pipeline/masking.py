@@ -25,6 +25,11 @@ _URLSAFE = bytes.maketrans(b"+/", b"-_")
 # longest pattern, so this bounds its lag and memory, and a printed piece of a long value is
 # masked too.  Consecutive segments overlap by half, so their matches merge into one ****.
 SEGMENT = 4096
+# How command-line encoders wrap base64: GNU `base64` at 76 columns, `openssl base64` (and PEM)
+# at 64.  Each line of the wrapped form is a pattern; a last line shorter than this is not (it
+# holds at most 5 bytes of the value, and short patterns would mask innocent output).
+WRAP_WIDTHS = (76, 64)
+MIN_WRAPPED_LINE = 8
 
 
 def too_short(value: bytes) -> bool:
@@ -55,7 +60,20 @@ def derived_forms(value: bytes) -> set[bytes]:
         # segment's fragments
         for encoded in (base64.b64encode(base), base64.urlsafe_b64encode(base)):
             forms.update((encoded[-SEGMENT:], encoded.rstrip(b"=")[-SEGMENT:]))
+    forms.update(_wrapped_base64(value))
     return {f for f in forms if len(f) >= MIN_MASKABLE}
+
+
+def _wrapped_base64(value: bytes) -> set[bytes]:
+    """The lines of base64(value), and of base64(value + newline) as ``echo "$X" | base64``
+    makes it, wrapped the way command-line tools wrap them."""
+    lines: set[bytes] = set()
+    for raw in (value, value + b"\n"):
+        encoded = base64.b64encode(raw)
+        for width in WRAP_WIDTHS:
+            if len(encoded) > width:
+                lines.update(encoded[i:i + width] for i in range(0, len(encoded), width))
+    return {line for line in lines if len(line) >= MIN_WRAPPED_LINE}
 
 
 def patterns_for(secrets: Iterable[bytes]) -> list[bytes]:
