@@ -1,6 +1,7 @@
 """The reference index: used-by, usage counts, last use, dangling references and lint."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 from sqlalchemy import event
@@ -152,7 +153,14 @@ def test_sources_are_added_synced_and_listed_from_the_cli(vault, local_repo, wb_
     assert code == 0, err
     assert "added source ci" in out and "1 added" in out
     code, out, _ = wb_cli("pipeline", "source", "list")
-    assert code == 0 and "ci" in out and local_repo.url in out
+    assert code == 0 and "ci" in out and local_repo.url in out and "syncing" not in out
+    from workbench import sourcelock
+    with vault.factory() as s:
+        sid = sources.list_sources(s, "default")[0]["id"]
+    with sourcelock.hold(sourcelock.root(vault.settings), sid):  # as a running sync holds it
+        code, out, _ = wb_cli("pipeline", "source", "list", "--json")
+        assert json.loads(out)["items"][0]["syncing"] is True
+        assert "syncing…" in wb_cli("pipeline", "source", "list")[1]
     assert wb_cli("pipeline", "source", "remove", "ci", input="n\n")[0] != 0
     code, out, _ = wb_cli("pipeline", "source", "remove", "ci", "--yes")
     assert (code, out.strip()) == (0, "removed source ci (1 pipelines)")

@@ -6,7 +6,7 @@ import sys
 import click
 from flask.cli import with_appcontext
 
-from .. import references as idx, sources as svc
+from .. import references as idx, sourcelock, sources as svc
 from ..audit import unit
 from ..errors import PipelineError
 from ..pipeline.parse import load_pipeline
@@ -89,9 +89,10 @@ def remove(source_ref, yes, workspace):
 def list_(workspace, as_json):
     """List pipeline sources."""
     with vault().factory() as s:
-        items = svc.list_sources(s, workspace)
+        items = svc.list_sources(s, workspace, sourcelock.root(vault().settings))
     lines = [f"{'ID':>4}  {'NAME':<24} {'KIND':<5} {'COMMIT':<12} {'PIPES':>5}  URL"] + [
-        f"{i['id']:>4}  {i['name']:<24} {i['kind']:<5} {(i['commit'] or '-')[:12]:<12} "
+        f"{i['id']:>4}  {i['name']:<24} {i['kind']:<5} "
+        f"{'syncing…' if i['syncing'] else (i['commit'] or '-')[:12]:<12} "
         f"{i['pipelines']:>5}  {i['url']}" + (f"\n      error: {i['error']}" if i['error'] else "")
         for i in items]
     emit({"items": items}, as_json, "\n".join(lines))
