@@ -229,3 +229,38 @@ def test_the_api_can_start_a_sync_in_the_background(api_as, vault, git_http_serv
     with vault.factory() as s:
         # the viewer's refusal, then the one sync (the refused second start started nothing)
         assert [e.outcome for e in audit.query(s, action="source.sync")] == ["ok", "denied"]
+
+
+def test_a_server_killed_mid_sync_leaves_no_git_process_waiting_on_the_remote(
+        vault, git_http_server):
+    import signal
+    import subprocess
+    import sys
+    server = git_http_server
+    url = server.create_repo(unique_name("orphan"), {"pipelines/a.yaml": pipeline_yaml("a", {})})
+    make_credential(vault, "orphan-login", username=server.username, password=server.password)
+    sid = add_source(vault, url=url, credential_id="orphan-login", name="orphan")
+    env = {**os.environ, "WORKBENCH_INSTANCE": str(vault.settings.instance),
+           "WORKBENCH_DATABASE_URL": vault.settings.database_url,
+           "WORKBENCH_MASTER_KEY": vault.settings.master_key, "WORKBENCH_GIT_TIMEOUT": "2"}
+    code = ("import sys; from workbench import sources; from workbench.audit import SYSTEM; "
+            "from workbench.config import Settings; from workbench.vault import Vault; "
+            "v = Vault(Settings.from_env()).open(); "
+            f"sources.sync_source(v.factory, v, SYSTEM, {sid})")
+    server.release.clear()
+    server.hold.set()  # git's request reaches the remote, which never answers it
+    clone = Path(vault.settings.instance) / "sources" / str(sid)
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=False)
+    try:
+        assert server.held.wait(30)
+        assert _git_processes_of(clone)
+        proc.send_signal(signal.SIGKILL)  # the server dies: its kill-after-timeout thread too
+        proc.wait(10)
+        deadline = time.monotonic() + 20  # the remote holds the request for 30 s
+        while _git_processes_of(clone) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _git_processes_of(clone)  # git gave up on the silent remote by itself
+    finally:
+        server.hold.clear()
+        server.release.set()
+        server.held.clear()

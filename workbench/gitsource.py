@@ -236,8 +236,11 @@ def fetch(path: Path, src: PipelineSource, env: dict[str, str],
     if "origin" not in [r.name for r in repo.remotes]:  # also after an interrupted first sync
         repo.create_remote("origin", src.url)
     ref = f"refs/remotes/origin/{src.branch}"
-    repo.git.fetch("--no-tags", "--quiet", "origin", f"+refs/heads/{src.branch}:{ref}", env=env,
-                   kill_after_timeout=timeout)
+    # The kill comes from a thread of this process; if the process is gone first (a server
+    # stopped mid-sync), git's HTTP transport still gives up on a silent remote by itself.
+    stall = {"GIT_HTTP_LOW_SPEED_LIMIT": "1", "GIT_HTTP_LOW_SPEED_TIME": str(int(timeout) + 5)}
+    repo.git.fetch("--no-tags", "--quiet", "origin", f"+refs/heads/{src.branch}:{ref}",
+                   env={**env, **stall}, kill_after_timeout=timeout)
     return repo, repo.git.rev_parse(f"{ref}^{{commit}}")
 
 
