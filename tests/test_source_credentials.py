@@ -248,6 +248,7 @@ def test_a_server_killed_mid_sync_leaves_no_git_process_waiting_on_the_remote(
             "v = Vault(Settings.from_env()).open(); "
             f"sources.sync_source(v.factory, v, SYSTEM, {sid})")
     server.release.clear()
+    server.held.clear()
     server.hold.set()  # git's request reaches the remote, which never answers it
     clone = Path(vault.settings.instance) / "sources" / str(sid)
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=False)
