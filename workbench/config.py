@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ConfigError
+
 
 @dataclass
 class Settings:
@@ -47,6 +49,5 @@ def _seconds(name: str, text: str) -> float:
     except ValueError:
         value = 0.0
     if not 0 < value < 86400:
-        from .errors import ConfigError
         raise ConfigError(f"{name} must be a number of seconds between 0 and 86400")
     return value

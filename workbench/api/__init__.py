@@ -36,6 +36,12 @@ def workspace() -> str:
     return args["workspace"] if "workspace" in args else "default"
 
 
+def flag(name: str, default: bool = False) -> bool:
+    """A yes/no query parameter: ``1``, ``true`` or ``yes`` (any case) is yes."""
+    value = request.args.get(name)
+    return default if value is None else value.lower() in ("1", "true", "yes")
+
+
 def body() -> dict[str, Any]:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):

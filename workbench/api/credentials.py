@@ -7,11 +7,7 @@ from .. import credentials as svc, credtypes, resolution
 from ..audit import hot_unit, unit
 from ..errors import BadRequest, ValidationError
 from ..pipeline import names
-from . import actor, api, authenticate, body, vault, workspace
-
-
-def flag(name: str) -> bool:
-    return request.args.get(name, "").lower() in ("1", "true", "yes")
+from . import actor, api, authenticate, body, flag, vault, workspace
 
 
 def int_arg(name: str, default: int) -> int:

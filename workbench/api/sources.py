@@ -1,12 +1,12 @@
 """Pipeline source and pipeline endpoints: add and sync sources, browse the reference index."""
 from __future__ import annotations
 
-from flask import jsonify, request
+from flask import jsonify
 
 from .. import background, references as idx, sourcelock, sources as svc
 from ..audit import unit
 from ..errors import ValidationError
-from . import actor, api, body, vault, workspace
+from . import actor, api, body, flag, vault, workspace
 
 
 @api.get("/pipeline-sources")
@@ -38,7 +38,7 @@ def sync_source(source_id: int):
     running); the source's ``syncing``, ``commit``, ``synced_at`` and ``error`` tell the rest."""
     with vault().factory() as s:
         svc.get_source(s, workspace(), source_id)  # 404 outside this workspace
-    if request.args.get("wait", "true").lower() in ("false", "0", "no"):
+    if not flag("wait", default=True):
         running = background.start_sync(vault(), actor(), source_id)
         return jsonify({"source": source_id, "syncing": running}), 202
     return jsonify(svc.sync_source(vault().factory, vault(), actor(), source_id))
