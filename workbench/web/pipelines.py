@@ -1,27 +1,15 @@
 """Pipelines (from the reference index) and runs (from the run records)."""
 from __future__ import annotations
 
-import importlib
-
 from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from .. import background, sourcelock
+from .. import background, sourcelock, sources as srcs
 from ..accounts import require
 from ..errors import NotFound, WorkbenchError
 from ..models import Workspace
 from ..pipeline import records
 from . import actor, references, vault, web
-
-
-def _sources():
-    """The pipeline-source service, when installed."""
-    try:
-        return importlib.import_module("workbench.sources")
-    except ModuleNotFoundError as e:
-        if e.name != "workbench.sources":
-            raise
-        return None
 
 
 def _workspace() -> str:
@@ -37,11 +25,9 @@ def pipelines():
     """Known pipelines with their source, commit, parse status and dangling references."""
     ws = _workspace()
     refs = references()
-    srcs = _sources()
     with vault().factory() as s:
         # sources first: one not syncing then has its whole sync in the reads that follow
-        sources = srcs.list_sources(s, ws, sourcelock.root(vault().settings)) \
-            if srcs is not None else []
+        sources = srcs.list_sources(s, ws, sourcelock.root(vault().settings))
         items = refs.list_pipelines(s, ws) if refs is not None else []
         bad = refs.dangling(s, ws) if refs is not None else []
         workspaces = _workspaces(s)
@@ -55,8 +41,6 @@ def sync_source(source_id: int):
     """Start syncing the source in the background (editors and admins); the page shows it."""
     require(actor(), "editor")
     ws = request.form.get("workspace", "default")
-    if _sources() is None:
-        raise NotFound("pipeline sources are not installed")
     try:
         if background.start_sync(vault(), actor(), source_id):
             flash("Sync started. This page refreshes until it ends.", "success")
