@@ -1,4 +1,8 @@
 """The resolve hot path: audit per credential, throttled "last used" times, token checks."""
+import fcntl
+import os
+import stat
+import threading
 from datetime import timedelta
 
 from sqlalchemy import text, update
@@ -138,13 +142,42 @@ def test_a_dead_pooled_connection_is_replaced_without_failing_a_resolve(api_as, 
     editor, runner = api_as("editor"), api_as("runner")
     _store(editor, "db")
     assert runner.post("/resolve", {"refs": ["db"]}).status_code == 200
-    pooled = vault.autocommit_engine.raw_connection()
+    pooled = vault.hot_pool.connect()
     if vault.engine.dialect.name == "postgresql":
         pid = pooled.dbapi_connection.info.backend_pid
         with vault.engine.begin() as conn:
             assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
     else:
         pooled.dbapi_connection.close()
-    pooled.close()  # back to the pool, dead
+    vault.hot_pool.release(pooled)  # back to the pool, dead
     r = runner.post("/resolve", {"refs": ["db"]})
     assert r.status_code == 200 and r.get_json()["credentials"][0]["id"] == "db"
+
+
+def test_hot_path_writes_wait_their_turn_in_the_writer_queue(api_as, vault):
+    """SQLite: a resolve's audit write waits for the writer queue's file lock (held here as
+    another server process would hold it), instead of SQLite's sleep-and-retry; PostgreSQL
+    locks rows and has no queue."""
+    editor, runner = api_as("editor"), api_as("runner")
+    _store(editor, "db")
+    path = vault.hot_pool.writers.path
+    if vault.engine.dialect.name != "sqlite":
+        assert path is None
+        assert runner.post("/resolve", {"refs": ["db"]}).status_code == 200
+        return
+    assert path == vault.engine.url.database + "-writers.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    answers = []
+    waiting = threading.Thread(target=lambda: answers.append(
+        runner.post("/resolve", {"refs": ["db"]})))
+    try:
+        waiting.start()
+        waiting.join(1.0)
+        assert waiting.is_alive() and not answers  # its turn has not come
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    waiting.join(10)
+    assert answers[0].status_code == 200
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

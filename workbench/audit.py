@@ -103,7 +103,7 @@ def unit(factory: sessionmaker[Session]) -> Iterator[Session]:
 def hot_unit(vault: Vault) -> Iterator[Raw]:
     """``unit`` for the hot path: an autocommit driver connection (``statements``)."""
     try:
-        with statements.connection(vault.autocommit_engine) as raw:
+        with statements.connection(vault.hot_pool) as raw:
             yield raw
     except WorkbenchError as e:
         _record_refusal(vault.factory, e)

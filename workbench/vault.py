@@ -5,7 +5,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import keyring
+from . import keyring, statements
 from .config import Settings
 from .crypto import Barrier
 from .db import make_engine, make_sessionmaker
@@ -32,6 +32,7 @@ class Vault:
             self.engine = make_engine(settings.database_url)
             # the hot path's own pool (token checks, resolve): see workbench.statements
             self.autocommit_engine = make_engine(settings.database_url, autocommit=True)
+            self.hot_pool = statements.Pool(self.autocommit_engine)
         except Exception as e:  # bad URL or missing driver: say which setting
             raise ConfigError(f"WORKBENCH_DATABASE_URL is not usable: {type(e).__name__}") from None
         self.factory: sessionmaker[Session] = make_sessionmaker(self.engine)
@@ -57,8 +58,9 @@ class Vault:
         return self._barrier
 
     def close(self) -> None:
-        """Close every pooled connection (both engines)."""
+        """Close every pooled connection (both engines, and the hot path's)."""
         self.engine.dispose()
+        self.hot_pool.dispose()
         self.autocommit_engine.dispose()
 
     def reload_keys(self) -> None:
