@@ -9,6 +9,7 @@ from flask import Flask, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from .api.hotpath import PATH as HOT_PATH, HotPath
 from .config import Settings
 from .vault import Vault
 
@@ -73,4 +74,17 @@ def create_app(settings: Settings | None = None, *, vault: Vault | None = None,
     def healthz():
         return {"ok": True}
 
+    app.wsgi_app = HotPath(app.wsgi_app, vault, max_body=settings.max_body_bytes,
+                           headers=lambda scheme: _api_headers(app, scheme),
+                           error=api.http_error)
     return app
+
+
+def _api_headers(app: Flask, scheme: str) -> list[tuple[str, str]]:
+    """The headers the app's after-request hooks add to an API answer (for ``HotPath``),
+    taken from a dry run of those hooks."""
+    with app.test_request_context(HOT_PATH, method="POST", base_url=f"{scheme}://localhost"):
+        resp = app.process_response(app.response_class())
+    headers = [(k, v) for k, v in resp.headers.items()
+               if k.lower() not in ("content-type", "content-length", "cache-control")]
+    return [("Cache-Control", "no-store"), *headers]  # values: never in any cache

@@ -7,11 +7,12 @@ from typing import Any
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .. import accounts, audit
+from .. import audit
 from ..audit import Actor
-from ..errors import AuthenticationRequired, BadRequest, PermissionDenied, WorkbenchError
+from ..errors import BadRequest, PermissionDenied, WorkbenchError
 from ..statements import Raw
 from ..vault import Vault
+from .hotpath import check_token
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 # Route modules (each adds its routes to ``api``); optional ones may not exist yet.
@@ -19,7 +20,7 @@ ROUTE_MODULES = ["credentials", "admin", "runs", "sources", "openapi"]
 PUBLIC_ENDPOINTS = {"api.openapi"}
 # Runner tokens exist to resolve values and report runs; nothing else.
 RUNNER_ENDPOINTS = {"api.resolve", "api.store_run"}
-# Check the token themselves, in the transaction of their own work (the hot path).
+# Check the token themselves, on the connection of their own work (the hot path).
 SELF_AUTHENTICATING = {"api.resolve"}
 
 
@@ -67,19 +68,10 @@ def _authenticate():
     return None
 
 
-def authenticate(raw: Raw, lookup=None) -> Actor:
-    """Check the bearer token (on the caller's connection; ``lookup`` as in
-    ``accounts.token_actor``) and set ``g.actor``.  A bad token is refused with 401 and
-    audited, a missing one with 401."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationRequired("send a personal or runner token as 'Authorization: Bearer …'")
-    source = request.remote_addr or ""
-    try:
-        g.actor = accounts.token_actor(raw, token.strip(), source=source, lookup=lookup)
-    except WorkbenchError as e:
-        raise audit.refused(e, Actor("anonymous", source=source, kind="token"), "auth.token",
-                            target=request.path[:200])
+def authenticate(raw: Raw) -> Actor:
+    """Check the bearer token (on the caller's connection) and set ``g.actor``."""
+    g.actor = check_token(raw, request.headers.get("Authorization", ""),
+                          request.remote_addr or "", request.path)
     return g.actor
 
 
@@ -88,11 +80,17 @@ def _workbench_error(err: WorkbenchError):
     return error_response(err)
 
 
+def http_error(err: HTTPException) -> tuple[dict, int]:
+    """The API's JSON error for a werkzeug HTTP error (also a 500 made of any exception)."""
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 400: "bad_request"}
+    return {"error": {"code": codes.get(err.code, "http_error"),
+                      "message": err.description or err.name}}, err.code
+
+
 @api.errorhandler(HTTPException)
 def _http_error(err: HTTPException):
-    codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 400: "bad_request"}
-    return jsonify({"error": {"code": codes.get(err.code, "http_error"),
-                              "message": err.description or err.name}}), err.code
+    payload, status = http_error(err)
+    return jsonify(payload), status
 
 
 def register(app) -> None:
