@@ -5,7 +5,7 @@ on) on 127.0.0.1; `wrk` loads each for a fixed duration, alternating, and the me
 ratio are printed as a markdown table.  Needs `wrk` (Debian package) on PATH.
 
 Usage: python bench/resolve_bench.py [--duration 10] [--rounds 3] [--backend sqlite,postgresql]
-                                    [--workers 2] [--threads 4]
+                                    [--workers N] [--threads N]  (default: `workbench serve`'s)
                                     [--compare DIR]...  (other checkouts, e.g. before a change)
 """
 from __future__ import annotations
@@ -28,9 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from workbench.cli.admin import SERVE_THREADS, default_workers  # noqa: E402
+
 PG_URL = os.environ.get("WORKBENCH_TEST_POSTGRES_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-WORKERS, THREADS = 2, 4  # `workbench serve`'s defaults
+WORKERS, THREADS = default_workers(), SERVE_THREADS  # `workbench serve`'s defaults
 N_CREDS = 100
 LUA = """
 wrk.method = "POST"
