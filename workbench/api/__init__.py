@@ -9,10 +9,10 @@ from werkzeug.exceptions import HTTPException
 
 from .. import audit
 from ..audit import Actor
-from ..errors import BadRequest, PermissionDenied, WorkbenchError
+from ..errors import PermissionDenied, WorkbenchError
 from ..statements import Raw
 from ..vault import Vault
-from .hotpath import check_token
+from .hotpath import check_token, json_object
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 # Route modules (each adds its routes to ``api``); optional ones may not exist yet.
@@ -44,10 +44,7 @@ def flag(name: str, default: bool = False) -> bool:
 
 
 def body() -> dict[str, Any]:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise BadRequest("the request body must be a JSON object")
-    return data
+    return json_object(request.get_json(silent=True))
 
 
 def error_response(err: WorkbenchError):

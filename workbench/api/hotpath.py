@@ -52,8 +52,7 @@ def resolve_request(vault: Vault, data: Any, *, workspace: str, authorization: s
     with hot_unit(vault) as raw:
         prefetch = resolution.Prefetch(workspace, first) if first else None
         who = check_token(raw, authorization, source, PATH, lookup=prefetch)
-        if not isinstance(data, dict):
-            raise BadRequest("the request body must be a JSON object")
+        data = json_object(data)
         if not isinstance(refs, list) or not refs or len(refs) > 100:
             raise ValidationError("refs must be a list of 1–100 references", field="refs")
         parsed = [resolution.parse_ref(r if isinstance(r, str) else "") for r in refs]
@@ -63,6 +62,13 @@ def resolve_request(vault: Vault, data: Any, *, workspace: str, authorization: s
     return {"credentials": [{"ref": str(ref), "id": rc.id, "version": rc.version,
                              "type": rc.type, "values": credtypes.to_json(rc.values)}
                             for ref, rc in out.items()]}
+
+
+def json_object(data: Any) -> dict[str, Any]:
+    """A parsed request body that must be a JSON object (every API body is one)."""
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return data
 
 
 def json_body(environ: dict, length: int) -> Any:

@@ -51,7 +51,7 @@ def default_workers() -> int:
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=lambda: default_workers(), type=int,
+@click.option("--workers", default=default_workers, type=int,
               show_default="2 per CPU, at most 8")
 @click.option("--threads", default=SERVE_THREADS, show_default=True, type=int)
 def serve(host: str, port: int, workers: int, threads: int):
