@@ -2,7 +2,11 @@
 
 Both servers run as `workbench serve`-style gunicorn (gthread, same workers/threads, access log
 on) on 127.0.0.1; `wrk` loads each for a fixed duration, alternating, and the medians and their
-ratio are printed as a markdown table.  Needs `wrk` (Debian package) on PATH.
+ratio are printed as a markdown table.  A third server, the *floor*, does the least any audited
+resolve must do: it commits one audit row on the same database through the hot path's own
+write (``audit.append`` on a ``statements`` connection) and answers, with no Flask, no token
+check, no read and no decryption.  Its ratio to hello bounds what a resolve can reach on this
+machine and backend.  Needs `wrk` (Debian package) on PATH.
 
 Usage: python bench/resolve_bench.py [--duration 10] [--rounds 3] [--backend sqlite,postgresql]
                                     [--workers N] [--threads N]  (default: `workbench serve`'s)
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -24,6 +29,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -75,6 +81,39 @@ def hello_server(port: int, workers: int, threads: int) -> None:
 
         def load(self):
             return app
+
+    _App().run()
+
+
+def floor_server(port: int, workers: int, threads: int) -> None:
+    """The floor: per request, one audit row committed before the answer, and nothing else."""
+    from gunicorn.app.base import BaseApplication
+    from workbench import audit, statements
+    from workbench.audit import Actor
+    from workbench.config import Settings
+    from workbench.vault import Vault
+
+    actor = Actor("floor", role="runner", source="127.0.0.1", kind="runner")
+    answer = b'{"floor":true}\n'
+
+    def app(vault: Vault):
+        def floor(environ, start_response):
+            environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            with statements.connection(vault.hot_pool) as raw:
+                audit.append(raw, actor, "bench.floor", [("floor", {})], workspace="default")
+            start_response("200 OK", [("Content-Type", "application/json"),
+                                      ("Content-Length", str(len(answer)))])
+            return [answer]
+        return floor
+
+    class _App(BaseApplication):
+        def load_config(self):
+            for k, val in {"bind": f"127.0.0.1:{port}", "workers": workers, "threads": threads,
+                           "accesslog": "-", "worker_class": "gthread"}.items():
+                self.cfg.set(k, val)
+
+        def load(self):  # in each worker, after the fork: connections are its own
+            return app(Vault(Settings.from_env()))
 
     _App().run()
 
@@ -141,20 +180,55 @@ def cpu_seconds(proc: subprocess.Popen) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def database_cpu_seconds() -> float:
+    """User+system CPU of the local PostgreSQL server's processes (0 when it runs elsewhere, and
+    for SQLite, whose work is inside the server's own processes)."""
+    ticks = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == "postgres":
+                fields = (proc / "stat").read_text().rpartition(")")[2].split()
+                ticks += int(fields[11]) + int(fields[12])
+        except OSError:  # gone meanwhile
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def millis(text: str) -> float:
     """wrk's latency figure ("812.00us", "1.25ms", "2.01s") in milliseconds."""
     value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
 
+class Run(NamedTuple):
+    """One wrk run: throughput, latency, and CPU µs per request of each part of the machine."""
+    rps: float
+    requests: int
+    server_us: float  # gunicorn master and workers
+    database_us: float  # the local PostgreSQL server's processes
+    wrk_us: float  # the load generator
+    p50: float
+    p99: float
+
+    @property
+    def total_us(self) -> float:
+        return self.server_us + self.database_us + self.wrk_us
+
+
 def load(port: int, script: Path, duration: int, connections: int,
-         proc: subprocess.Popen | None = None) -> tuple[float, int, float, float, float]:
-    """(requests/s, requests, server CPU µs per request, p50 ms, p99 ms) of one wrk run; any
-    non-2xx answer or socket error stops."""
+         proc: subprocess.Popen | None = None) -> Run:
+    """One wrk run against a server; any non-2xx answer or socket error stops."""
     cpu = cpu_seconds(proc) if proc else 0.0
+    db, gen = database_cpu_seconds(), children_cpu_seconds()
     run = subprocess.run(["wrk", "--latency", "-t2", f"-c{connections}", f"-d{duration}s", "-s", str(script),
                           f"http://127.0.0.1:{port}"], capture_output=True, text=True,
                          check=True)
+    db, gen = database_cpu_seconds() - db, children_cpu_seconds() - gen
     out = run.stdout
     if re.search(r"Non-2xx or 3xx responses: (\d+)", out) or re.search(r"Socket errors", out):
         errors = "\n".join(line for line in Path(script.parent / f"server-{port}.log")
@@ -162,9 +236,11 @@ def load(port: int, script: Path, duration: int, connections: int,
         raise SystemExit(f"load run had failures:\n{out}\n{run.stderr[:3000]}\n"
                          f"server log:\n{errors[-5000:]}")
     n = int(re.search(r"(\d+) requests in", out).group(1))
-    cpu = (cpu_seconds(proc) - cpu) * 1e6 / max(n, 1) if proc else 0.0
+    per = 1e6 / max(n, 1)
+    cpu = (cpu_seconds(proc) - cpu) * per if proc else 0.0
     p50, p99 = (millis(re.search(rf"^\s+{q}%\s+(\S+)", out, re.M).group(1)) for q in (50, 99))
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), n, cpu, p50, p99
+    return Run(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), n, cpu, db * per,
+               gen * per, p50, p99)
 
 
 def pg_schema(create: bool, name: str) -> None:
@@ -203,28 +279,25 @@ def bench(backend: str, duration: int, rounds: int, connections: int,
                                 str(port), "--workers", str(workers), "--threads", str(threads)],
                                {**env, "PYTHONPATH": str(src)}, port, "/healthz", cwd=src))
             servers[label] = (port, scripts["resolve"], procs[-1])
-        port = free_port()
-        procs.append(start([py, __file__, "--hello-server", str(port), "--workers", str(workers),
-                            "--threads", str(threads)], env, port, "/hello"))
-        servers["hello"] = (port, scripts["hello"], procs[-1])
-        got: dict[str, list[float]] = {label: [] for label in servers}
-        cpu: dict[str, list[float]] = {label: [] for label in servers}
-        lat: dict[str, list[tuple[float, float]]] = {label: [] for label in servers}
-        resolved = 0
+        for label, flag in (("floor", "--floor-server"), ("hello", "--hello-server")):
+            port = free_port()
+            procs.append(start([py, __file__, flag, str(port), "--workers", str(workers),
+                                "--threads", str(threads)], env, port, "/hello"))
+            servers[label] = (port, scripts["hello"], procs[-1])
+        runs: dict[str, list[Run]] = {label: [] for label in servers}
+        counts = {"resolve": 0, "floor": 0}  # requests answered, to check against the audit log
         for label, (port, script, _) in servers.items():  # warm-up
-            resolved += load(port, script, 2, connections)[1] if label != "hello" else 0
+            counts[label.split()[0]] = counts.get(label.split()[0], 0) + \
+                load(port, script, 2, connections).requests
         labels = list(servers)
         for r in range(rounds):  # rotate the order so each server meets the noise in each slot
             for label in labels[r % len(labels):] + labels[:r % len(labels)]:
                 port, script, proc = servers[label]
-                rps, n, us, p50, p99 = load(port, script, duration, connections, proc)
-                got[label].append(rps)
-                cpu[label].append(us)
-                lat[label].append((p50, p99))
-                resolved += n if label != "hello" else 0
-        audited = count_resolve_audit(env)
-        return {"backend": backend, "runs": got, "cpu": cpu, "latency": lat, "audited": audited,
-                "resolved": resolved}
+                runs[label].append(load(port, script, duration, connections, proc))
+                counts[label.split()[0]] += runs[label][-1].requests
+        return {"backend": backend, "runs": runs, "resolved": counts["resolve"],
+                "floored": counts["floor"], "audited": count_audit(env, "credential.resolve"),
+                "floor_audited": count_audit(env, "bench.floor")}
     finally:
         for p in procs:
             stop(p)
@@ -233,8 +306,8 @@ def bench(backend: str, duration: int, rounds: int, connections: int,
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def count_resolve_audit(env: dict[str, str]) -> int:
-    """Proof the benchmark did not skip the audit: resolve events in the log."""
+def count_audit(env: dict[str, str], action: str) -> int:
+    """Proof the benchmark did not skip the audit: events of one action in the log."""
     from sqlalchemy import func, select
     from workbench.config import Settings
     from workbench.models import AuditEvent
@@ -242,7 +315,7 @@ def count_resolve_audit(env: dict[str, str]) -> int:
     v = Vault(Settings.from_env(env))
     with v.factory() as s:
         n = s.scalar(select(func.count()).select_from(AuditEvent)
-                     .where(AuditEvent.action == "credential.resolve"))
+                     .where(AuditEvent.action == action))
     v.close()
     return n
 
@@ -250,6 +323,7 @@ def count_resolve_audit(env: dict[str, str]) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hello-server", type=int)
+    ap.add_argument("--floor-server", type=int)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=16)
@@ -263,28 +337,31 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop servers, remove files
     if a.hello_server:
         return hello_server(a.hello_server, a.workers, a.threads)
+    if a.floor_server:
+        return floor_server(a.floor_server, a.workers, a.threads)
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install -y wrk")
     print(f"gunicorn gthread {a.workers} workers x {a.threads} threads, wrk -t2 -c{a.connections} "
           f"-d{a.duration}s, {a.rounds} alternating rounds, {N_CREDS} credentials, one ref "
           f"per request, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}\n")
     compare = [Path(c).resolve() for c in a.compare or []]
-    print("| backend | server | req/s (median) | ratio to hello | runs | server CPU µs/req "
-          "(median) | CPU ratio hello/server | latency p50 / p99 ms (median) |")
+    print("| backend | server | req/s (median) | ratio to hello | runs | CPU µs/req: server + "
+          "database + wrk (medians) | CPU ratio hello/this | latency p50 / p99 ms (median) |")
     print("|---|---|---|---|---|---|---|---|", flush=True)
     notes = []
     for backend in a.backend.split(","):
         r = bench(backend, a.duration, a.rounds, a.connections, compare, a.workers, a.threads)
-        hello = statistics.median(r["runs"]["hello"])
-        hello_cpu = statistics.median(r["cpu"]["hello"])
-        for label, runs in r["runs"].items():
-            med, us = statistics.median(runs), statistics.median(r["cpu"][label])
-            p50, p99 = (statistics.median(x[i] for x in r["latency"][label]) for i in (0, 1))
-            print(f"| {r['backend']} | {label} | {med:.0f} | {med / hello:.2f} | "
-                  f"{', '.join(f'{x:.0f}' for x in runs)} | {us:.0f} | {hello_cpu / us:.2f} | "
-                  f"{p50:.1f} / {p99:.1f} |", flush=True)
+        med = {label: Run(*(statistics.median(getattr(x, f) for x in runs) for f in Run._fields))
+               for label, runs in r["runs"].items()}
+        hello = med["hello"]
+        for label, m in med.items():
+            print(f"| {r['backend']} | {label} | {m.rps:.0f} | {m.rps / hello.rps:.2f} | "
+                  f"{', '.join(f'{x.rps:.0f}' for x in r['runs'][label])} | {m.server_us:.0f} + "
+                  f"{m.database_us:.0f} + {m.wrk_us:.0f} | {hello.total_us / m.total_us:.2f} | "
+                  f"{m.p50:.1f} / {m.p99:.1f} |", flush=True)
         notes.append(f"{r['backend']}: {r['resolved']} resolve requests answered 200, "
-                     f"{r['audited']} credential.resolve audit rows")
+                     f"{r['audited']} credential.resolve audit rows; the floor answered "
+                     f"{r['floored']} requests and wrote {r['floor_audited']} rows")
     print("\n" + "\n".join(notes))
 
 if __name__ == "__main__":
