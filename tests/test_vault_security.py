@@ -1,4 +1,5 @@
 """Encryption at rest, keys, roles, token scoping and the audit trail."""
+import json
 import logging
 from pathlib import Path
 
@@ -59,9 +60,15 @@ def test_ciphertext_moved_to_another_row_does_not_decrypt(api_as, vault):
         b_pk = s.scalar(select(Credential.pk).where(Credential.cred_id == "b-cred"))
         s.execute(update(CredentialVersion).where(CredentialVersion.credential_pk == b_pk)
                   .values(wrapped_key=rows["a-cred"][0], ciphertext=rows["a-cred"][1]))
-    r = runner.post("/resolve", {"refs": ["b-cred"]})
+    r = runner.post("/resolve", {"refs": ["b-cred"], "context": {"step": "s1"}})
     assert r.status_code == 500 and r.get_json()["error"]["code"] == "crypto"
+    assert "'b-cred' version 1 does not decrypt" in r.get_json()["error"]["message"]
     assert "value-of" not in r.get_data(as_text=True)
+    # The attempt is audited as failed, and as nothing else.
+    events = api_as("admin").get("/audit?target=b-cred&action=credential.resolve").get_json()
+    assert [(e["outcome"], e["details"]) for e in events["items"]] == \
+        [("failed", {"step": "s1", "version": 1})]
+    assert "value-of" not in json.dumps(events)
     assert runner.post("/resolve", {"refs": ["a-cred"]}).status_code == 200
 
 

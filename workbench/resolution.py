@@ -13,7 +13,7 @@ from .audit import Actor
 from .credentials import decode_values
 from .crypto import Barrier
 from .db import utcnow
-from .errors import NotFound, PermissionDenied, ValidationError
+from .errors import CryptoError, NotFound, PermissionDenied, ValidationError
 from .models import Credential, CredentialVersion, Workspace
 from .pipeline import names
 from .pipeline.resolve import Ref, ResolvedCredential, Resolver
@@ -59,8 +59,16 @@ def resolve(raw: Raw, barrier: Barrier, actor: Actor, *, workspace: str, refs: S
             missing.append(str(ref))
             continue
         aad = crypto.binding(workspace, row.cred_id, row.version, row.type)
-        values = decode_values(barrier.open(row.wrapped_key, row.ciphertext, aad))
-        out[ref] = ResolvedCredential(row.cred_id, row.version, row.type, values)
+        try:
+            plaintext = barrier.open(row.wrapped_key, row.ciphertext, aad)
+        except CryptoError:
+            raise audit.refused(
+                CryptoError(f"credential {row.cred_id!r} version {row.version} does not decrypt "
+                            "(wrong key, or data moved or altered)"),
+                actor, "credential.resolve", workspace=workspace, target=row.cred_id,
+                details={**ctx, "version": row.version}, outcome="failed") from None
+        out[ref] = ResolvedCredential(row.cred_id, row.version, row.type,
+                                      decode_values(plaintext))
         if row.stale:
             touch.append(row.pk)
     if missing:
