@@ -55,7 +55,9 @@ CASES = {
     "pinned, several, context": dict(body={"refs": ["db", "db@1", "db2"], "context": {
         "pipeline": "deploy", "step": "migrate", "other": "dropped"}}),
     "a JSON subtype": dict(body={"refs": ["db"]}, content_type="application/vnd.wb+json"),
+    "a repeated reference": dict(body={"refs": ["db2", "db", "db2"]}),
     "unknown reference": dict(body={"refs": ["db", "absent"]}),
+    "unknown version": dict(body={"refs": ["db@9"]}),
     "malformed reference": dict(body={"refs": ["Not An ID!"]}),
     "no references": dict(body={"refs": []}),
     "too many references": dict(body={"refs": ["db"] * 101}),
@@ -84,6 +86,10 @@ def test_the_fast_path_answers_and_audits_like_the_flask_route(paths, vault, cas
     assert fast == slow
     assert fast_audit == slow_audit
     assert b"pw-canary" not in fast[1] or fast[0] == 200
+    # one "ok" row per credential answered, and none for a refused request
+    answered = json.loads(fast[1])["credentials"] if fast[0] == 200 else []
+    ok = [(e[4], e[6]["version"]) for e in fast_audit if e[1:3] == ("credential.resolve", "ok")]
+    assert sorted(ok) == sorted((c["id"], c["version"]) for c in answered)
 
 
 def test_what_the_fast_path_does_not_take_goes_to_flask(paths, vault):

@@ -27,11 +27,13 @@ def test_each_resolved_credential_is_audited_and_findable_by_id(api_as):
     r = runner.post("/resolve", {"refs": ["db-a", "db-b@1"],
                                  "context": {"pipeline": "deploy", "step": "migrate"}})
     assert r.status_code == 200
+    name = [t["name"] for t in admin.get("/tokens").get_json()["items"] if t["kind"] == "runner"]
     for cid, version in (("db-a", 1), ("db-b", 1)):
         items = admin.get(f"/audit?target={cid}&action=credential.resolve").get_json()["items"]
         assert len(items) == 1
         ev = items[0]
-        assert ev["outcome"] == "ok" and ev["actor"].startswith("runner:")
+        assert (ev["outcome"], ev["actor"], ev["workspace"]) == ("ok", f"runner:{name[0]}",
+                                                                 "default")
         assert ev["details"] == {"pipeline": "deploy", "step": "migrate", "version": version}
     log = admin.get("/audit?action=credential.resolve").get_data(as_text=True)
     assert "pw-canary" not in log
@@ -78,11 +80,13 @@ def test_revoked_token_and_disabled_user_are_refused(api_as, vault):
         s.execute(update(User).where(User.username == "editor1").values(disabled=True))
     assert editor.get("/credentials").status_code == 401
     runner = api_as("runner")
+    _store(api_as("admin"), "kept")
     tok = [t for t in admin.get("/tokens").get_json()["items"] if t["kind"] == "runner"][0]
     assert admin.delete(f"/tokens/{tok['id']}").status_code == 200
-    r = runner.post("/resolve", {"refs": ["x"]})
+    r = runner.post("/resolve", {"refs": ["kept"]})
     assert r.status_code == 401
-    assert "wbr_" not in r.get_data(as_text=True)
+    assert "wbr_" not in r.get_data(as_text=True) and "pw-canary" not in r.get_data(as_text=True)
+    assert admin.get("/audit?action=credential.resolve").get_json()["items"] == []
 
 
 def test_runner_token_of_another_workspace_cannot_resolve(api_as):
@@ -92,6 +96,8 @@ def test_runner_token_of_another_workspace_cannot_resolve(api_as):
     r = other.post("/resolve", {"refs": ["scoped"]})
     assert r.status_code == 403
     assert "pw-canary" not in r.get_data(as_text=True)
+    events = api_as("admin").get("/audit?action=credential.resolve").get_json()["items"]
+    assert [(e["outcome"], e["target"]) for e in events] == [("denied", "scoped")]
 
 
 def test_the_token_is_checked_before_the_body(api_as, client):

@@ -20,7 +20,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from .. import accounts, audit, credtypes, resolution
 from ..audit import Actor, hot_unit
 from ..errors import AuthenticationRequired, BadRequest, ValidationError, WorkbenchError
-from ..pipeline import names
+from ..pipeline.resolve import Ref
 from ..statements import Raw
 from ..vault import Vault
 
@@ -44,24 +44,34 @@ def check_token(raw: Raw, authorization: str, source: str, path: str, lookup=Non
 def resolve_request(vault: Vault, data: Any, *, workspace: str, authorization: str,
                     source: str) -> dict[str, Any]:
     """The answer to a resolve request (``data``: its JSON body, or None), or an error."""
-    # One connection for the token check, the reads and the audit rows; the first reference is
-    # read with the token (resolution.Prefetch).  The body is checked after the token.
-    refs = data.get("refs") if isinstance(data, dict) else None
-    first = names.parse_ref(refs[0]) if isinstance(refs, list) and refs and \
-        isinstance(refs[0], str) else None
+    # One connection for the token check, the reads and the audit rows.  The body is read
+    # first, so that the token's statement can read the first reference too
+    # (resolution.Prefetch), but its errors are raised after the token is checked.
+    try:
+        refs, context, problem = *parse_body(data), None
+    except WorkbenchError as e:
+        refs, context, problem = [], {}, e
     with hot_unit(vault) as raw:
-        prefetch = resolution.Prefetch(workspace, first) if first else None
+        prefetch = resolution.Prefetch(workspace, refs[0]) if refs else None
         who = check_token(raw, authorization, source, PATH, lookup=prefetch)
-        data = json_object(data)
-        if not isinstance(refs, list) or not refs or len(refs) > 100:
-            raise ValidationError("refs must be a list of 1–100 references", field="refs")
-        parsed = [resolution.parse_ref(r if isinstance(r, str) else "") for r in refs]
-        context = data.get("context") if isinstance(data.get("context"), dict) else {}
-        out = resolution.resolve(raw, vault.barrier, who, workspace=workspace, refs=parsed,
+        if problem is not None:
+            raise problem
+        out = resolution.resolve(raw, vault.barrier, who, workspace=workspace, refs=refs,
                                  context=context, prefetch=prefetch)
     return {"credentials": [{"ref": str(ref), "id": rc.id, "version": rc.version,
                              "type": rc.type, "values": credtypes.to_json(rc.values)}
                             for ref, rc in out.items()]}
+
+
+def parse_body(data: Any) -> tuple[list[Ref], dict]:
+    """A resolve request's references and context, or the error that refuses it."""
+    data = json_object(data)
+    refs = data.get("refs")
+    if not isinstance(refs, list) or not refs or len(refs) > 100:
+        raise ValidationError("refs must be a list of 1–100 references", field="refs")
+    context = data.get("context")
+    return ([resolution.parse_ref(r if isinstance(r, str) else "") for r in refs],
+            context if isinstance(context, dict) else {})
 
 
 def json_object(data: Any) -> dict[str, Any]:
