@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib
 from datetime import datetime, timezone
-from types import ModuleType
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask_login import LoginManager, current_user
@@ -37,16 +36,6 @@ def can(role: str) -> bool:
     """Whether the signed-in user has at least ``role`` (templates hide what it may not do)."""
     return current_user.is_authenticated and \
         accounts.RANK.get(current_user.role, -1) >= accounts.RANK[role]
-
-
-def references() -> ModuleType | None:
-    """The reference index, when it is installed (the UI degrades without it)."""
-    try:
-        return importlib.import_module("workbench.references")
-    except ModuleNotFoundError as e:
-        if e.name != "workbench.references":
-            raise
-        return None
 
 
 def when(dt: datetime | None) -> str:

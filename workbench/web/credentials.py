@@ -11,7 +11,7 @@ from ..accounts import require
 from ..errors import Conflict, CredentialInUse, NotFound, ValidationError, WorkbenchError
 from ..models import Workspace
 from ..pipeline.records import CredentialUse, Run
-from . import actor, forms, references, vault, web
+from . import actor, forms, vault, web
 
 
 def _workspaces(s) -> list[str]:
@@ -73,12 +73,6 @@ def recent_runs(s, workspace: str, cred_id: str, limit: int = 10) -> list[tuple]
     return list(s.execute(q))
 
 
-def _refs_of(s, workspace: str, cred_id: str) -> list[dict]:
-    """Every registered finder's references (the reference index registers itself)."""
-    references()  # importing the index registers its finder with the credential service
-    return svc.references(s, workspace, cred_id)
-
-
 @web.get("/credentials/<workspace>/<cred_id>")
 def credential(workspace: str, cred_id: str):
     """Metadata, status, versions, users, runs and audit trail; never a value."""
@@ -86,8 +80,7 @@ def credential(workspace: str, cred_id: str):
         c = svc.get_credential(s, workspace, cred_id)
         ctx = dict(c=c, ctype=credtypes.TYPES.get(c.type),
                    versions=svc.list_versions(s, workspace, cred_id),
-                   refs=_refs_of(s, workspace, cred_id),
-                   refs_available=references() is not None,
+                   refs=svc.references(s, workspace, cred_id),
                    runs=recent_runs(s, workspace, cred_id),
                    events=audit.query(s, workspace=workspace, target=cred_id, limit=50))
     return render_template("credentials/show.html", **ctx)
@@ -159,7 +152,7 @@ def delete_credential(workspace: str, cred_id: str):
     if request.method == "GET":
         with vault().factory() as s:
             c = svc.get_credential(s, workspace, cred_id)
-            refs = _refs_of(s, workspace, cred_id)
+            refs = svc.references(s, workspace, cred_id)
         return render_template("credentials/delete.html", c=c, refs=refs)
     force = request.form.get("force") == "1"
     try:

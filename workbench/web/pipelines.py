@@ -4,12 +4,12 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from .. import background, sourcelock, sources as srcs
+from .. import background, references, sourcelock, sources as srcs
 from ..accounts import require
-from ..errors import NotFound, WorkbenchError
+from ..errors import WorkbenchError
 from ..models import Workspace
 from ..pipeline import records
-from . import actor, references, vault, web
+from . import actor, vault, web
 
 
 def _workspace() -> str:
@@ -24,16 +24,15 @@ def _workspaces(s) -> list[str]:
 def pipelines():
     """Known pipelines with their source, commit, parse status and dangling references."""
     ws = _workspace()
-    refs = references()
     with vault().factory() as s:
         # sources first: one not syncing then has its whole sync in the reads that follow
         sources = srcs.list_sources(s, ws, sourcelock.root(vault().settings))
-        items = refs.list_pipelines(s, ws) if refs is not None else []
-        bad = refs.dangling(s, ws) if refs is not None else []
+        items = references.list_pipelines(s, ws)
+        bad = references.dangling(s, ws)
         workspaces = _workspaces(s)
     return render_template("pipelines/list.html", items=items, dangling=bad, workspace=ws,
-                           workspaces=workspaces, refs_available=refs is not None,
-                           sources=sources, syncing=any(x["syncing"] for x in sources))
+                           workspaces=workspaces, sources=sources,
+                           syncing=any(x["syncing"] for x in sources))
 
 
 @web.post("/pipelines/sources/<int:source_id>/sync")
@@ -55,11 +54,8 @@ def sync_source(source_id: int):
 def pipeline(pipeline_id: int):
     """One pipeline: its steps and the credentials each step uses (dangling ones flagged)."""
     ws = _workspace()
-    refs = references()
-    if refs is None:
-        raise NotFound("the reference index is not installed")
     with vault().factory() as s:
-        p = refs.get_pipeline(s, ws, pipeline_id)
+        p = references.get_pipeline(s, ws, pipeline_id)
         runs = [r for r in records.list_runs(s, ws, limit=200) if r.pipeline == p["name"]][:10]
         runs = [records.run_to_dict(r) for r in runs]
     return render_template("pipelines/show.html", p=p, workspace=ws, runs=runs)

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from flask import make_response, render_template, request
 from sqlalchemy import select
 
-from .. import credentials as svc, credtypes
+from .. import credentials as svc, credtypes, references
 from ..db import aware
 from ..errors import ValidationError
 from ..models import Workspace
-from . import references, vault, web
+from . import vault, web
 
 COOKIE = "wb_cols"
 STATUSES = ("No issues found", "Issues found", "Not tested", "Checking…")
@@ -53,20 +53,18 @@ def _int(name: str, default: int, lo: int, hi: int) -> int:
 
 
 def _usage(s, rows) -> tuple[dict, dict]:
-    """(used_by, last_used) keyed by (workspace, ID), from the reference index if present."""
-    refs = references()
+    """(used_by, last_used) keyed by (workspace, ID): pipelines from the reference index, and the
+    later of the credential's own "last used" and its last use by a recorded run."""
     used, last = {}, {}
     by_ws: dict[str, list[str]] = {}
     for c in rows:
         by_ws.setdefault(c.workspace.name, []).append(c.cred_id)
         if c.last_used_at:
             last[(c.workspace.name, c.cred_id)] = c.last_used_at
-    if refs is None:
-        return used, last
     for ws, ids in by_ws.items():
-        for cid, n in refs.usage_counts(s, ws, ids).items():
+        for cid, n in references.usage_counts(s, ws, ids).items():
             used[(ws, cid)] = n
-        for cid, at in refs.last_used(s, ws, ids).items():
+        for cid, at in references.last_used(s, ws, ids).items():
             if at is not None:
                 prev = last.get((ws, cid))
                 last[(ws, cid)] = max(prev, at, key=aware) if prev else at
@@ -101,8 +99,7 @@ def credentials():
         "credentials/table.html", rows=rows, total=total, page=page, per=per,
         pages=max(1, -(-total // per)), q=q, type=type_, status=status, workspace=ws,
         sort=sort, args=args, cols=cols, columns=COLUMNS, by_key=BY_KEY, types=credtypes.TYPES,
-        statuses=STATUSES, workspaces=workspaces, used=used, last=last,
-        refs_available=references() is not None, page_sizes=PAGE_SIZES))
+        statuses=STATUSES, workspaces=workspaces, used=used, last=last, page_sizes=PAGE_SIZES))
     if "cols_set" in a:
         resp.set_cookie(COOKIE, ".".join(cols), max_age=365 * 86400, samesite="Lax",
                         httponly=True, secure=request.is_secure)
