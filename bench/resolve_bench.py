@@ -28,6 +28,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -285,10 +286,9 @@ def bench(backend: str, duration: int, rounds: int, connections: int,
                                 "--threads", str(threads)], env, port, "/hello"))
             servers[label] = (port, scripts["hello"], procs[-1])
         runs: dict[str, list[Run]] = {label: [] for label in servers}
-        counts = {"resolve": 0, "floor": 0}  # requests answered, to check against the audit log
+        counts: Counter[str] = Counter()  # requests answered, to check against the audit log
         for label, (port, script, _) in servers.items():  # warm-up
-            counts[label.split()[0]] = counts.get(label.split()[0], 0) + \
-                load(port, script, 2, connections).requests
+            counts[label.split()[0]] += load(port, script, 2, connections).requests
         labels = list(servers)
         for r in range(rounds):  # rotate the order so each server meets the noise in each slot
             for label in labels[r % len(labels):] + labels[:r % len(labels)]:

@@ -47,8 +47,9 @@ def resolve_request(vault: Vault, data: Any, *, workspace: str, authorization: s
     # One connection for the token check, the reads and the audit rows.  The body is read
     # first, so that the token's statement can read the first reference too
     # (resolution.Prefetch), but its errors are raised after the token is checked.
+    problem = None
     try:
-        refs, context, problem = *parse_body(data), None
+        refs, context = parse_body(data)
     except WorkbenchError as e:
         refs, context, problem = [], {}, e
     with hot_unit(vault) as raw:
