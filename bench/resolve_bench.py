@@ -62,17 +62,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def hello_server(port: int, workers: int, threads: int) -> None:
-    """The baseline: one JSON endpoint, served exactly like `workbench serve` serves the vault."""
-    from flask import Flask, jsonify, request
+def gunicorn(port: int, workers: int, threads: int, load) -> None:
+    """Serve ``load()``'s WSGI app exactly like `workbench serve` serves the vault; ``load`` runs
+    in each worker, after the fork, so whatever it opens is that worker's own."""
     from gunicorn.app.base import BaseApplication
-
-    app = Flask("hello")
-
-    @app.post("/hello")
-    def hello():
-        request.get_json(silent=True)
-        return jsonify({"hello": "world"})
 
     class _App(BaseApplication):
         def load_config(self):
@@ -81,14 +74,27 @@ def hello_server(port: int, workers: int, threads: int) -> None:
                 self.cfg.set(k, val)
 
         def load(self):
-            return app
+            return load()
 
     _App().run()
 
 
+def hello_server(port: int, workers: int, threads: int) -> None:
+    """The baseline: one JSON endpoint."""
+    from flask import Flask, jsonify, request
+
+    app = Flask("hello")
+
+    @app.post("/hello")
+    def hello():
+        request.get_json(silent=True)
+        return jsonify({"hello": "world"})
+
+    gunicorn(port, workers, threads, lambda: app)
+
+
 def floor_server(port: int, workers: int, threads: int) -> None:
     """The floor: per request, one audit row committed before the answer, and nothing else."""
-    from gunicorn.app.base import BaseApplication
     from workbench import audit, statements
     from workbench.audit import Actor
     from workbench.config import Settings
@@ -97,7 +103,9 @@ def floor_server(port: int, workers: int, threads: int) -> None:
     actor = Actor("floor", role="runner", source="127.0.0.1", kind="runner")
     answer = b'{"floor":true}\n'
 
-    def app(vault: Vault):
+    def app():
+        vault = Vault(Settings.from_env())
+
         def floor(environ, start_response):
             environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
             with statements.connection(vault.hot_pool) as raw:
@@ -107,16 +115,7 @@ def floor_server(port: int, workers: int, threads: int) -> None:
             return [answer]
         return floor
 
-    class _App(BaseApplication):
-        def load_config(self):
-            for k, val in {"bind": f"127.0.0.1:{port}", "workers": workers, "threads": threads,
-                           "accesslog": "-", "worker_class": "gthread"}.items():
-                self.cfg.set(k, val)
-
-        def load(self):  # in each worker, after the fork: connections are its own
-            return app(Vault(Settings.from_env()))
-
-    _App().run()
+    gunicorn(port, workers, threads, app)
 
 
 def seed(env: dict[str, str]) -> str:
