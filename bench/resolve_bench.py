@@ -35,7 +35,7 @@ from typing import NamedTuple
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workbench.cli.admin import SERVE_THREADS, default_workers  # noqa: E402
+from workbench.cli.admin import SERVE_THREADS, default_workers, run_gunicorn  # noqa: E402
 
 PG_URL = os.environ.get("WORKBENCH_TEST_POSTGRES_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -62,23 +62,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def gunicorn(port: int, workers: int, threads: int, load) -> None:
-    """Serve ``load()``'s WSGI app exactly like `workbench serve` serves the vault; ``load`` runs
-    in each worker, after the fork, so whatever it opens is that worker's own."""
-    from gunicorn.app.base import BaseApplication
-
-    class _App(BaseApplication):
-        def load_config(self):
-            for k, val in {"bind": f"127.0.0.1:{port}", "workers": workers, "threads": threads,
-                           "accesslog": "-", "worker_class": "gthread"}.items():
-                self.cfg.set(k, val)
-
-        def load(self):
-            return load()
-
-    _App().run()
-
-
 def hello_server(port: int, workers: int, threads: int) -> None:
     """The baseline: one JSON endpoint."""
     from flask import Flask, jsonify, request
@@ -90,11 +73,12 @@ def hello_server(port: int, workers: int, threads: int) -> None:
         request.get_json(silent=True)
         return jsonify({"hello": "world"})
 
-    gunicorn(port, workers, threads, lambda: app)
+    run_gunicorn(lambda: app, host="127.0.0.1", port=port, workers=workers, threads=threads)
 
 
 def floor_server(port: int, workers: int, threads: int) -> None:
-    """The floor: per request, one audit row committed before the answer, and nothing else."""
+    """The floor: per request, one audit row committed before the answer, and nothing else.
+    Its vault is opened in each worker, after the fork: the connections are that worker's own."""
     from workbench import audit, statements
     from workbench.audit import Actor
     from workbench.config import Settings
@@ -115,7 +99,7 @@ def floor_server(port: int, workers: int, threads: int) -> None:
             return [answer]
         return floor
 
-    gunicorn(port, workers, threads, app)
+    run_gunicorn(app, host="127.0.0.1", port=port, workers=workers, threads=threads)
 
 
 def seed(env: dict[str, str]) -> str:

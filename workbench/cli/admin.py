@@ -48,22 +48,10 @@ def default_workers() -> int:
     return max(2, min(8, 2 * len(os.sched_getaffinity(0))))
 
 
-@click.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=default_workers, type=int,
-              show_default="2 per CPU, at most 8")
-@click.option("--threads", default=SERVE_THREADS, show_default=True, type=int)
-def serve(host: str, port: int, workers: int, threads: int):
-    """Serve the web workbench and API with gunicorn."""
+def run_gunicorn(load, *, host: str, port: int, workers: int, threads: int) -> None:
+    """Serve ``load()``'s WSGI app with the gunicorn settings of ``workbench serve``.  ``load``
+    runs in each worker after the fork (the benchmarks' servers use the same settings)."""
     from gunicorn.app.base import BaseApplication
-    from .. import create_app
-
-    settings = Settings.from_env(insecure_cookies=host in ("127.0.0.1", "localhost"))
-    app = create_app(settings)  # fail here, before forking, on a bad key or database
-    # The start-up checks left pooled connections behind; forked workers must not share them
-    # (two processes on one PostgreSQL socket or SQLite handle answer 500s at random).
-    app.extensions["workbench"].close()
 
     class _App(BaseApplication):
         def load_config(self):
@@ -72,10 +60,28 @@ def serve(host: str, port: int, workers: int, threads: int):
                 self.cfg.set(k, val)
 
         def load(self):
-            return app
+            return load()
 
-    click.echo(f"Workbench on http://{host}:{port}/")
     _App().run()
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=default_workers, type=int,
+              show_default="2 per CPU, at most 8")
+@click.option("--threads", default=SERVE_THREADS, show_default=True, type=int)
+def serve(host: str, port: int, workers: int, threads: int):
+    """Serve the web workbench and API with gunicorn."""
+    from .. import create_app
+
+    settings = Settings.from_env(insecure_cookies=host in ("127.0.0.1", "localhost"))
+    app = create_app(settings)  # fail here, before forking, on a bad key or database
+    # The start-up checks left pooled connections behind; forked workers must not share them
+    # (two processes on one PostgreSQL socket or SQLite handle answer 500s at random).
+    app.extensions["workbench"].close()
+    click.echo(f"Workbench on http://{host}:{port}/")
+    run_gunicorn(lambda: app, host=host, port=port, workers=workers, threads=threads)
 
 
 @click.group("user")
