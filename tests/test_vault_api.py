@@ -139,7 +139,7 @@ def test_kubeconfig_with_exec_plugin_is_stored_but_flagged(api_as):
     r = api_as("editor").post("/credentials", {"id": "eks", "type": "kubeconfig",
                                                "values": {"kubeconfig": kc}})
     assert r.status_code == 201
-    assert r.get_json()["status"] == "Issues found"
+    assert r.get_json()["status"] == "Warning"
     assert "exec plugin" in r.get_json()["status_message"]
 
 

@@ -57,4 +57,4 @@ def test_new_version_makes_the_last_test_stale(api_as, git_http_server):
 def test_short_values_are_flagged_on_save(api_as):
     out = api_as("editor").post("/credentials", {"id": "pin", "type": "secret_text",
                                                  "values": {"secret": "123"}}).get_json()
-    assert out["status"] == "Issues found" and "too short to mask" in out["status_message"]
+    assert out["status"] == "Warning" and "too short to mask" in out["status_message"]

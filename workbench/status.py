@@ -10,6 +10,7 @@ from . import audit, checks, credtypes
 from .accounts import require
 from .audit import Actor
 from .checks import Condition, now_iso
+from .checks.verdict import ISSUES, WARNING, is_problem
 from .crypto import Barrier
 from .models import Credential, Workspace
 
@@ -29,17 +30,21 @@ def _static(ctype: credtypes.CredentialType, values: dict[str, Any]) -> list[Con
 
 
 def summarize(conds: list[dict]) -> tuple[str, str]:
-    """The table's summary: No issues found / Issues found / Not tested / Checking…
+    """The table's summary: No issues found / Issues found / Warning / Not tested / Checking…
 
-    A ``Valid`` condition that is True but carries a warning (exec plugin, local file paths, a
-    value too short to mask) is an issue too: the credential works here but may not elsewhere."""
+    A warning is not a failure: the credential works here but may not elsewhere or for long — a
+    ``Valid`` condition that is True with a note (exec plugin, local file paths, a value too
+    short to mask) or an expiry date that is near but not past.  A failure wins over a warning."""
     objs = [Condition(**c) for c in conds]
     status, message = checks.summary(objs)
-    if status != "Issues found":
+    problems = [c for c in objs if is_problem(c)]
+    if problems and all(c.type == "Expiring" for c in problems):
+        return WARNING, problems[0].message
+    if status != ISSUES:
         warning = next((c for c in objs if c.type == "Valid" and c.status == "True"
                         and c.reason not in ("WellFormed", "Valid")), None)
         if warning:
-            return "Issues found", warning.message
+            return WARNING, warning.message
     return status, message
 
 

@@ -104,8 +104,9 @@ def validate(type_name: str, values: dict) -> list[Condition]:
         out.append(Condition("Valid", "True", warnings[0][0],
                              "; ".join(dict.fromkeys(m for _, m in warnings))))
     else:
-        out.append(Condition("Valid", "True", "WellFormed", f"the {ctype.label.lower()} is "
-                             "well-formed"))
+        label = ctype.label.lower()  # "key/value pairs" are, "a kubeconfig" is
+        out.append(Condition("Valid", "True", "WellFormed",
+                             f"the {label} {'are' if label.endswith('s') else 'is'} well-formed"))
     if expiry is not None:
         out.append(expiry)
     return out

@@ -10,6 +10,7 @@ log = logging.getLogger(__name__)
 
 NO_ISSUES, ISSUES, NOT_TESTED, CHECKING = ("No issues found", "Issues found", "Not tested",
                                            "Checking…")
+WARNING = "Warning"  # works, with a caveat: set by workbench.status, never by summary()
 
 
 def verify(type_name: str, values: dict, timeout: float = 10.0) -> Condition:

@@ -72,7 +72,8 @@ def add(cred_id, type_name, name, description, sets, files, values_stdin, worksp
         c = svc.create_credential(s, vault().barrier, cli_actor(), workspace=workspace,
                                   cred_id=cred_id, type=type_name, values=values, name=name,
                                   description=description)
-        warn = f"\n{c.status}: {c.status_message}" if c.status == "Issues found" else ""
+        warn = f"\n{c.status}: {c.status_message}" if c.status in ("Issues found", "Warning") \
+            else ""
         emit(svc.to_dict(c), as_json, f"created {cred_id} ({type_name}), version 1{warn}")
 
 

@@ -8,8 +8,9 @@ document.addEventListener("DOMContentLoaded", function () {
     el.addEventListener("click", function (ev) {
       ev.preventDefault();
       dialog.showModal();
-      var first = dialog.querySelector("input, button");
-      if (first) first.focus();
+      // the safe choice first: Enter must never delete at once
+      var safe = dialog.querySelector("[data-close]") || dialog.querySelector("input, button");
+      if (safe) safe.focus();
     });
   });
   document.querySelectorAll("dialog [data-close]").forEach(function (btn) {
@@ -44,6 +45,26 @@ document.addEventListener("DOMContentLoaded", function () {
         else { mine.querySelectorAll("input").forEach(function (i) { i.value = ""; }); }
       }
     });
+  });
+  // After a rejected form, focus goes to the summary of its errors.
+  var summary = document.getElementById("error-summary");
+  if (summary) summary.focus();
+  // Per-row action menus (<details>): one open at a time; Escape closes and returns focus.
+  var menus = document.querySelectorAll("details.menu");
+  menus.forEach(function (menu) {
+    menu.addEventListener("toggle", function () {
+      if (!menu.open) return;
+      menus.forEach(function (other) { if (other !== menu) other.open = false; });
+    });
+    menu.addEventListener("keydown", function (ev) {
+      if (ev.key === "Escape" && menu.open) {
+        menu.open = false;
+        menu.querySelector("summary").focus();
+      }
+    });
+  });
+  document.addEventListener("click", function (ev) {
+    menus.forEach(function (menu) { if (menu.open && !menu.contains(ev.target)) menu.open = false; });
   });
   // Copy a shown-once token.
   document.querySelectorAll("[data-copy]").forEach(function (btn) {

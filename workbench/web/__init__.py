@@ -38,8 +38,8 @@ def can(role: str) -> bool:
         accounts.RANK.get(current_user.role, -1) >= accounts.RANK[role]
 
 
-def when(dt: datetime | None) -> str:
-    """A short UTC timestamp for tables."""
+def when(dt: datetime | None, seconds: bool = False) -> str:
+    """A short UTC timestamp for tables (to the second for audit events)."""
     if dt is None:
         return "—"
     if isinstance(dt, str):
@@ -47,7 +47,8 @@ def when(dt: datetime | None) -> str:
             dt = datetime.fromisoformat(dt)
         except ValueError:
             return dt
-    return aware(dt).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return aware(dt).astimezone(timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
 
 
 def _load_user(session_id: str):

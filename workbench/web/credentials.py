@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import importlib
+from datetime import datetime
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from .. import audit, credentials as svc, credtypes
+from .. import audit, credentials as svc, credtypes, references
 from ..accounts import require
 from ..errors import Conflict, CredentialInUse, NotFound, ValidationError, WorkbenchError
 from ..models import Workspace
 from ..pipeline.records import CredentialUse, Run
-from . import actor, forms, vault, web
+from ..db import aware
+from . import actor, forms, pairs, vault, web
+
+META_LABELS = {"id": ("ID", "id"), "name": ("Name", "name"),
+               "description": ("Description", "description"),
+               "workspace": ("Workspace", "workspace")}
 
 
 def _workspaces(s) -> list[str]:
@@ -49,19 +55,16 @@ def new_credential():
                                       description=meta["description"])
         except (ValidationError, Conflict) as e:
             errors[_field_of(e)] = e.message
-            shown = forms.shown_on_error(ctype, f)
+            shown = forms.shown_on_error(ctype, f, request.files)
         else:
             flash(f"Credential {meta['id']} created.", "success")
             return redirect(url_for("web.credentials"))
     with vault().factory() as s:
         workspaces = _workspaces(s)
-    field_names = {w.field.name for w in forms.widgets(ctype)}
     status = 422 if errors else 200
     return render_template("credentials/new.html", ctype=ctype, meta=meta, errors=errors,
                            widgets=forms.widgets(ctype, shown), workspaces=workspaces,
-                           other_error={k: v for k, v in errors.items()
-                                        if k not in field_names | {"id", "name", "description",
-                                                                   "workspace"}}), status
+                           labels={**forms.labels(ctype), **META_LABELS}), status
 
 
 def recent_runs(s, workspace: str, cred_id: str, limit: int = 10) -> list[tuple]:
@@ -73,15 +76,28 @@ def recent_runs(s, workspace: str, cred_id: str, limit: int = 10) -> list[tuple]
     return list(s.execute(q))
 
 
+def last_used(s, c) -> tuple[datetime | None, bool]:
+    """(when the credential was last handed out, whether by a recorded run): the later of its
+    own "last used" (any resolve: runs, ``workbench exec``, API, source clones) and its last use
+    by a recorded run, as in the credentials table."""
+    by_run = references.last_used(s, c.workspace.name, [c.cred_id]).get(c.cred_id)
+    own = aware(c.last_used_at) if c.last_used_at else None
+    if by_run and (own is None or by_run >= own):
+        return by_run, True
+    return own, False
+
+
 @web.get("/credentials/<workspace>/<cred_id>")
 def credential(workspace: str, cred_id: str):
     """Metadata, status, versions, users, runs and audit trail; never a value."""
     with vault().factory() as s:
         c = svc.get_credential(s, workspace, cred_id)
+        used_at, by_run = last_used(s, c)
         ctx = dict(c=c, ctype=credtypes.TYPES.get(c.type),
                    versions=svc.list_versions(s, workspace, cred_id),
                    refs=svc.references(s, workspace, cred_id),
-                   runs=recent_runs(s, workspace, cred_id),
+                   runs=recent_runs(s, workspace, cred_id), used_at=used_at, by_run=by_run,
+                   keys=pairs.key_names(s, c) if c.type == pairs.GENERIC else [],
                    events=audit.query(s, workspace=workspace, target=cred_id, limit=50))
     return render_template("credentials/show.html", **ctx)
 
@@ -120,6 +136,8 @@ def update_secret(workspace: str, cred_id: str):
     with vault().factory() as s:
         c = svc.get_credential(s, workspace, cred_id)
     ctype = credtypes.get(c.type)
+    if ctype.name == pairs.GENERIC:
+        return pairs.update_pairs(workspace, cred_id)
     shown = dict(c.public or {})
     if request.method == "POST":
         try:
@@ -137,11 +155,12 @@ def update_secret(workspace: str, cred_id: str):
         except ValidationError as e:
             known = {f.name for f in ctype.fields}
             errors[_field_of(e) if _field_of(e) in known else "_form"] = e.message
-            shown = forms.shown_on_error(ctype, request.form)
+            shown = forms.shown_on_error(ctype, request.form, request.files)
         else:
             flash(f"Saved version {c.current_version} of {cred_id}.", "success")
             return redirect(url_for("web.credential", workspace=workspace, cred_id=cred_id))
     return render_template("credentials/secret.html", c=c, ctype=ctype, errors=errors,
+                           labels=forms.labels(ctype),
                            widgets=forms.widgets(ctype, shown)), 422 if errors else 200
 
 
@@ -153,7 +172,7 @@ def delete_credential(workspace: str, cred_id: str):
         with vault().factory() as s:
             c = svc.get_credential(s, workspace, cred_id)
             refs = svc.references(s, workspace, cred_id)
-        return render_template("credentials/delete.html", c=c, refs=refs)
+        return render_template("credentials/delete.html", c=c, refs=refs, standalone=True)
     force = request.form.get("force") == "1"
     try:
         with audit.unit(vault().factory) as s:

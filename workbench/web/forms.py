@@ -38,8 +38,8 @@ def widgets(ctype: CredentialType, shown: dict[str, Any] | None = None) -> list[
         elif f.kind == "bytes":
             out.append(Widget(f, "file", "", upload=True))
         elif f.kind == "multiline":
-            out.append(Widget(f, "textarea", "" if f.secret else shown.get(f.name, ""),
-                              upload=True))
+            # a secret here is only ever what the user just typed (see shown_on_error)
+            out.append(Widget(f, "textarea", shown.get(f.name, ""), upload=True))
         else:
             out.append(Widget(f, "password" if f.secret else "text",
                               "" if f.secret else shown.get(f.name, "")))
@@ -94,13 +94,29 @@ def read_values(ctype: CredentialType, form: ImmutableMultiDict, files: Immutabl
     return values
 
 
-def shown_on_error(ctype: CredentialType, form: ImmutableMultiDict) -> dict[str, Any]:
-    """The non-secret values of a rejected form (map keys, never map values)."""
+def shown_on_error(ctype: CredentialType, form: ImmutableMultiDict,
+                   files: ImmutableMultiDict | None = None) -> dict[str, Any]:
+    """What a rejected form shows again: the values just typed or uploaded, so an error that
+    points at line 12 of a pasted kubeconfig can be fixed there.  Never a stored value (the
+    caller passes only the request), never single-line secrets (they are quick to retype and
+    would sit in a value attribute), never map values or binary files."""
     shown: dict[str, Any] = {}
     for f in ctype.fields:
         key = PREFIX + f.name
         if f.kind == "map":
             shown[f.name] = [k for k in form.getlist(key + "_key") if k.strip()]
+        elif f.kind == "multiline":
+            fs = files.get(key + "_file") if files else None
+            text = form.get(key, "")
+            if fs is not None and fs.filename:
+                fs.stream.seek(0)
+                text = fs.stream.read().decode("utf-8", "replace")
+            shown[f.name] = text
         elif not f.secret:
             shown[f.name] = form.get(key, "")
     return shown
+
+
+def labels(ctype: CredentialType) -> dict[str, tuple[str, str]]:
+    """field name → (label, the element ID an error summary links to)."""
+    return {f.name: (f.label, PREFIX + f.name) for f in ctype.fields}
