@@ -137,6 +137,13 @@ def create_token(s: Session, actor: Actor, name: str, *, kind: str = "personal",
         raise ValidationError("kind must be personal or runner", field="kind")
     if not name or len(name) > 100:
         raise ValidationError("token name is required (up to 100 characters)", field="name")
+    same = select(ApiToken.id).where(ApiToken.name == name, ApiToken.revoked_at.is_(None),
+                                     ApiToken.user_id == owner.id if owner else
+                                     ApiToken.workspace_id == ws.id)
+    if s.scalar(same):  # names are how people tell their tokens apart
+        raise Conflict(f"a token named {name!r} already exists for "
+                       f"{owner.username if owner else 'workspace ' + repr(ws.name)}; "
+                       "choose another name or revoke that one first", field="name")
     secret = ("wbr_" if kind == "runner" else "wbp_") + secrets.token_urlsafe(32)
     tok = ApiToken(kind=kind, name=name, prefix=secret[:8], token_hash=_hash_token(secret),
                    user=owner, workspace=ws, created_by=actor.label)

@@ -73,6 +73,11 @@ def query(s: Session, *, workspace: str | None = None, target: str | None = None
     return list(s.scalars(stmt.limit(min(limit, 1000)).offset(offset)))
 
 
+def actions(s: Session) -> list[str]:
+    """Every action the log holds, for a filter to choose from."""
+    return list(s.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action)))
+
+
 def to_dict(ev: AuditEvent) -> dict:
     return {"id": ev.id, "at": iso(ev.at), "actor": ev.actor, "action": ev.action,
             "outcome": ev.outcome, "workspace": ev.workspace, "target": ev.target,

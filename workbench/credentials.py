@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import Select, String, cast, delete, func, or_, select
 from sqlalchemy.orm import Session
@@ -20,7 +20,8 @@ from .models import Credential, CredentialVersion, Workspace
 from .pipeline.names import CRED_ID
 from . import status as status_service
 
-SORTABLE = {"id": Credential.cred_id, "name": Credential.name, "type": Credential.type,
+# names sort case-insensitively ("alpha" next to "Alpha"), using ix_credentials_name_ci
+SORTABLE = {"id": Credential.cred_id, "name": func.lower(Credential.name), "type": Credential.type,
             "status": Credential.status, "created_at": Credential.created_at,
             "created_by": Credential.created_by, "last_used_at": Credential.last_used_at,
             "description": Credential.description, "updated_at": Credential.updated_at}
@@ -253,9 +254,11 @@ def prune_versions(s: Session, actor: Actor, *, workspace: str, cred_id: str, ke
 
 def list_credentials(s: Session, *, workspace: str | None = "default", q: str | None = None,
                      type: str | None = None, status: str | None = None, sort: str = "-created_at",
-                     limit: int = 50, offset: int = 0) -> tuple[list[Credential], int]:
+                     limit: int = 50, offset: int = 0, where: Iterable = ()
+                     ) -> tuple[list[Credential], int]:
     """One page of credentials and the total count.  Pages are found by primary key alone (a
-    deferred join), so a deep page walks an index instead of whole rows."""
+    deferred join), so a deep page walks an index instead of whole rows.  ``where`` adds SQL
+    conditions (see ``credential_filters``)."""
     key = sort.lstrip("-")
     if not sortable(key):
         raise ValidationError(f"cannot sort by {key[:32]!r}; use one of "
@@ -268,6 +271,8 @@ def list_credentials(s: Session, *, workspace: str | None = "default", q: str | 
         ids = ids.where(Credential.type == type)
     if status:
         ids = ids.where(Credential.status == status)
+    for cond in where:
+        ids = ids.where(cond)
     if q:
         like = f"%{q.lower()}%"
         ids = ids.where(or_(func.lower(Credential.cred_id).like(like),

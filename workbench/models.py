@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
-                        UniqueConstraint, event)
+                        UniqueConstraint, event, func)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .db import Base, utcnow
@@ -51,6 +51,10 @@ class Credential(Base):
     versions: Mapped[list["CredentialVersion"]] = relationship(
         back_populates="credential", cascade="all, delete-orphan", passive_deletes=True,
         order_by="CredentialVersion.version")
+
+
+# the credentials table sorts names case-insensitively
+Index("ix_credentials_name_ci", func.lower(Credential.name), Credential.pk)
 
 
 class CredentialVersion(Base):

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from .. import accounts, audit
 from ..accounts import require
-from ..errors import Conflict, ValidationError
+from ..errors import Conflict, NotFound, ValidationError
 from ..models import Workspace
 from . import actor, vault, web
 
@@ -72,8 +72,8 @@ def tokens():
                                             kind=kind,
                                             workspace=request.form.get("workspace") or None)
                 issued = (out.token.name, out.secret)
-        except ValidationError as e:
-            errors[e.field or "name"] = e.message
+        except (ValidationError, Conflict) as e:
+            errors[getattr(e, "field", None) or "name"] = e.message
     with vault().factory() as s:
         items = [accounts.token_to_dict(t) for t in _visible_tokens(s)]
         workspaces = list(s.scalars(select(Workspace.name).order_by(Workspace.name)))
@@ -81,9 +81,16 @@ def tokens():
                            workspaces=workspaces), 422 if errors else 200
 
 
-@web.post("/admin/tokens/<int:token_id>/revoke")
+@web.route("/admin/tokens/<int:token_id>/revoke", methods=["GET", "POST"])
 def revoke_token(token_id: int):
-    """Revoke a token (its owner, or an admin)."""
+    """Ask first (GET), then revoke (POST) a token: its owner, or an admin."""
+    if request.method == "GET":
+        with vault().factory() as s:
+            tok = next((accounts.token_to_dict(t) for t in _visible_tokens(s)
+                        if t.id == token_id and not t.revoked_at), None)
+        if tok is None:
+            raise NotFound(f"no active token {token_id} of yours")
+        return render_template("admin/revoke.html", t=tok)
     with audit.unit(vault().factory) as s:
         tok = accounts.revoke_token(s, actor(), token_id)
         name = tok.name
@@ -100,5 +107,6 @@ def audit_log():
     with vault().factory() as s:
         events = audit.query(s, **{k: v or None for k, v in filters.items()}, limit=101,
                              offset=(page - 1) * 100)
+        actions = audit.actions(s)
     return render_template("admin/audit.html", events=events[:100], more=len(events) > 100,
-                           filters=filters, page=page)
+                           filters=filters, page=page, actions=actions)

@@ -4,9 +4,9 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from .. import background, references, sourcelock, sources as srcs
+from .. import audit, background, references, sourcelock, sources as srcs
 from ..accounts import require
-from ..errors import WorkbenchError
+from ..errors import Conflict, NotFound, ValidationError, WorkbenchError
 from ..models import Workspace
 from ..pipeline import records
 from . import actor, vault, web
@@ -33,6 +33,44 @@ def pipelines():
     return render_template("pipelines/list.html", items=items, dangling=bad, workspace=ws,
                            workspaces=workspaces, sources=sources,
                            syncing=any(x["syncing"] for x in sources))
+
+
+SOURCE_LABELS = {"name": ("Name", "src-name"), "kind": ("Kind", "src-kind"),
+                 "url": ("Repository URL or folder", "src-url"),
+                 "branch": ("Branch", "src-branch"), "path_glob": ("Pipeline files", "src-glob"),
+                 "credential_id": ("Clone with credential", "src-cred")}
+
+
+@web.route("/pipelines/sources/new", methods=["GET", "POST"])
+def new_source():
+    """Add a git repository (editors) or a folder on the server (admins), then sync it."""
+    require(actor(), "editor")
+    f = request.form
+    form = {k: f.get(k, "").strip() for k in SOURCE_LABELS}
+    form["workspace"] = (f.get("workspace") or _workspace()).strip()
+    form["kind"] = form["kind"] or "git"
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        try:
+            with audit.unit(vault().factory) as s:
+                src_id = srcs.add_source(
+                    s, actor(), form["workspace"], kind=form["kind"], url=form["url"] or None,
+                    branch=form["branch"] or "main",
+                    path_glob=form["path_glob"] or "pipelines/*.yaml",
+                    credential_id=form["credential_id"] or None, name=form["name"]).id
+        except (ValidationError, Conflict, NotFound) as e:
+            errors[getattr(e, "field", None) or
+                   ("name" if isinstance(e, Conflict) else "credential_id"
+                    if isinstance(e, NotFound) else "url")] = e.message
+        else:
+            background.start_sync(vault(), actor(), src_id)
+            flash(f"Source {form['name']} added; its first sync has started.", "success")
+            return redirect(url_for("web.pipelines", workspace=form["workspace"]))
+    with vault().factory() as s:
+        workspaces = _workspaces(s)
+    return render_template("pipelines/new_source.html", form=form, errors=errors,
+                           labels=SOURCE_LABELS, workspaces=workspaces,
+                           clone_types=srcs.CLONE_TYPES), 422 if errors else 200
 
 
 @web.post("/pipelines/sources/<int:source_id>/sync")
@@ -67,9 +105,10 @@ def runs():
     ws = _workspace()
     page = max(1, request.args.get("page", 1, type=int) or 1)
     with vault().factory() as s:
+        total = records.count_runs(s, ws)
+        page = min(page, max(1, -(-total // 50)))  # past the end: the last page
         items = [records.run_to_dict(r) for r in records.list_runs(s, ws, limit=50,
                                                                   offset=(page - 1) * 50)]
-        total = records.count_runs(s, ws)
         workspaces = _workspaces(s)
     return render_template("runs/list.html", items=items, workspace=ws, page=page,
                            pages=max(1, -(-total // 50)), workspaces=workspaces)

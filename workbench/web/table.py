@@ -3,17 +3,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import make_response, render_template, request
+from flask import flash, make_response, render_template, request
 from sqlalchemy import select
 
-from .. import credentials as svc, credtypes, references
+from .. import credential_filters, credentials as svc, credtypes, references
 from ..db import aware
 from ..errors import ValidationError
 from ..models import Workspace
 from . import vault, web
 
 COOKIE = "wb_cols"
-STATUSES = ("No issues found", "Issues found", "Not tested", "Checking…")
+# stored status → the word the badges use
+STATUSES = {"No issues found": "Ready", "Issues found": "Issues found", "Warning": "Warning",
+            "Not tested": "No status", "Checking…": "Checking…"}
 PAGE_SIZES = (25, 50, 100)
 
 
@@ -83,23 +85,31 @@ def credentials():
     per = _int("per", 50, 1, 100)
     per = per if per in PAGE_SIZES else 50
     page = _int("page", 1, 1, 10**6)
+    extra = {k: a.get(k, "").strip()[:200] for k in credential_filters.NAMES if a.get(k)}
     with vault().factory() as s:
         try:
-            rows, total = svc.list_credentials(s, workspace=ws or None, q=q or None,
-                                               type=type_ or None, status=status or None,
-                                               sort=sort, limit=per, offset=(page - 1) * per)
-        except ValidationError:
+            query = dict(workspace=ws or None, q=q or None, type=type_ or None,
+                         status=status or None, sort=sort, limit=per,
+                         where=credential_filters.conditions(extra))
+            rows, total = svc.list_credentials(s, offset=(page - 1) * per, **query)
+            if not rows and page > 1 and total:  # past the end: show the last page
+                page = -(-total // per)
+                rows, total = svc.list_credentials(s, offset=(page - 1) * per, **query)
+        except ValidationError as e:
             rows, total = [], 0
+            flash(e.message, "error")
         used, last = _usage(s, rows)
         workspaces = list(s.scalars(select(Workspace.name).order_by(Workspace.name)))
     cols = chosen_columns()
     args = {k: v for k, v in (("q", q), ("type", type_), ("status", status), ("workspace", ws),
                               ("sort", sort), ("per", per)) if v and v not in ("-created_at", 50)}
+    args.update(extra)
     resp = make_response(render_template(
         "credentials/table.html", rows=rows, total=total, page=page, per=per,
         pages=max(1, -(-total // per)), q=q, type=type_, status=status, workspace=ws,
         sort=sort, args=args, cols=cols, columns=COLUMNS, by_key=BY_KEY, types=credtypes.TYPES,
-        statuses=STATUSES, workspaces=workspaces, used=used, last=last, page_sizes=PAGE_SIZES))
+        statuses=STATUSES, workspaces=workspaces, used=used, last=last, page_sizes=PAGE_SIZES,
+        extra=extra, text_filters=credential_filters.TEXT))
     if "cols_set" in a:
         resp.set_cookie(COOKIE, ".".join(cols), max_age=365 * 86400, samesite="Lax",
                         httponly=True, secure=request.is_secure)

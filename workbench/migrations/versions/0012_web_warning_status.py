@@ -1,4 +1,4 @@
-"""credentials.status: 'Warning' for credentials that work with a caveat
+"""credentials.status 'Warning' for credentials that work with a caveat; names sort ignoring case
 
 Revision ID: 0012_web
 Revises: 0005
@@ -6,7 +6,8 @@ Revises: 0005
 Until now an exec plugin, a value too short to mask or a certificate expiring soon showed the
 same "Issues found" as an expired certificate.  Stored statuses are recomputed from the stored
 conditions: "Issues found" without any failure (a False ``Valid`` or ``Reachable``) becomes
-"Warning".
+"Warning".  An index on lower(name) keeps the case-insensitive name sort of the credentials
+table as fast as the old one.
 """
 import json
 
@@ -30,6 +31,7 @@ def _failed(conditions) -> bool:
 
 
 def upgrade() -> None:
+    op.create_index('ix_credentials_name_ci', 'credentials', [sa.text('lower(name)'), 'pk'])
     conn = op.get_bind()
     rows = conn.execute(sa.select(credentials.c.pk, credentials.c.conditions)
                         .where(credentials.c.status == 'Issues found')).all()
@@ -40,5 +42,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index('ix_credentials_name_ci', table_name='credentials')
     op.execute(credentials.update().where(credentials.c.status == 'Warning')
                .values(status='Issues found'))
