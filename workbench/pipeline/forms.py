@@ -7,7 +7,7 @@ import re
 from typing import Iterable
 from urllib.parse import quote, quote_plus
 
-from ..credtypes import MIN_MASKABLE
+from ..credtypes import MIN_MASKABLE, masked_part
 from . import encoders
 
 # Characters a URL encoder may leave alone: Python's quote (safe=""), quote (safe="/"), and
@@ -40,19 +40,18 @@ def too_short(value: bytes) -> bool:
     """True when ``value`` is too short to mask without masking innocent output."""
     # the same rule as CredentialType.short_values, so every value the vault does not flag
     # is masked
-    return len(to_bytes(value)) < MIN_MASKABLE
+    return len(masked_part(to_bytes(value))) < MIN_MASKABLE
 
 
 def derived_forms(value: bytes) -> set[bytes]:
     """The value, its informative lines and whitespace variants, each with its encoded forms."""
-    original = to_bytes(value)
     # `echo "$TOKEN" > file` stores one newline more: it is not part of what gets printed
-    value = original[:-2] if original.endswith(b"\r\n") else original.removesuffix(b"\n")
-    if too_short(value):
+    value = masked_part(to_bytes(value))
+    if len(value) < MIN_MASKABLE:
         return set()
     forms: set[bytes] = set()
     for base in {value, value.strip()} | line_parts(value):
-        if too_short(base):
+        if len(base) < MIN_MASKABLE:
             continue
         if len(base) <= SEGMENT:
             forms.update(_encode(base, whole=True))
@@ -142,7 +141,8 @@ def _encode(raw: bytes, *, whole: bool) -> set[bytes]:
         for encoded in (quote(raw, safe=safe), quote_plus(raw, safe=safe)):
             forms.update(_both_hex_cases(encoded.encode("ascii")))
     # double URL encoding (a URL-encoded value put in another URL): `%` becomes `%25`
-    forms.update(_both_hex_cases(quote(quote(raw, safe=""), safe="").encode("ascii")))
+    for single in _both_hex_cases(quote(raw, safe="").encode("ascii")):
+        forms.update(_both_hex_cases(quote(single, safe="").encode("ascii")))
     forms.update(f.encode("utf-8", "surrogateescape") for f in _text_forms(raw))
     return forms
 

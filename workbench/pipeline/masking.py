@@ -47,6 +47,7 @@ class Masker:
         if not groups:
             return
         keys = list(groups)
+        self._longest_key = max(map(len, keys))
         # longest first: of the patterns starting at one place, the longest that matches
         # covers all the others
         self._full = [sorted(groups[k][0], key=len, reverse=True) for k in keys]
@@ -135,8 +136,9 @@ class Masker:
         buf = self._buf
         size = len(buf)
         cut = size
-        # the last PREFIX - 1 bytes: too short for the automaton to have seen a pattern start
-        for k in range(min(self.PREFIX - 1, size), 0, -1):
+        # the last bytes, too few for the automaton to have seen a key (a pattern's first
+        # PREFIX bytes, or a detector's trigger) start there
+        for k in range(min(self._longest_key - 1, size), 0, -1):
             suffix = bytes(buf[size - k:])
             i = bisect.bisect_left(self._patterns, suffix)
             if i < len(self._patterns) and self._patterns[i].startswith(suffix):
