@@ -16,7 +16,7 @@ def test_pipeline_run_pulls_injects_masks_and_cleans_up(docker_client, private_r
                                                         secret_scratch, monkeypatch):
     reg = private_registry
     vault = DictResolver()
-    token, ssh_like = canary("apitoken"), canary("keyfile")
+    token, ssh_like, filed = canary("apitoken"), canary("keyfile"), canary("filed")
     vault.add("team-registry", "docker_registry",
               {"registry": reg.host, "username": reg.username, "password": reg.password})
     vault.add("api-token", "secret_text", {"secret": token})
@@ -33,6 +33,8 @@ def test_pipeline_run_pulls_injects_masks_and_cleans_up(docker_client, private_r
               echo "key=$(cat "$KEY_FILE")"
               echo "step=$WORKBENCH_STEP"
               test -z "$HOSTNAME_OF_RUNNER" && echo "no runner env"
+              echo "{filed}" >> "$WORKBENCH_MASK"
+              echo "filed={filed} at $WORKBENCH_MASK"
         """), filename="docker-e2e.yaml")
     out = bytearray()
     monkeypatch.setenv("HOSTNAME_OF_RUNNER", "leak")
@@ -45,6 +47,8 @@ def test_pipeline_run_pulls_injects_masks_and_cleans_up(docker_client, private_r
     assert "token=" in text and "key=" in text
     assert token not in text and ssh_like not in text and reg.password not in text
     assert "step=in-container" in text and "no runner env" in text
+    # a value the step registered through the mounted WORKBENCH_MASK file
+    assert filed not in text and "filed=**** at /run/workbench-mask/mask" in text
     assert [n for n in os.listdir(secret_scratch) if n != LOCK] == []
     left = docker_client.containers.list(all=True, filters={"label": "workbench.step=in-container"})
     assert left == []

@@ -33,13 +33,14 @@ def reference(text: bytes, secrets) -> bytes:
 
 def fed(text: bytes, secrets, cuts, chunk_size: int = 65536) -> bytes:
     """Feed ``text`` split at ``cuts`` and collect everything the masker emits."""
-    m = Masker(secrets, chunk_size=chunk_size)
+    m = Masker(secrets, chunk_size=chunk_size, detectors=())
     bounds = [0, *sorted(cuts), len(text)]
     return b"".join(m.feed(text[a:b]) for a, b in zip(bounds, bounds[1:])) + m.flush()
 
 
 def test_output_that_cannot_start_a_secret_is_emitted_at_once():
-    m = Masker([b"hunter2-secret"])
+    # (detectors off: "x" may begin a Slack token, which holds a line back until it ends)
+    m = Masker([b"hunter2-secret"], detectors=())
     assert m.feed(b"Deploying to prod...\n") == b"Deploying to prod...\n"
     assert [m.feed(bytes([c])) for c in b"#;\n"] == [b"#", b";", b"\n"]
     assert m.feed(b"x" * 100_000) == b"x" * 100_000
@@ -64,7 +65,7 @@ SPLIT_SECRETS = [b"abcdef", b"defghi", b"topsecret!", b"topsecret!/x", b"abcd"]
 @pytest.mark.parametrize("chunk_size", [1, 2, 3, 5, 8, 64, 65536])
 def test_split_across_two_feeds_at_every_point_equals_one_shot(chunk_size):
     expected = reference(SPLIT_TEXT, SPLIT_SECRETS)
-    assert mask(SPLIT_TEXT, SPLIT_SECRETS) == expected
+    assert mask(SPLIT_TEXT, SPLIT_SECRETS, detectors=()) == expected
     for cut in range(len(SPLIT_TEXT) + 1):
         assert fed(SPLIT_TEXT, SPLIT_SECRETS, [cut], chunk_size) == expected, cut
 
@@ -83,7 +84,7 @@ def test_secret_straddling_every_emit_boundary_never_escapes():
     for chunk_size in range(1, 14):
         for start in range(0, 14):
             text = b"." * start + secret + b"q!Z9" + b"-" * 20  # 2nd match overlaps
-            m = Masker([secret], chunk_size=chunk_size)
+            m = Masker([secret], chunk_size=chunk_size, detectors=())
             pieces = [m.feed(text[i:i + 1]) for i in range(len(text))] + [m.flush()]
             out = b"".join(pieces)
             assert out == reference(text, [secret]) == b"." * start + STARS + b"-" * 20
@@ -136,7 +137,7 @@ def test_random_secrets_and_random_splits_never_leak_and_equal_one_shot(secrets,
     text = b"".join(parts)
     cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=8))
     chunk_size = data.draw(st.sampled_from([1, 2, 3, 16, 65536]))
-    one_shot = mask(text, secrets)
+    one_shot = mask(text, secrets, detectors=())
     assert one_shot == reference(text, secrets)
     assert fed(text, secrets, cuts, chunk_size) == one_shot
     for s in secrets:

@@ -139,7 +139,8 @@ class CredentialType:
                 continue
             items = v.items() if isinstance(v, dict) else [(f.name, v)]
             for key, item in items:
-                if 0 < len(as_bytes(item)) < MIN_MASKABLE:
+                raw = as_bytes(item)
+                if raw and len(masked_part(raw)) < MIN_MASKABLE:
                     short.append(key if isinstance(v, dict) else f.name)
         return short
 
@@ -148,6 +149,11 @@ def env_prefix(cred_id: str) -> str:
     """``prod-kubeconfig`` → ``PROD_KUBECONFIG``."""
     p = re.sub(r"[^A-Z0-9]", "_", cred_id.upper())
     return p if re.match(r"[A-Z_]", p) else "_" + p
+
+
+def masked_part(value: bytes) -> bytes:
+    """What the masker masks of a value: all but one trailing newline (``echo`` adds one)."""
+    return value[:-2] if value.endswith(b"\r\n") else value.removesuffix(b"\n")
 
 
 def as_bytes(v: Any) -> bytes:

@@ -13,10 +13,12 @@ import time
 from ..errors import ExecutionError
 from .dockerimage import ensure_image, scrub
 from .executor import Executor, Output, register
+from .maskcommands import MASK_ENV
 from .secretdir import LOCK, SecretDir
 from .step import StepResult
 
 MOUNT = "/run/workbench"  # where the private secret dir appears inside the container
+MASK_MOUNT = "/run/workbench-mask"  # the runner's dir holding the step's WORKBENCH_MASK file
 WORKSPACE = "/workspace"
 ENV_FILE, SCRIPT_FILE = "step-env.sh", "step-script.sh"
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -143,6 +145,8 @@ class DockerExecutor(Executor):
     def _write_secrets(self) -> None:
         self.secret_dir = SecretDir.create(self.scratch)
         env = dict(self.step.env)
+        if env.get(MASK_ENV):  # the file values to mask are appended to, as the container sees it
+            env[MASK_ENV] = f"{MASK_MOUNT}/{os.path.basename(env[MASK_ENV])}"
         for spec in self.step.files:
             host = self.secret_dir.write(spec)
             env[spec.env] = MOUNT + "/" + os.path.relpath(host, self.secret_dir.path)
@@ -209,6 +213,8 @@ class DockerExecutor(Executor):
         binds = {self.secret_dir.path: {"bind": MOUNT, "mode": "ro"}}
         if self.step.workdir:
             binds[self.step.workdir] = {"bind": WORKSPACE, "mode": "rw"}
+        if self.step.env.get(MASK_ENV):
+            binds[os.path.dirname(self.step.env[MASK_ENV])] = {"bind": MASK_MOUNT, "mode": "rw"}
         api = self.client.api
         host_config = api.create_host_config(
             binds=binds, network_mode=os.environ.get("WORKBENCH_DOCKER_NETWORK", "host"),

@@ -9,6 +9,7 @@ import yaml
 
 from .. import credtypes
 from ..errors import PipelineError
+from .maskopts import MaskingOptions, parse_masking
 from .names import (FORBIDDEN, FORBIDDEN_PREFIXES, IMAGE, NAME,  # noqa: F401 - re-exported
                     env_name_problem, parse_ref, parse_timeout)
 from .resolve import Ref
@@ -17,10 +18,10 @@ MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 16
 MAX_STEPS = 200
 MAX_CREDENTIALS = 50
-PIPELINE_KEYS = ("name", "steps")
+PIPELINE_KEYS = ("name", "steps", "masking")
 STEP_KEYS = ("name", "run", "image", "image_pull_credential", "timeout", "environment",
              "credentials")
-USE_KEYS = ("id", "env", "file", "filename")
+USE_KEYS = ("id", "env", "file", "filename", "mask")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class CredentialUse:
     file: str | None = None
     filename: str | None = None
     line: int | None = None
+    mask: bool = True  # False: the step may bind values too short to mask (left unmasked)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Pipeline:
     name: str
     steps: tuple[Step, ...]
     file: str = "<pipeline>"
+    masking: MaskingOptions = field(default_factory=MaskingOptions)
 
 
 def load_pipeline(path: str | Path) -> Pipeline:
@@ -184,7 +187,8 @@ class _Parser:
                           node, f"steps[{i}].name")
             seen[step.name] = step.line
             steps.append(step)
-        return Pipeline(name=name, steps=tuple(steps), file=self.file)
+        masking = parse_masking(self, top["masking"][1]) if "masking" in top else MaskingOptions()
+        return Pipeline(name=name, steps=tuple(steps), file=self.file, masking=masking)
 
     def step(self, node: yaml.Node, where: str) -> Step:
         keys = self.mapping(node, where, STEP_KEYS)
@@ -297,4 +301,9 @@ class _Parser:
                 credtypes.check_filename(filename)
             except Exception as exc:  # ValidationError: re-raised with file/line
                 self.fail(getattr(exc, "message", str(exc)), vnode, f"{where}.filename")
-        return CredentialUse(ref=ref, env=env, file=file, filename=filename, line=line)
+        mask = True
+        if "mask" in keys:
+            mask = self.scalar(keys["mask"][1], f"{where}.mask")
+            if not isinstance(mask, bool):
+                self.fail("mask must be true or false", keys["mask"][1], f"{where}.mask")
+        return CredentialUse(ref=ref, env=env, file=file, filename=filename, line=line, mask=mask)

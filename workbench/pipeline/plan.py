@@ -6,6 +6,7 @@ from typing import Any
 
 from .. import credtypes
 from ..errors import NotFound, PipelineError, ValidationError
+from .maskopts import short_bindings
 from .parse import CredentialUse, Pipeline, Step, env_name_problem
 from .resolve import Ref, ResolvedCredential, Resolver
 from .step import FileSpec, PullAuth, ResolvedStep
@@ -21,7 +22,10 @@ def plan(pipeline: Pipeline, resolver: Resolver, *, context: dict | None = None,
     """Resolve all references, check each binding fits its credential type, build each step."""
     context = dict(context or {}, pipeline=pipeline.name)
     creds = _resolve(pipeline, resolver, context)
-    secrets = _run_secrets(creds.values())
+    unmasked = {v for step in pipeline.steps for use in step.credentials if not use.mask
+                for v in _secret_values(creds[use.ref])
+                if len(v.rstrip(b"\r\n")) < pipeline.masking.min_length}
+    secrets = tuple(v for v in _run_secrets(creds.values()) if v not in unmasked)
     environ = os.environ if environ is None else environ
     return [_step(pipeline, step, creds, secrets, workdir, environ, context)
             for step in pipeline.steps]
@@ -77,6 +81,10 @@ def _run_secrets(creds) -> tuple[bytes, ...]:
     return tuple(out)
 
 
+def _secret_values(cred) -> set[bytes]:
+    return {v for v in credtypes.get(cred.type).mask_values(cred.values) if v}
+
+
 def _step(pipeline: Pipeline, step: Step, creds: dict[Ref, ResolvedCredential],
           secrets: tuple[bytes, ...], workdir: str | None, environ, context: dict
           ) -> ResolvedStep:
@@ -87,6 +95,7 @@ def _step(pipeline: Pipeline, step: Step, creds: dict[Ref, ResolvedCredential],
     uses: list[tuple[str, int]] = []
     for use in step.credentials:
         cred = creds[use.ref]
+        before, nfiles = dict(env), len(files)
         try:
             _bind(use, cred, env, files, bound)
         except ValidationError as exc:
@@ -95,6 +104,15 @@ def _step(pipeline: Pipeline, step: Step, creds: dict[Ref, ResolvedCredential],
             raise PipelineError(f"step {step.name}: credential {use.ref} ({cred.type}): "
                                 f"{exc.message}", file=pipeline.file, line=use.line,
                                 field=f"steps.{step.name}.credentials.{use.ref}") from None
+        short = short_bindings({k: v for k, v in env.items() if before.get(k) != v},
+                               files[nfiles:], _secret_values(cred), pipeline.masking.min_length)
+        if short and use.mask:
+            raise PipelineError(
+                f"step {step.name}: credential {use.ref} binds a value shorter than "
+                f"{pipeline.masking.min_length} bytes to {', '.join(short)}: too short to mask "
+                "in the log; use a longer value, or add 'mask: false' to this binding to use it "
+                "unmasked", file=pipeline.file, line=use.line,
+                field=f"steps.{step.name}.credentials.{use.ref}")
         uses.append((cred.id, cred.version))
     pull = None
     if step.image_pull_credential is not None:

@@ -1,6 +1,7 @@
 """Orchestrates a run: plan, execute each step, mask every byte, record the outcome."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -101,6 +102,7 @@ def run_pipeline(pipeline: Pipeline, resolver: Resolver, *, recorder: Recorder |
                 notify(f"could not record the run: {rec_exc.message}")
         raise
     results: list[StepResult] = []
+    added: list[bytes] = []  # values steps registered to mask: masked in every later step too
     with _signals(cancel), _run_dir(workdir, steps):
         for rs in steps:
             if cancel.cancelled or (results and results[-1].status != "success"):
@@ -110,7 +112,9 @@ def run_pipeline(pipeline: Pipeline, resolver: Resolver, *, recorder: Recorder |
                 continue
             notify(f"step {rs.name}: running")
             used_at = utcnow().isoformat()
-            result, log = execute_step(rs, scratch=scratch, echo=echo, cancel=cancel)
+            result, log = execute_step(rs, scratch=scratch, echo=echo, cancel=cancel,
+                                       detectors=pipeline.masking.enabled_detectors(),
+                                       added=added)
             results.append(result)
             record["steps"].append(_step_dict(result, log))
             record["uses"].extend({"step": rs.name, "credential_id": cid, "version": ver,
@@ -125,12 +129,19 @@ def run_pipeline(pipeline: Pipeline, resolver: Resolver, *, recorder: Recorder |
     return RunResult(id=run_id, status=status, steps=results, record=record)
 
 
-def execute_step(rs: ResolvedStep, *, scratch: str, echo: Echo, cancel: Cancellation
-                 ) -> tuple[StepResult, str]:
+def execute_step(rs: ResolvedStep, *, scratch: str, echo: Echo, cancel: Cancellation,
+                 detectors=None, added: list[bytes] | None = None) -> tuple[StepResult, str]:
     """prepare → run → cleanup (always) in a worker thread, so signals can cancel it."""
+    from .maskcommands import MASK_ENV, MaskCommands
     from .masking import Masker
+    from .secretdir import SecretDir
 
-    masker = Masker(list(rs.secrets))
+    added = [] if added is None else added
+    mask_dir = SecretDir.create(scratch)  # the step appends values to mask to a file in it
+    mask_file = mask_dir.write_bytes("mask", b"")
+    rs = dataclasses.replace(rs, env={**rs.env, MASK_ENV: mask_file})
+    masker = MaskCommands(Masker([*rs.secrets, *added], detectors=detectors),
+                          mask_file=mask_file, on_add=added.append)
     tail = _Tail(MAX_LOG_CHARS)
     lock = threading.Lock()
     outcome: list[StepResult] = []
@@ -172,14 +183,17 @@ def execute_step(rs: ResolvedStep, *, scratch: str, echo: Echo, cancel: Cancella
                                               f"cleanup failed ({type(exc).__name__})"))
 
     worker = threading.Thread(target=work, name=f"step-{rs.name}", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.2)  # short waits keep the main thread responsive to signals
-    with lock:
-        rest = masker.flush()
-        if rest:
-            tail.add(rest)
-            echo(rest)
+    try:
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)  # short waits keep the main thread responsive to signals
+        with lock:
+            rest = masker.flush()
+            if rest:
+                tail.add(rest)
+                echo(rest)
+    finally:
+        mask_dir.remove()
     result = outcome[0] if outcome else StepResult(rs.name, "error", None, 0.0, "no result")
     if len(outcome) > 1 and result.status == "success":
         result = outcome[-1]
