@@ -1,14 +1,13 @@
 """One credential: create, show, rename, new secret version, delete, test connection."""
 from __future__ import annotations
 
-import importlib
-
 from flask import abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from .. import audit, credentials as svc, credtypes
+from .. import audit, checking, checks, credentials as svc, credtypes, status
 from ..accounts import require
-from ..errors import Conflict, CredentialInUse, NotFound, ValidationError, WorkbenchError
+from ..errors import (Busy, Conflict, CredentialInUse, NotFound, ValidationError,
+                      WorkbenchError)
 from ..models import Workspace
 from ..pipeline.records import CredentialUse, Run
 from . import actor, forms, vault, web
@@ -78,7 +77,8 @@ def credential(workspace: str, cred_id: str):
     """Metadata, status, versions, users, runs and audit trail; never a value."""
     with vault().factory() as s:
         c = svc.get_credential(s, workspace, cred_id)
-        ctx = dict(c=c, ctype=credtypes.TYPES.get(c.type),
+        ctx = dict(c=c, ctype=credtypes.TYPES.get(c.type), testable=c.type in checks.CHECKS,
+                   checking=status.running_since(c) is not None,
                    versions=svc.list_versions(s, workspace, cred_id),
                    refs=svc.references(s, workspace, cred_id),
                    runs=recent_runs(s, workspace, cred_id),
@@ -169,20 +169,19 @@ def delete_credential(workspace: str, cred_id: str):
 
 @web.post("/credentials/<workspace>/<cred_id>/test")
 def test_credential(workspace: str, cred_id: str):
-    """Run the type's connectivity check now and store the result as the status."""
+    """Start the type's connectivity check; the page shows ``Checking…`` until it is done."""
     require(actor(), "editor")
-    status = importlib.import_module("workbench.status")
-    verify = getattr(status, "verify_credential", None)
-    if verify is None:
-        flash("Connection tests are not available in this version.", "info")
+    try:
+        with vault().factory() as s:
+            type_name = svc.get_credential(s, workspace, cred_id).type
+        started = type_name in checks.CHECKS and \
+            checking.start(vault(), actor(), workspace, cred_id)
+    except NotFound:
+        abort(404)
+    except Busy as e:
+        flash(e.message, "error")
     else:
-        try:
-            with audit.unit(vault().factory) as s:
-                c = verify(s, vault().barrier, actor(), workspace, cred_id)
-                msg = f"Tested {cred_id}: {c.status}" + \
-                      (f" — {c.status_message}" if c.status_message else "")
-        except NotFound:
-            abort(404)
-        flash(msg, "success" if c.status == "No issues found" else "info")
+        flash(f"There is no connectivity test for {type_name} credentials."
+              if started is False else f"Testing {cred_id}…" if started
+              else f"{cred_id} is already being tested.", "info")
     return redirect(url_for("web.credential", workspace=workspace, cred_id=cred_id))
-
