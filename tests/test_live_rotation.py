@@ -7,12 +7,14 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.fixtures._net import free_port
 from tests.test_rotation import ROWS, _cli, _env, keyed_vault  # noqa: F401 (a fixture)
 from workbench.accounts import create_token, create_user
 from workbench.audit import SYSTEM
+from workbench.config import Settings
 from workbench.vault import Vault
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,6 +104,10 @@ def test_rotation_while_four_workers_serve_loses_no_request(keyed_vault):
         admin = create_token(s, SYSTEM, "ops", username="ops").secret
         runner = create_token(s, SYSTEM, "ci", kind="runner", workspace="default").secret
     v.close()
+    # The new key is prepared first (to be copied to other hosts): nothing uses it yet.
+    prepared = _cli(settings, "keys", "rotate", "--prepare")
+    assert prepared.returncode == 0 and "Copy it next to the key file" in prepared.stdout
+    assert "master.key.next: no key term of this vault" in _cli(settings, "keys", "status").stdout
     server, url = _serve(settings, workers=4)
     load = Load(url, runner, admin, {cid: values[cid] for cid in list(values)[:200]})
     threads = [threading.Thread(target=load.run, args=(c,), daemon=True)
@@ -146,3 +152,70 @@ def test_rotation_while_four_workers_serve_loses_no_request(keyed_vault):
                        for cid in (new[0], new[-1], "c00001")}
     finally:
         _stop(server)
+    # Another host that got the new key as master.key.next, its master.key still the old one,
+    # opens the vault too (with the old key alone it would not).
+    other = settings.instance.parent / "other-host"
+    other.mkdir()
+    (other / "master.key").write_text(Path(f"{settings.key_path}.1").read_text())
+    (other / "master.key.next").write_text(settings.key_path.read_text())
+    elsewhere = Settings.from_env({}, instance=str(other), database_url=settings.database_url)
+    v = Vault(elsewhere)
+    try:
+        assert v.open(migrate=False).barrier.active == 2
+    finally:
+        v.close()
+
+
+def test_a_running_process_follows_a_rotation_started_elsewhere(db_url, tmp_path):
+    from tests.fixtures.vault import _empty
+    from workbench import crypto, keyring
+    from workbench.credentials import create_credential
+    from workbench.crypto import Barrier
+    from workbench.errors import ConfigError
+    from workbench.models import CredentialVersion, KeyCheck
+    from workbench.pipeline.resolve import Ref
+    from workbench.resolution import VaultResolver
+    from sqlalchemy import select
+
+    settings = Settings.from_env({}, instance=str(tmp_path / "instance"), database_url=db_url)
+    v = Vault(settings)
+    _empty(v)
+    v.open(migrate=False)  # this process: term 1 only
+
+    def add(cred_id: str):
+        with v.factory.begin() as s:
+            create_credential(s, v.barrier, SYSTEM, workspace="default", cred_id=cred_id,
+                              type="secret_text", values={"secret": f"value-of-{cred_id}"})
+
+    def term_of(cred_id: str) -> int:
+        with v.factory() as s:
+            return s.scalar(select(CredentialVersion.key_term).join(CredentialVersion.credential)
+                            .where(CredentialVersion.credential.has(cred_id=cred_id)))
+
+    add("before")
+    # Another process starts a rotation: the new key file first, then its term.
+    new = crypto.generate_key()
+    keyring._write_secret_file(keyring.next_path(settings), crypto.encode_key(new))
+    with v.factory.begin() as s:
+        s.add(KeyCheck(term=2, blob=Barrier.make_check(new, 2)))
+    add("during")
+    assert term_of("during") == 2, "a write sealed under the term being retired"
+    # ... and re-wraps the older rows: this process opens them without a restart.
+    other = Vault(settings).open(migrate=False)
+    try:
+        keyring._rewrap(other.factory, other.barrier, 2, 100)
+    finally:
+        other.close()
+    assert term_of("before") == 2
+    got = VaultResolver(v, "default").resolve([Ref("before"), Ref("during")])
+    assert {r.id: c.values["secret"] for r, c in got.items()} == {
+        "before": "value-of-before", "during": "value-of-during"}
+    # A newer term whose key this host does not have: writes are refused, nothing is written.
+    with v.factory.begin() as s:
+        s.add(KeyCheck(term=3, blob=Barrier.make_check(crypto.generate_key(), 3)))
+    with pytest.raises(ConfigError, match="term 3"):
+        add("after")
+    with v.factory() as s:
+        assert s.scalar(select(CredentialVersion.pk).join(CredentialVersion.credential)
+                        .where(CredentialVersion.credential.has(cred_id="after"))) is None
+    v.close()

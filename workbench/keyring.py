@@ -130,7 +130,9 @@ def load_barrier(settings: Settings, factory: sessionmaker[Session], *,
                 f"no master key: the vault holds {stored} encrypted credential versions; set "
                 f"WORKBENCH_MASTER_KEY or restore {settings.key_path}. Nothing was changed.")
         keys = match_keys(checks, [primary, *(k for _, k in others)])
-        if primary not in keys.values():
+        # The key file may still hold a retired key on a host that got the new one as
+        # master.key.next from another host's rotation: start if the newest term is there.
+        if primary not in keys.values() and max(checks) not in keys:
             raise ConfigError("the master key does not match this vault (key check failed); "
                               "refusing to start. Nothing was changed.")
         used = set(s.scalars(select(CredentialVersion.key_term).distinct()))
@@ -149,20 +151,27 @@ class RotationReport:
     kept: dict[int, Path] = field(default_factory=dict)  # retired term → its kept key file
 
 
+def prepare(settings: Settings, factory: sessionmaker[Session]) -> Path:
+    """Write the pending key of a rotation (``master.key.next``) and stop, so that it can be
+    copied next to the key file of every host before ``rotate`` puts it to use."""
+    if settings.master_key:
+        raise ConfigError("keys rotate manages the key file; unset WORKBENCH_MASTER_KEY and use "
+                          "WORKBENCH_MASTER_KEY_FILE to rotate")
+    path = next_path(settings)
+    if not path.exists():
+        load_barrier(settings, factory, create=False)  # refuse to start rotating a broken vault
+        _write_secret_file(path, crypto.encode_key(crypto.generate_key()))
+    return path
+
+
 def rotate(settings: Settings, factory: sessionmaker[Session], batch: int = 5000
            ) -> RotationReport:
     """Re-wrap every data key under a new master key, while servers go on serving.  Safe to
     kill at any point and re-run: the new key is written (``master.key.next``) before its term
     exists, rows move in committed batches, and the key files change only when no row needs
     the old term; the old key stays in ``master.key.<term>``."""
-    if settings.master_key:
-        raise ConfigError("keys rotate manages the key file; unset WORKBENCH_MASTER_KEY and use "
-                          "WORKBENCH_MASTER_KEY_FILE to rotate")
-    pending_path = next_path(settings)
-    resumed = pending_path.exists()
-    if not resumed:
-        load_barrier(settings, factory, create=False)  # refuse to start rotating a broken vault
-        _write_secret_file(pending_path, crypto.encode_key(crypto.generate_key()))
+    resumed = next_path(settings).exists()
+    pending_path = prepare(settings, factory)
     new_key = _read_key(pending_path)
     with factory.begin() as s:
         # Exclusive: writes that read the newest term before this commits end first; every

@@ -147,11 +147,19 @@ def keys():
 
 @keys.command("rotate")
 @click.option("--batch", default=5000, show_default=True)
-def keys_rotate(batch: int):
-    """Re-wrap every data key under a new master key; safe to interrupt and re-run."""
+@click.option("--prepare", is_flag=True,
+              help="only write the new key (master.key.next), to copy to other hosts first")
+def keys_rotate(batch: int, prepare: bool):
+    """Re-wrap every data key under a new master key while servers run; safe to interrupt
+    and re-run."""
     settings = Settings.from_env()
     v = Vault(settings)
     v.migrate()
+    if prepare:
+        path = keyring.prepare(settings, v.factory)
+        click.echo(f"New key written to {path}. Copy it next to the key file of every host "
+                   "that serves this vault, then run `workbench keys rotate`.")
+        return
     report = keyring.rotate(settings, v.factory, batch=batch)
     with unit(v.factory) as s:
         audit.record(s, cli_actor(), "keys.rotate",
