@@ -127,12 +127,13 @@ def resolve():
 @api.post("/credentials/<cred_id>/verify")
 def verify(cred_id: str):
     """Test the credential against its stored target (editors, admins) and record the status.
-    The test runs off the request workers; with ``Prefer: respond-async`` the answer is 202 at
-    once (poll the credential until its status leaves ``Checking…``), otherwise it waits for
-    the outcome, at most the test's deadline."""
+    The test runs off the request workers; with ``wait=false`` (or ``Prefer: respond-async``)
+    the answer is 202 at once (poll the credential until its status leaves ``Checking…``),
+    otherwise it waits for the outcome, at most the test's deadline."""
     from .. import checking, status
     future = checking.start(vault(), actor(), workspace(), cred_id)
-    if future is not None and "respond-async" not in request.headers.get("Prefer", ""):
+    if future is not None and flag("wait", default=True) and \
+            "respond-async" not in request.headers.get("Prefer", ""):
         future.result(timeout=checking.DEADLINE + 5)
     with vault().factory() as s:
         c = svc.get_credential(s, workspace(), cred_id)
