@@ -389,13 +389,44 @@ def test_runs_show_masked_logs_and_credentials(as_role, vault):
 
 def test_test_connection_stores_the_result(as_role, vault):
     c = as_role("editor")
-    create(c, "access_key", "no-check")
-    r = post(c, "/credentials/default/no-check/test", {})
+    create(c, "secret_text", "no-target")
+    r = post(c, "/credentials/default/no-target/test", {})
     assert r.status_code == 302
-    page = c.get("/credentials/default/no-check").get_data(as_text=True)
-    assert "Tested no-check" in page and "NotTestable" in page
+    assert "Testing no-target…" in c.get(r.headers["Location"]).get_data(as_text=True)
+    for _ in range(100):  # the test runs off the request: the page shows it when it is done
+        page = c.get("/credentials/default/no-target").get_data(as_text=True)
+        if "Checking…" not in page:
+            break
+        time.sleep(0.1)
+    assert "NoTarget" in page and ">Test connection</button>" in page
     with vault.factory() as s:
-        assert audit.query(s, action="credential.verify", target="no-check")
+        assert audit.query(s, action="credential.verify", target="no-target")
+
+
+def test_test_connection_is_not_offered_without_a_check(as_role, vault):
+    c = as_role("editor")
+    create(c, "access_key", "no-check")
+    assert "Test connection" not in c.get("/credentials/default/no-check").get_data(as_text=True)
+    r = post(c, "/credentials/default/no-check/test", {})
+    page = c.get(r.headers["Location"]).get_data(as_text=True)
+    assert "There is no connectivity test for access_key credentials." in page
+    with vault.factory() as s:
+        assert not audit.query(s, action="credential.verify", target="no-check")
+
+
+def test_a_running_test_shows_checking_and_disables_the_button(as_role, vault):
+    from workbench import status
+    c = as_role("editor")
+    create(c, "secret_text", "busy")
+    with vault.factory.begin() as s:
+        status.mark_running(svc.get_credential(s, "default", "busy"))
+    page = c.get("/credentials/default/busy").get_data(as_text=True)
+    assert '<meta http-equiv="refresh"' in page and 'class="spinner"' in page
+    assert re.search(r"<button[^>]*disabled[^>]*>.*Checking…</button>", page)
+    assert ">Test connection</button>" not in page
+    assert "Checking…" in c.get("/").get_data(as_text=True)  # the table, too
+    r = post(c, "/credentials/default/busy/test", {})
+    assert "busy is already being tested." in c.get(r.headers["Location"]).get_data(as_text=True)
 
 
 def test_new_version_records_only_the_changed_fields(as_role, vault):

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable
 from sqlalchemy import Select, String, cast, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from . import audit, credtypes, crypto
+from . import audit, credtypes, crypto, keyterms
 from .accounts import get_workspace, require
 from .audit import Actor
 from .crypto import Barrier
@@ -78,6 +78,7 @@ def get_credential(s: Session, workspace: str, cred_id: str) -> Credential:
 
 def _add_version(s: Session, barrier: Barrier, actor: Actor, c: Credential, ws: str,
                  version: int, type_name: str, values: dict[str, Any]) -> CredentialVersion:
+    barrier = keyterms.writable(s, barrier)  # the newest key term, even mid-rotation
     sealed = barrier.seal(encode_values(values), crypto.binding(ws, c.cred_id, version, type_name))
     v = CredentialVersion(version=version, type=type_name, key_term=sealed.term,
                           wrapped_key=sealed.wrapped_key, ciphertext=sealed.ciphertext,

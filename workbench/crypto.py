@@ -108,8 +108,9 @@ class Barrier:
     def seal(self, plaintext: bytes, aad: bytes) -> Sealed:
         dek = generate_key()
         ciphertext = _seal(dek, 0, plaintext, aad)
-        wrapped = _seal(self._key(self.active), self.active, dek, aad + b"|dek")
-        return Sealed(self.active, wrapped, ciphertext)
+        term = self.active  # read once: a live barrier may switch terms meanwhile
+        wrapped = _seal(self._key(term), term, dek, aad + b"|dek")
+        return Sealed(term, wrapped, ciphertext)
 
     def open(self, wrapped_key: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         dek = _open(self._key(term_of(wrapped_key)), wrapped_key, aad + b"|dek")

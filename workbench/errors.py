@@ -87,6 +87,13 @@ class Conflict(WorkbenchError):
     status = 409
 
 
+class Busy(WorkbenchError):
+    """Too much of something is already running (connectivity tests); try again shortly."""
+
+    code = "busy"
+    status = 503
+
+
 class CredentialInUse(Conflict):
     """A change would break pipelines; ``details['references']`` lists them."""
 

@@ -10,7 +10,9 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .api.hotpath import PATH as HOT_PATH, HotPath
+from . import proxies
 from .config import Settings
+from .proxies import TrustedProxies
 from .vault import Vault
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +79,8 @@ def create_app(settings: Settings | None = None, *, vault: Vault | None = None,
     app.wsgi_app = HotPath(app.wsgi_app, vault, max_body=settings.max_body_bytes,
                            headers=lambda scheme: _api_headers(app, scheme),
                            error=api.http_error)
+    if settings.trusted_proxies:  # outermost: the hot path audits the client's address too
+        app.wsgi_app = TrustedProxies(app.wsgi_app, proxies.parse(settings.trusted_proxies))
     return app
 
 

@@ -1,17 +1,20 @@
 """Master keys: loading and checking them at start-up, creating the first one, rotation."""
 from __future__ import annotations
 
+import glob
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import crypto
+from . import crypto, keyterms
 from .config import Settings
 from .crypto import Barrier
 from .errors import ConfigError, CryptoError
+from .keyterms import LiveBarrier
 from .models import Credential, CredentialVersion, KeyCheck, Workspace
 
 
@@ -44,8 +47,26 @@ def next_path(settings: Settings) -> Path:
     return settings.key_path.with_name(settings.key_path.name + ".next")
 
 
-def configured_keys(settings: Settings) -> tuple[bytes | None, bytes | None]:
-    """(primary key, pending key of an unfinished rotation)."""
+def kept_path(settings: Settings, term: int) -> Path:
+    """Where rotation keeps the key of a term it retired."""
+    return settings.key_path.with_name(f"{settings.key_path.name}.{term}")
+
+
+def key_files(settings: Settings) -> list[Path]:
+    """Every key file of this vault: the key file, the pending key of a rotation
+    (``master.key.next``) and the kept keys of earlier terms (``master.key.<term>``)."""
+    base = settings.key_path
+    try:
+        siblings = sorted(p for p in base.parent.glob(glob.escape(base.name) + ".*")
+                          if not p.name.endswith(".tmp") and p.is_file())
+    except OSError:
+        siblings = []
+    return ([base] if base.exists() else []) + siblings
+
+
+def configured_keys(settings: Settings) -> tuple[bytes | None, list[tuple[Path, bytes]]]:
+    """(the primary key: WORKBENCH_MASTER_KEY or the key file; the keys of the other key
+    files).  Another file that holds no key is skipped: it cannot match any term anyway."""
     if settings.master_key:
         try:
             primary = crypto.decode_key(settings.master_key)
@@ -53,15 +74,42 @@ def configured_keys(settings: Settings) -> tuple[bytes | None, bytes | None]:
             raise ConfigError(f"WORKBENCH_MASTER_KEY: {e.message}") from None
     else:
         primary = _read_key(settings.key_path) if settings.key_path.exists() else None
-    pending = next_path(settings)
-    return primary, (_read_key(pending) if pending.exists() else None)
+    others = []
+    for path in key_files(settings):
+        if path != settings.key_path:
+            try:
+                others.append((path, crypto.decode_key(path.read_text())))
+            except (CryptoError, OSError, UnicodeDecodeError):
+                continue
+    return primary, others
+
+
+def match_keys(checks: dict[int, bytes], keys: list[bytes]) -> dict[int, bytes]:
+    """term → the key that opens that term's key check."""
+    out: dict[int, bytes] = {}
+    for key in keys:
+        for term, blob in checks.items():
+            if term not in out and Barrier.verify_check(key, blob):
+                out[term] = key
+    return out
+
+
+def _reload(settings: Settings, factory: sessionmaker[Session]
+            ) -> tuple[dict[int, bytes], int]:
+    """A live barrier's reload: the keys of every term, and the newest term."""
+    with factory() as s:
+        checks = dict(s.execute(select(KeyCheck.term, KeyCheck.blob)).all())
+    primary, others = configured_keys(settings)
+    return match_keys(checks, [k for k in [primary, *(k for _, k in others)] if k]), \
+        max(checks, default=0)
 
 
 def load_barrier(settings: Settings, factory: sessionmaker[Session], *,
-                 create: bool = True) -> Barrier:
+                 create: bool = True) -> LiveBarrier:
     """Open the vault's keys or stop with a clear message; a key is created only for an empty
-    vault, and never over an existing key file."""
-    primary, pending = configured_keys(settings)
+    vault, and never over an existing key file.  The barrier follows later rotations."""
+    primary, others = configured_keys(settings)
+    reload = partial(_reload, settings, factory)
     with factory.begin() as s:
         checks = dict(s.execute(select(KeyCheck.term, KeyCheck.blob)).all())
         stored = s.scalar(select(func.count()).select_from(CredentialVersion)) or 0
@@ -76,17 +124,15 @@ def load_barrier(settings: Settings, factory: sessionmaker[Session], *,
                 primary = crypto.generate_key()
                 _write_secret_file(settings.key_path, crypto.encode_key(primary))
             s.add(KeyCheck(term=1, blob=Barrier.make_check(primary, 1)))
-            return Barrier({1: primary}, 1)
+            return LiveBarrier({1: primary}, 1, reload)
         if primary is None:
             raise ConfigError(
                 f"no master key: the vault holds {stored} encrypted credential versions; set "
                 f"WORKBENCH_MASTER_KEY or restore {settings.key_path}. Nothing was changed.")
-        keys: dict[int, bytes] = {}
-        for key in filter(None, (primary, pending)):
-            for term, blob in checks.items():
-                if Barrier.verify_check(key, blob):
-                    keys[term] = key
-        if primary not in keys.values():
+        keys = match_keys(checks, [primary, *(k for _, k in others)])
+        # The key file may still hold a retired key on a host that got the new one as
+        # master.key.next from another host's rotation: start if the newest term is there.
+        if primary not in keys.values() and max(checks) not in keys:
             raise ConfigError("the master key does not match this vault (key check failed); "
                               "refusing to start. Nothing was changed.")
         used = set(s.scalars(select(CredentialVersion.key_term).distinct()))
@@ -94,7 +140,7 @@ def load_barrier(settings: Settings, factory: sessionmaker[Session], *,
         if missing:
             raise ConfigError(f"credentials are sealed under master-key term(s) {missing} for "
                               "which no key is configured; refusing to start")
-        return Barrier(keys, max(keys))
+        return LiveBarrier(keys, max(keys), reload)
 
 
 @dataclass
@@ -102,29 +148,57 @@ class RotationReport:
     term: int
     rewrapped: int
     resumed: bool
+    kept: dict[int, Path] = field(default_factory=dict)  # retired term → its kept key file
+
+
+def prepare(settings: Settings, factory: sessionmaker[Session]) -> Path:
+    """Write the pending key of a rotation (``master.key.next``) and stop, so that it can be
+    copied next to the key file of every host before ``rotate`` puts it to use."""
+    if settings.master_key:
+        raise ConfigError("keys rotate manages the key file; unset WORKBENCH_MASTER_KEY and use "
+                          "WORKBENCH_MASTER_KEY_FILE to rotate")
+    path = next_path(settings)
+    if not path.exists():
+        load_barrier(settings, factory, create=False)  # refuse to start rotating a broken vault
+        _write_secret_file(path, crypto.encode_key(crypto.generate_key()))
+    return path
 
 
 def rotate(settings: Settings, factory: sessionmaker[Session], batch: int = 5000
            ) -> RotationReport:
-    """Re-wrap every data key under a new master key.  Safe to kill at any point and re-run:
-    the new key is written (``master.key.next``) before any row changes, rows move in committed
-    batches, and the key file is replaced only when no row needs the old key."""
-    if settings.master_key:
-        raise ConfigError("keys rotate manages the key file; unset WORKBENCH_MASTER_KEY and use "
-                          "WORKBENCH_MASTER_KEY_FILE to rotate")
-    pending_path = next_path(settings)
-    resumed = pending_path.exists()
-    if not resumed:
-        load_barrier(settings, factory, create=False)  # refuse to start rotating a broken vault
-        _write_secret_file(pending_path, crypto.encode_key(crypto.generate_key()))
+    """Re-wrap every data key under a new master key, while servers go on serving.  Safe to
+    kill at any point and re-run: the new key is written (``master.key.next``) before its term
+    exists, rows move in committed batches, and the key files change only when no row needs
+    the old term; the old key stays in ``master.key.<term>``."""
+    resumed = next_path(settings).exists()
+    pending_path = prepare(settings, factory)
     new_key = _read_key(pending_path)
     with factory.begin() as s:
+        # Exclusive: writes that read the newest term before this commits end first; every
+        # later write seals under the new term (keyterms.writable).
+        keyterms.lock(s, exclusive=True)
         checks = dict(s.execute(select(KeyCheck.term, KeyCheck.blob)).all())
         term = next((t for t, b in checks.items() if Barrier.verify_check(new_key, b)), None)
         if term is None:
             term = max(checks, default=0) + 1
             s.add(KeyCheck(term=term, blob=Barrier.make_check(new_key, term)))
     barrier = load_barrier(settings, factory, create=False)
+    done = 0
+    while True:
+        done += _rewrap(factory, barrier, term, batch)
+        with factory.begin() as s:
+            keyterms.lock(s, exclusive=True)
+            if s.scalar(select(func.count()).select_from(CredentialVersion)
+                        .where(CredentialVersion.key_term != term)):
+                continue  # written under an older term during the last pass: once more
+            kept = _keep_old_keys(settings, s, term)
+            os.replace(pending_path, settings.key_path)
+            s.execute(delete(KeyCheck).where(KeyCheck.term != term))
+        return RotationReport(term=term, rewrapped=done, resumed=resumed, kept=kept)
+
+
+def _rewrap(factory: sessionmaker[Session], barrier: Barrier, term: int, batch: int) -> int:
+    """Re-wrap every row not under ``term``, in committed batches; the number re-wrapped."""
     v, c, w = CredentialVersion.__table__.c, Credential.__table__.c, Workspace.__table__.c
     # Walk the rows in primary-key order (each batch starts where the last one ended instead of
     # rescanning moved rows) and write them back with one executemany per batch.
@@ -141,18 +215,43 @@ def rotate(settings: Settings, factory: sessionmaker[Session], batch: int = 5000
             conn = s.connection()
             rows = conn.execute(pick, {"after": after}).all()
             if not rows:
-                if after == 0:
-                    break  # a whole pass found no row under an older key
-                after = 0  # once more from the start, for rows written during this pass
-                continue
+                return done
             conn.execute(put, [
                 {"row_pk": pk, "new_key": barrier.rewrap(wk, crypto.binding(ws, cid, ver, typ),
                                                          term)}
                 for pk, wk, ver, typ, cid, ws in rows])
             done += len(rows)
             after = rows[-1][0]
-    os.replace(pending_path, settings.key_path)
-    with factory.begin() as s:
-        for old in s.scalars(select(KeyCheck).where(KeyCheck.term != term)):
-            s.delete(old)
-    return RotationReport(term=term, rewrapped=done, resumed=resumed)
+
+
+def _keep_old_keys(settings: Settings, s: Session, term: int) -> dict[int, Path]:
+    """Copy the key file's key to ``master.key.<its term>`` before it is replaced, so a server
+    that has not met the new term yet, or a restored backup, still finds it."""
+    checks = dict(s.execute(select(KeyCheck.term, KeyCheck.blob)
+                            .where(KeyCheck.term != term)).all())
+    primary, _ = configured_keys(settings)
+    kept = {}
+    for old in match_keys(checks, [primary] if primary else []):
+        path = kept_path(settings, old)
+        _write_secret_file(path, crypto.encode_key(primary))
+        kept[old] = path
+    return kept
+
+
+def usage(settings: Settings, factory: sessionmaker[Session]) -> list[dict]:
+    """Each key file: the term its key opens (None: no term, so no row needs it) and the number
+    of credential versions sealed under that term."""
+    with factory() as s:
+        checks = dict(s.execute(select(KeyCheck.term, KeyCheck.blob)).all())
+        rows = dict(s.execute(select(CredentialVersion.key_term, func.count())
+                              .group_by(CredentialVersion.key_term)).all())
+    out = []
+    for path in key_files(settings):
+        try:
+            terms = match_keys(checks, [crypto.decode_key(path.read_text())])
+        except (CryptoError, OSError, UnicodeDecodeError):
+            terms = {}
+        term = next(iter(terms), None)
+        out.append({"file": str(path), "term": term,
+                    "versions": rows.get(term, 0) if term is not None else 0})
+    return out

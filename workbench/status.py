@@ -1,6 +1,7 @@
 """Keeping a credential's status conditions: on every save, and after a connectivity test."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import select
@@ -10,9 +11,13 @@ from . import audit, checks, credtypes
 from .accounts import require
 from .audit import Actor
 from .checks import Condition, now_iso
-from .checks.verdict import ISSUES, WARNING, is_problem
+from .checks.deadline import DEADLINE
+from .checks.verdict import CHECKING, ISSUES, WARNING, is_problem
 from .crypto import Barrier
 from .models import Credential, Workspace
+
+RUNNING = "Checking"  # the condition type that marks a connectivity test in progress
+STALE = timedelta(seconds=DEADLINE + 60)
 
 
 def _static(ctype: credtypes.CredentialType, values: dict[str, Any]) -> list[Condition]:
@@ -34,9 +39,12 @@ def summarize(conds: list[dict]) -> tuple[str, str]:
 
     A warning is not a failure: the credential works here but may not elsewhere or for long — a
     ``Valid`` condition that is True with a note (exec plugin, local file paths, a value too
-    short to mask) or an expiry date that is near but not past.  A failure wins over a warning."""
-    objs = [Condition(**c) for c in conds]
-    status, message = checks.summary(objs)
+    short to mask) or an expiry date that is near but not past.  A failure wins over a warning;
+    a test in progress wins over both."""
+    objs = [Condition(**c) for c in conds if c["type"] != RUNNING]
+    status, message = checks.summary(objs, checking=len(objs) < len(conds))
+    if status == CHECKING:
+        return status, message
     problems = [c for c in objs if is_problem(c)]
     if problems and all(c.type == "Expiring" for c in problems):
         return WARNING, problems[0].message
@@ -68,16 +76,40 @@ def on_save(c: Credential, ctype: credtypes.CredentialType, values: dict[str, An
     set_conditions(c, _static(ctype, values))
 
 
+def mark_running(c: Credential) -> None:
+    """Show ``Checking…`` (on every instance) while a connectivity test runs."""
+    c.conditions = [d for d in (c.conditions or []) if d["type"] != RUNNING] + [Condition(
+        RUNNING, "True", "Running", "a connectivity test is running", now_iso()).to_dict()]
+    c.status, c.status_message = summarize(c.conditions)
+
+
+def running_since(c: Credential) -> datetime | None:
+    """When the connectivity test now running started; None when none runs (or the process
+    that ran it died: a mark older than the deadline and a minute)."""
+    d = next((d for d in c.conditions or [] if d["type"] == RUNNING), None)
+    if d is None:
+        return None
+    since = datetime.fromisoformat(d["last_transition"])
+    return since if datetime.now(timezone.utc) - since < STALE else None
+
+
 def verify_credential(s: Session, barrier: Barrier, actor: Actor, workspace: str, cred_id: str,
-                      timeout: float = 10.0) -> Credential:
+                      timeout: float = DEADLINE) -> Credential:
     """Test the credential against the target stored with it (never one from the request)."""
     from .credentials import current_values, get_credential
     require(actor, "editor", "credential.verify", workspace=workspace, target=cred_id)
     c = get_credential(s, workspace, cred_id)
     _, values = current_values(s, barrier, c)
+    return record_check(s, actor, c, values, checks.verify(c.type, values, timeout))
+
+
+def record_check(s: Session, actor: Actor, c: Credential, values: dict[str, Any],
+                 outcome: Condition) -> Credential:
+    """Store a connectivity test's outcome (and the static conditions) as ``c``'s status."""
     ctype = credtypes.get(c.type)
+    workspace, cred_id = c.workspace.name, c.cred_id
     c.conditions = [d for d in (c.conditions or []) if d["type"] == "Reachable"]
-    set_conditions(c, _static(ctype, values) + [checks.verify(c.type, values, timeout)])
+    set_conditions(c, _static(ctype, values) + [outcome])
     audit.record(s, actor, "credential.verify", workspace=workspace, target=cred_id,
                  details={"status": c.status, "reason": next(
                      (d["reason"] for d in c.conditions if d["type"] == "Reachable"), "")})

@@ -1,7 +1,7 @@
 """Credential endpoints: CRUD, versions, references and resolve."""
 from __future__ import annotations
 
-from flask import jsonify, request
+from flask import jsonify, request, url_for
 
 from .. import credentials as svc, credtypes
 from ..audit import unit
@@ -126,8 +126,18 @@ def resolve():
 
 @api.post("/credentials/<cred_id>/verify")
 def verify(cred_id: str):
-    """Test the credential against its stored target (editors, admins) and record the status."""
-    from .. import status
-    with unit(vault().factory) as s:
-        c = status.verify_credential(s, vault().barrier, actor(), workspace(), cred_id)
-        return jsonify(svc.to_dict(c))
+    """Test the credential against its stored target (editors, admins) and record the status.
+    The test runs off the request workers; with ``wait=false`` (or ``Prefer: respond-async``)
+    the answer is 202 at once (poll the credential until its status leaves ``Checking…``),
+    otherwise it waits for the outcome, at most the test's deadline."""
+    from .. import checking, status
+    future = checking.start(vault(), actor(), workspace(), cred_id)
+    if future is not None and flag("wait", default=True) and \
+            "respond-async" not in request.headers.get("Prefer", ""):
+        future.result(timeout=checking.DEADLINE + 5)
+    with vault().factory() as s:
+        c = svc.get_credential(s, workspace(), cred_id)
+        if status.running_since(c) is None:
+            return jsonify(svc.to_dict(c))
+        return jsonify(svc.to_dict(c)), 202, {"Location": url_for(
+            "api.get_credential", cred_id=cred_id, workspace=workspace())}

@@ -33,8 +33,10 @@ QUERY = {
                       ("outcome", "string", "ok, denied or failed"), *_PAGE],
     "api.sync_source": [("wait", "boolean", "false: start the sync in the background and "
                          "answer 202 at once (409 while one runs); default true")],
+    "api.verify": [("wait", "boolean", "false: answer 202 at once and poll the credential "
+                    "until its status leaves 'Checking…'; default true (at most 10 s)")],
 }
-ACCEPTED = {"api.sync_source"}  # may answer 202
+ACCEPTED = {"api.sync_source", "api.verify"}  # may answer 202
 
 
 def _values_schema(ctype: credtypes.CredentialType) -> dict:

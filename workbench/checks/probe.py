@@ -8,7 +8,7 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from . import Condition, reachable
+from . import Condition, deadline, reachable
 
 MAX_BODY = 256 * 1024  # an answer bigger than this is cut; the tests only look at small JSON
 
@@ -73,6 +73,7 @@ def fetch(url: str, *, timeout: float, method: str = "GET", headers: dict | None
     if p.scheme not in ("http", "https") or not p.hostname:
         raise BadURL("not an http(s) URL")
     path = (p.path or "/") + (f"?{p.query}" if p.query else "")
+    timeout = deadline.left(timeout)
     if p.scheme == "https":
         conn: http.client.HTTPConnection = _Connection(
             p.hostname, p.port, timeout=timeout, context=context or ssl.create_default_context(),
@@ -81,14 +82,15 @@ def fetch(url: str, *, timeout: float, method: str = "GET", headers: dict | None
         conn = http.client.HTTPConnection(p.hostname, p.port, timeout=timeout)
     try:
         conn.connect()
-        try:
-            conn.request(method, path, body=body, headers={"User-Agent": "workbench-check/1",
-                                                          **(headers or {})})
-            resp = conn.getresponse()
-        except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError, BrokenPipeError,
-                http.client.RemoteDisconnected):
-            raise HungUp("closed without an answer") from None
-        data = resp.read(MAX_BODY)
+        with deadline.guard(conn.sock):  # a trickling server is cut at the deadline
+            try:
+                conn.request(method, path, body=body, headers={"User-Agent": "workbench-check/1",
+                                                              **(headers or {})})
+                resp = conn.getresponse()
+            except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError,
+                    BrokenPipeError, http.client.RemoteDisconnected):
+                raise HungUp("closed without an answer") from None
+            data = resp.read(MAX_BODY)
         return Reply(resp.status, resp.getheader("Content-Type", "") or "", data)
     finally:
         conn.close()

@@ -147,17 +147,48 @@ def keys():
 
 @keys.command("rotate")
 @click.option("--batch", default=5000, show_default=True)
-def keys_rotate(batch: int):
-    """Re-wrap every data key under a new master key; safe to interrupt and re-run."""
+@click.option("--prepare", is_flag=True,
+              help="only write the new key (master.key.next), to copy to other hosts first")
+def keys_rotate(batch: int, prepare: bool):
+    """Re-wrap every data key under a new master key while servers run; safe to interrupt
+    and re-run."""
     settings = Settings.from_env()
     v = Vault(settings)
     v.migrate()
+    if prepare:
+        path = keyring.prepare(settings, v.factory)
+        click.echo(f"New key written to {path}. Copy it next to the key file of every host "
+                   "that serves this vault, then run `workbench keys rotate`.")
+        return
     report = keyring.rotate(settings, v.factory, batch=batch)
     with unit(v.factory) as s:
         audit.record(s, cli_actor(), "keys.rotate",
                      details={"term": report.term, "rewrapped": report.rewrapped})
     click.echo(f"{'resumed; ' if report.resumed else ''}re-wrapped {report.rewrapped} data keys "
                f"under key term {report.term}; key file {settings.key_path} replaced")
+    click.echo(f"Back up the new key now ({settings.key_path}): without it the vault cannot be "
+               "opened.")
+    for term, path in sorted(report.kept.items()):
+        click.echo(f"The old key (term {term}) is kept in {path}. No row uses term {term} any "
+                   "more: it is safe to delete once no backup of the database from before this "
+                   "rotation needs it (`workbench keys status` confirms).")
+
+
+@keys.command("status")
+@json_option
+def keys_status(as_json: bool):
+    """Each key file, its key term and how many credential versions need it."""
+    settings = Settings.from_env()
+    v = Vault(settings)
+    v.migrate()
+    files = keyring.usage(settings, v.factory)
+    emit(files, as_json, "\n".join(_key_line(f) for f in files) or "no key file")
+
+
+def _key_line(f: dict) -> str:
+    if f["term"] is None:
+        return f"{f['file']}: no key term of this vault; no row needs it (safe to delete)"
+    return f"{f['file']}: key term {f['term']}, {f['versions']} credential versions need it"
 
 
 @click.command("doctor")
@@ -184,9 +215,11 @@ def doctor(as_json: bool):
                              crypto.binding(ws, cid, ver.version, ver.type))
             except CryptoError:
                 bad.append({"workspace": ws, "id": cid, "version": ver.version})
+    files = [] if settings.master_key else keyring.usage(settings, v.factory)
     text = "\n".join([f"checked {total} credential versions: {len(bad)} do not decrypt"]
-                     + [f"  {b['workspace']}/{b['id']}@{b['version']}" for b in bad])
-    emit({"ok": not bad, "checked": total, "bad": bad}, as_json, text)
+                     + [f"  {b['workspace']}/{b['id']}@{b['version']}" for b in bad]
+                     + [f"key file {_key_line(f)}" for f in files])
+    emit({"ok": not bad, "checked": total, "bad": bad, "key_files": files}, as_json, text)
     sys.exit(1 if bad else 0)
 
 

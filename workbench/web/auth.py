@@ -1,40 +1,19 @@
-"""Sign in and sign out, with failed attempts rate-limited from the audit log."""
+"""Sign in and sign out; failed attempts are throttled (``workbench.signin``)."""
 from __future__ import annotations
 
-from datetime import timedelta
 from urllib.parse import urlsplit
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 
-from .. import accounts, audit
+from .. import accounts, audit, signin
 from ..audit import Actor
-from ..db import utcnow
 from ..errors import AuthenticationRequired
-from ..models import AuditEvent, User
+from ..models import User
 from . import actor, vault, web
 
-MAX_FAILURES = 5  # per username and address
-MAX_ADDRESS_FAILURES = 20  # per address, whatever the username (password spraying)
-WINDOW = timedelta(minutes=15)
 WRONG = "Wrong username or password."
-LIMITED = "Too many failed sign-in attempts. Wait 15 minutes and try again."
-
-
-def count_failures(s, source: str, username: str | None = None) -> int:
-    """Failed sign-ins from this address (for this username) in the last 15 minutes."""
-    q = select(func.count()).select_from(AuditEvent).where(
-        AuditEvent.action == "auth.login", AuditEvent.outcome == "denied",
-        AuditEvent.source == source[:100], AuditEvent.at >= utcnow() - WINDOW)
-    if username is not None:
-        q = q.where(AuditEvent.target == username[:200])
-    return s.scalar(q) or 0
-
-
-def limited(s, username: str, source: str) -> bool:
-    return count_failures(s, source, username) >= MAX_FAILURES or \
-        count_failures(s, source) >= MAX_ADDRESS_FAILURES
 
 
 def _safe_next(target: str | None) -> str:
@@ -55,11 +34,13 @@ def login():
         return render_template("login.html", username="", next=request.args.get("next", ""))
     source = request.remote_addr or ""
     anonymous = Actor("anonymous", source=source)
+    secret = current_app.secret_key
+    known = signin.is_known_device(secret, request.cookies.get(signin.DEVICE_COOKIE), username)
     with vault().factory.begin() as s:
-        if limited(s, username, source):
+        error = signin.limited(s, username, source, known_device=known)
+        if error:
             audit.record(s, anonymous, "auth.login", outcome="denied", target=username,
-                         details={"reason": "rate_limited"})
-            error = LIMITED
+                         details={"reason": signin.REFUSED})
         else:
             try:
                 user = accounts.authenticate(s, username, request.form.get("password", ""))
@@ -70,7 +51,12 @@ def login():
                 audit.record(s, Actor(user.username, role=user.role, source=source),
                              "auth.login", target=user.username)
                 login_user(user)
-                return redirect(_safe_next(request.form.get("next")))
+                resp = redirect(_safe_next(request.form.get("next")))
+                resp.set_cookie(signin.DEVICE_COOKIE, signin.device_token(secret, user.username),
+                                max_age=signin.DEVICE_DAYS * 86400, httponly=True,
+                                samesite="Lax", path=url_for("web.login"),
+                                secure=current_app.config["SESSION_COOKIE_SECURE"])
+                return resp
     return render_template("login.html", username=username, error=error,
                            next=request.form.get("next", "")), 401 if error == WRONG else 429
 

@@ -7,9 +7,10 @@ from datetime import datetime
 from flask import abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from .. import audit, credentials as svc, credtypes, references
+from .. import audit, checking, checks, credentials as svc, credtypes, references, status
 from ..accounts import require
-from ..errors import Conflict, CredentialInUse, NotFound, ValidationError, WorkbenchError
+from ..errors import (Busy, Conflict, CredentialInUse, NotFound, ValidationError,
+                      WorkbenchError)
 from ..models import Workspace
 from ..pipeline.records import CredentialUse, Run
 from ..db import aware
@@ -93,7 +94,8 @@ def credential(workspace: str, cred_id: str):
     with vault().factory() as s:
         c = svc.get_credential(s, workspace, cred_id)
         used_at, by_run = last_used(s, c)
-        ctx = dict(c=c, ctype=credtypes.TYPES.get(c.type),
+        ctx = dict(c=c, ctype=credtypes.TYPES.get(c.type), testable=c.type in checks.CHECKS,
+                   checking=status.running_since(c) is not None,
                    versions=svc.list_versions(s, workspace, cred_id),
                    refs=svc.references(s, workspace, cred_id),
                    runs=recent_runs(s, workspace, cred_id), used_at=used_at, by_run=by_run,
@@ -188,20 +190,19 @@ def delete_credential(workspace: str, cred_id: str):
 
 @web.post("/credentials/<workspace>/<cred_id>/test")
 def test_credential(workspace: str, cred_id: str):
-    """Run the type's connectivity check now and store the result as the status."""
+    """Start the type's connectivity check; the page shows ``Checking…`` until it is done."""
     require(actor(), "editor")
-    status = importlib.import_module("workbench.status")
-    verify = getattr(status, "verify_credential", None)
-    if verify is None:
-        flash("Connection tests are not available in this version.", "info")
+    try:
+        with vault().factory() as s:
+            type_name = svc.get_credential(s, workspace, cred_id).type
+        started = type_name in checks.CHECKS and \
+            checking.start(vault(), actor(), workspace, cred_id)
+    except NotFound:
+        abort(404)
+    except Busy as e:
+        flash(e.message, "error")
     else:
-        try:
-            with audit.unit(vault().factory) as s:
-                c = verify(s, vault().barrier, actor(), workspace, cred_id)
-                msg = f"Tested {cred_id}: {c.status}" + \
-                      (f" — {c.status_message}" if c.status_message else "")
-        except NotFound:
-            abort(404)
-        flash(msg, "success" if c.status == "No issues found" else "info")
+        flash(f"There is no connectivity test for {type_name} credentials."
+              if started is False else f"Testing {cred_id}…" if started
+              else f"{cred_id} is already being tested.", "info")
     return redirect(url_for("web.credential", workspace=workspace, cred_id=cred_id))
-
