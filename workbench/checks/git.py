@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 from git.cmd import Git
 
 from .. import gitauth
-from . import Condition, reachable
+from . import Condition, deadline, reachable
 from .probe import safe_url
 
 # scp-like syntax: [user@]host:path (no scheme, no "//" after the colon; "host:443" is no path)
@@ -100,13 +100,17 @@ def ls_remote(target: str, username: str, password: str, timeout: float,
     url = _url_for(target, username, token)
     if url.startswith("-"):
         return reachable("Unknown", "NotTestable", "the target is not a git URL")
+    try:
+        left = deadline.left(timeout)  # after an HTTP probe, what is left of the deadline
+    except TimeoutError:
+        return reachable("False", "Unreachable", f"no answer from {at} within {timeout:g} s")
     tmp = Path(tempfile.mkdtemp(prefix="wb-check-git-"))
     try:
         gitauth.install(tmp)
         status, _out, err = Git(str(tmp)).execute(
             ["git", "-c", "credential.helper=", "-c", "core.askPass=", "-c", "http.proxy=",
              "ls-remote", "--", url, "HEAD"],
-            env=_environment(tmp, username, password, timeout), kill_after_timeout=timeout,
+            env=_environment(tmp, username, password, left), kill_after_timeout=left,
             with_extended_output=True, with_exceptions=False)
         asked = (tmp / "asked").exists()
     finally:
@@ -122,7 +126,9 @@ def ls_remote(target: str, username: str, password: str, timeout: float,
 
 def _failure(err: str, at: str, timeout: float) -> Condition:
     """Classify git's stderr; the message is ours, never git's text (it may quote a URL)."""
-    if err.startswith("timeout:") or ("timed out" in err and "connection timed out" not in err):
+    # "timeout:" is GitPython's kill; "operation too slow" is curl's low-speed limit (curl 28)
+    if err.startswith("timeout:") or ("timed out" in err and "connection timed out" not in err) \
+            or "operation too slow" in err:
         return reachable("False", "Unreachable", f"no answer from {at} within {timeout:g} s")
     if any(s in err for s in _AUTH_FAILED):
         return reachable("False", "AuthenticationFailed", f"{at} rejected the credential")
