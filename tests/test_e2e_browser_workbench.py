@@ -158,10 +158,8 @@ def _samples(live_server) -> dict:
 
 def test_every_page_has_no_serious_accessibility_violation(browser_page, live_server):
     page = browser_page
-    app = live_server.vault  # noqa: F841  (the server's app is reached over HTTP only)
-    from workbench import create_app
-    rules = [r for r in create_app(live_server.vault.settings, vault=live_server.vault)
-             .url_map.iter_rules() if r.endpoint.startswith("web.") and "GET" in r.methods]
+    rules = [r for r in live_server.app.url_map.iter_rules()
+             if r.endpoint.startswith("web.") and "GET" in r.methods]
     samples = _samples(live_server)
     missing = [r.endpoint for r in rules if r.arguments and r.endpoint not in samples]
     assert not missing, f"add an example URL to _samples for {missing}"

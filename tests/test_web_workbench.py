@@ -201,8 +201,8 @@ def test_pages_past_the_end_show_the_last_page(as_role, vault):
             "id": "r-exit-128", "status": "failed", "pipeline": "clone",
             "steps": [{"name": "fetch", "status": "failed", "exit_code": 128,
                        "message": "exit code 128", "log": "fatal"}]})
-    assert "Page 1 of 1" in page_of(c, "/?page=99") or "No credentials yet" in \
-        page_of(c, "/?page=99")
+    empty = page_of(c, "/?page=99")
+    assert "Page 1 of 1" in empty and "Page 99" not in empty and "No credentials yet" in empty
     runs = page_of(c, "/runs?page=99")
     assert "Page 99" not in runs and "Page 1 of 1" in runs
     assert page_of(c, "/runs/r-exit-128").count("exit code 128") == 1

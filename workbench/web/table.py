@@ -13,9 +13,7 @@ from ..models import Workspace
 from . import vault, web
 
 COOKIE = "wb_cols"
-# stored status → the word the badges use
-STATUSES = {"No issues found": "Ready", "Issues found": "Issues found", "Warning": "Warning",
-            "Not tested": "No status", "Checking…": "Checking…"}
+STATUSES = ("No issues found", "Issues found", "Warning", "Not tested", "Checking…")
 PAGE_SIZES = (25, 50, 100)
 
 
@@ -92,8 +90,8 @@ def credentials():
                          status=status or None, sort=sort, limit=per,
                          where=credential_filters.conditions(extra))
             rows, total = svc.list_credentials(s, offset=(page - 1) * per, **query)
-            if not rows and page > 1 and total:  # past the end: show the last page
-                page = -(-total // per)
+            if page > max(1, -(-total // per)):  # past the end: show the last page
+                page = max(1, -(-total // per))
                 rows, total = svc.list_credentials(s, offset=(page - 1) * per, **query)
         except ValidationError as e:
             rows, total = [], 0
