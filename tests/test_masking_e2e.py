@@ -31,7 +31,8 @@ SPLIT = textwrap.dedent("""\
 TOOLS = ('{ bash -xc \': "$TOKEN"\'; dash -xc \': "$TOKEN"\'; busybox sh -xc \': "$TOKEN"\'; '
          'bash -c \'printf "%q\\n" "$TOKEN"\'; printf %s "$TOKEN" | xxd -p; '
          'printf %s "$TOKEN" | od -An -tx1; printf %s "$TOKEN" | od -c; '
-         'printf %s "$TOKEN" | od; echo $MULTI; } 2>&1 | {py} split.py')
+         'printf %s "$TOKEN" | od; echo $MULTI; bash -xc \': "$CTL"\'; '
+         'bash -c \'printf "%q\\n" "$CTL"\'; } 2>&1 | {py} split.py')
 ONE_FORM = re.compile(rb"^([a-z0-9-]+): (.*)$")
 
 
@@ -39,10 +40,14 @@ def nasty() -> str:
     return f"it's \"q\" $HOME `x` a\\b&+c<d>e é {secrets.token_hex(8)}"
 
 
-def forms_of(value: str, multi: str) -> dict[str, bytes]:
+def forms_of(value: str, multi: str, quoted: str, ctl: str) -> dict[str, bytes]:
     """Each form, computed the way the tool or library that prints it computes it."""
     v = value.encode()
+    after = value[value.index("&+") + 3:]  # PowerShell colours the character after &+
     out = {
+        "trimmed": quoted.strip('"'), "ps-pre": value[:value.index("&+") + 2], "ps-post": after,
+        # Go's %q of "ctl\a\v\x1b\x7f-…" (strconv.Quote: \a, \v, \x1b, \x7f)
+        "go-q": "ctl\\a\\v\\x1b\\x7f-" + ctl.split("-", 1)[1],
         "xml": value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
         .replace('"', "&quot;").replace("'", "&apos;"),
         "html": html.escape(value), "sql": value.replace("'", "''"),
@@ -62,28 +67,30 @@ def forms_of(value: str, multi: str) -> dict[str, bytes]:
 def setup_vault(tmp_path):
     master, wb = local_vault(tmp_path)
     value, multi = nasty(), f"line-one-{secrets.token_hex(6)}\n  second line {secrets.token_hex(6)}"
-    for cid, secret in (("nasty", value), ("multi", multi), ("short", "abc12")):
+    quoted, ctl = f'"quoted-{secrets.token_hex(8)}"', f"ctl\a\v\x1b\x7f-{secrets.token_hex(8)}"
+    for cid, secret in (("nasty", value), ("multi", multi), ("short", "abc12"),
+                        ("quoted", quoted), ("ctl", ctl)):
         res = wb("cred", "add", cid, "--type", "secret_text", "--values-stdin",
                  stdin=json.dumps({"secret": secret}))
         assert res.returncode == 0, res.stderr
-    forms = forms_of(value, multi)
+    forms = forms_of(value, multi, quoted, ctl)
     (tmp_path / "split.py").write_text(SPLIT)
     (tmp_path / "forms.txt").write_bytes(b"".join(k.encode() + b": " + f + b"\n"
                                                   for k, f in forms.items()))
-    return wb, value, multi, forms
+    return wb, {"TOKEN": value, "MULTI": multi, "QUOTED": quoted, "CTL": ctl}, forms
 
 
-def tool_lines(value: str, multi: str) -> list[bytes]:
+def tool_lines(values: dict[str, str]) -> list[bytes]:
     """What the tools print unmasked (run here the same way): none of it may reach the log."""
     script = TOOLS.replace(" | {py} split.py", "")
     out = subprocess.run(["sh", "-c", script], capture_output=True, check=True,
-                         env={"TOKEN": value, "MULTI": multi, "PATH": os.environ["PATH"]}).stdout
+                         env={**values, "PATH": os.environ["PATH"]}).stdout
     # (od's address column is not the value's; a last dump line under 8 characters may stay)
     return [line for line in out.splitlines()
             if len(re.sub(rb"^[0-7]{7}", b"", line).strip()) >= 8]
 
 
-def assert_masked(log: bytes, value: str, multi: str, forms: dict[str, bytes]) -> None:
+def assert_masked(log: bytes, values: dict[str, str], forms: dict[str, bytes]) -> None:
     for label, form in forms.items():
         shown = [m.group(2) for m in map(ONE_FORM.match, log.splitlines())
                  if m and m.group(1) == label.encode()]
@@ -92,28 +99,30 @@ def assert_masked(log: bytes, value: str, multi: str, forms: dict[str, bytes]) -
             # (a blob keeps up to 3 leading characters: the bytes before the value)
             assert b"****" in s and form not in s and len(s.replace(b"****", b"")) <= 3, (
                 label, s)
-    for line in tool_lines(value, multi):
+    for line in tool_lines(values):
         assert line not in log, line
-    assert value.encode() not in log and value.split("'")[0].encode() not in log
+    for value in values.values():
+        assert value.encode() not in log and value.split("'")[0].encode() not in log
 
 
 def test_every_form_through_workbench_run_and_exec(tmp_path):
-    wb, value, multi, forms = setup_vault(tmp_path)
+    wb, values, forms = setup_vault(tmp_path)
     step = f"cat forms.txt | {sys.executable} split.py; " + TOOLS.replace("{py}", sys.executable)
     (tmp_path / "p.yaml").write_text(json.dumps({"name": "forms", "steps": [
         {"name": "print", "run": step, "credentials": [
-            {"id": "nasty", "env": "TOKEN"}, {"id": "multi", "env": "MULTI"}]}]}))
+            {"id": "nasty", "env": "TOKEN"}, {"id": "multi", "env": "MULTI"},
+            {"id": "quoted", "env": "QUOTED"}, {"id": "ctl", "env": "CTL"}]}]}))
     res = wb("run", "p.yaml")
     assert res.returncode == 0, res.stderr
-    assert_masked(res.stdout.encode(), value, multi, forms)
+    assert_masked(res.stdout.encode(), values, forms)
     assert "+ : '****'" in res.stdout  # bash's xtrace, value masked inside its quotes
     (run,) = recorded_runs(tmp_path)
-    assert_masked(run["steps"][0]["log"].encode(), value, multi, forms)
+    assert_masked(run["steps"][0]["log"].encode(), values, forms)
 
-    res = wb("exec", "--cred", "nasty:env=TOKEN", "--cred", "multi:env=MULTI", "--",
-             "sh", "-c", step)
+    res = wb("exec", "--cred", "nasty:env=TOKEN", "--cred", "multi:env=MULTI", "--cred",
+             "quoted:env=QUOTED", "--cred", "ctl:env=CTL", "--", "sh", "-c", step)
     assert res.returncode == 0, res.stderr
-    assert_masked(res.stdout.encode(), value, multi, forms)
+    assert_masked(res.stdout.encode(), values, forms)
 
 
 def test_values_registered_during_a_step_are_masked_then_and_later(tmp_path):

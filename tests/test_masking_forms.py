@@ -142,7 +142,7 @@ def test_kubeconfig_structure_never_becomes_a_pattern():
                   b"    token: k8s-t0ken-0123456789abcdef\n   \n\t\n")
     innocent = (b"apiVersion: v1\nkind: Config\nusers:\n  user:\nclusters:\ncontexts:\n"
                 b"- name: kubernetes-admin\n  name: kubernetes\n    \n\t\n"
-                b"kind: Pod\nmetadata:\n  name: web\n")
+                b"kind: Pod\nmetadata:\n  name: web\nserver https://10.1.2.3:6443 is up\n")
     assert mask(innocent, [kubeconfig], detectors=()) == innocent
     pats = patterns_for([kubeconfig])
     assert not any(p.strip() == b"" for p in pats)

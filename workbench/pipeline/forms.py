@@ -29,11 +29,13 @@ SEGMENT = 4096
 WRAP_WIDTHS = (76, 64)
 MIN_WRAPPED_LINE = 8
 # A line of a multi-line value is a pattern of its own only from this length, and only when it
-# is not document structure (below): a YAML key, a PEM armour line, a few plain words.
+# is not document structure (below): a YAML key, a PEM armour line, a few plain words, a URL
+# without credentials (the detectors mask userinfo and credential parameters in any URL).
 MIN_LINE_PART = 8
 _KEY_VALUE = re.compile(rb"^(?:-\s+)?[\"']?[\w.\-/]+[\"']?\s*[:=]\s*(.*)$")
 _STRUCTURE = re.compile(rb"[A-Za-z][a-z]*(?:[ .,_-]+[A-Za-z][a-z]*)*[.:]?"
-                        rb"|-----(?:BEGIN|END) [A-Z0-9 ]+-----")
+                        rb"|-----(?:BEGIN|END) [A-Z0-9 ]+-----"
+                        rb"|[a-z][a-z0-9+.-]*://[^\s@?#]+")  # a URL without userinfo or query
 
 
 def too_short(value: bytes) -> bool:

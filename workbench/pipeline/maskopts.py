@@ -43,6 +43,16 @@ def parse_masking(parser, node) -> MaskingOptions:
     return MaskingOptions(min_length=min_length, detectors=switches)
 
 
+def parse_mask_flag(parser, keys: dict, where: str) -> bool:
+    """A credential use's ``mask:`` (default true)."""
+    if "mask" not in keys:
+        return True
+    mask = parser.scalar(keys["mask"][1], f"{where}.mask")
+    if not isinstance(mask, bool):
+        parser.fail("mask must be true or false", keys["mask"][1], f"{where}.mask")
+    return mask
+
+
 def short_bindings(new_env: dict[str, str], new_files: list, secret_values: set[bytes],
                    minimum: int) -> list[str]:
     """Names of the variables just bound to a secret value shorter than ``minimum`` bytes."""

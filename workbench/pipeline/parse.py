@@ -9,7 +9,7 @@ import yaml
 
 from .. import credtypes
 from ..errors import PipelineError
-from .maskopts import MaskingOptions, parse_masking
+from .maskopts import MaskingOptions, parse_mask_flag, parse_masking
 from .names import (FORBIDDEN, FORBIDDEN_PREFIXES, IMAGE, NAME,  # noqa: F401 - re-exported
                     env_name_problem, parse_ref, parse_timeout)
 from .resolve import Ref
@@ -301,9 +301,5 @@ class _Parser:
                 credtypes.check_filename(filename)
             except Exception as exc:  # ValidationError: re-raised with file/line
                 self.fail(getattr(exc, "message", str(exc)), vnode, f"{where}.filename")
-        mask = True
-        if "mask" in keys:
-            mask = self.scalar(keys["mask"][1], f"{where}.mask")
-            if not isinstance(mask, bool):
-                self.fail("mask must be true or false", keys["mask"][1], f"{where}.mask")
-        return CredentialUse(ref=ref, env=env, file=file, filename=filename, line=line, mask=mask)
+        return CredentialUse(ref=ref, env=env, file=file, filename=filename, line=line,
+                             mask=parse_mask_flag(self, keys, where))
