@@ -10,8 +10,66 @@ from flask.cli import with_appcontext
 
 from .. import credentials as svc, credtypes
 from ..audit import unit
-from ..errors import ValidationError
-from . import cli_actor, emit, json_option, vault, workspace_option
+from ..errors import CredentialInUse, ValidationError
+from . import cli_actor, vault, workspace_option
+from .completion import credential_ids
+from .output import emit, fields, json_option, note, ref_line, table
+
+
+def _read(option: str, key: str, path: str) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as e:  # missing, a directory, no permission: say which, never a traceback
+        raise ValidationError(f"{option} {key}=: cannot read {path}: "
+                              f"{e.strerror or type(e).__name__}", field=key) from None
+
+
+def _pairs(text: str, key: str) -> dict[str, str]:
+    """``KEY=value`` lines (optionally quoted, ``#`` comments): a generic credential's file."""
+    out = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, eq, value = line.removeprefix("export ").partition("=")
+        if not eq:
+            raise ValidationError(f"--file {key}=: line {n} is not KEY=value", field=key)
+        value = value.strip()
+        if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[name.strip()] = value
+    return out
+
+
+def _advice(f: credtypes.Field) -> str:
+    if f.kind == "map":
+        return (f"give it on stdin (--values-stdin with {{\"{f.name}\": {{\"KEY\": \"value\"}}}}), "
+                f"from a file of KEY=value lines (--file {f.name}=PATH), or at the prompt")
+    return (f"give it at the prompt, on stdin (--values-stdin) or from a file "
+            f"(--file {f.name}=PATH)")
+
+
+def _ask(f: credtypes.Field, interactive: bool):
+    """Prompt for one field; from a script (no terminal) a missing required field is an error,
+    and optional ones are not asked for (an SSH key's passphrase must not stop a script)."""
+    if not interactive and not f.required:
+        return None
+    try:
+        if f.kind == "map":
+            pairs = {}
+            while True:
+                name = click.prompt(f"{f.label}: key (empty to finish)", default="",
+                                    show_default=False)
+                if not name:
+                    return pairs
+                pairs[name] = click.prompt(f"{f.label}: value of {name}", hide_input=True)
+        return click.prompt(f.label, hide_input=f.secret,
+                            default="" if not f.required else None, show_default=False)
+    except click.Abort:
+        if interactive:
+            raise
+        raise ValidationError(f"{f.label} is required: stdin ended before it was given; "
+                              f"{_advice(f)}", field=f.name) from None
 
 
 def _collect(ctype: credtypes.CredentialType, sets: tuple[str, ...], files: tuple[str, ...],
@@ -19,7 +77,11 @@ def _collect(ctype: credtypes.CredentialType, sets: tuple[str, ...], files: tupl
     """Gather values: ``--set`` for non-secret fields only, secrets never from arguments."""
     values: dict = {}
     if values_stdin:
-        data = json.loads(sys.stdin.read() or "{}")
+        try:
+            data = json.loads(sys.stdin.read() or "{}")
+        except json.JSONDecodeError as e:  # the position only: the text may be a secret
+            raise ValidationError(f"--values-stdin: stdin is not valid JSON (line {e.lineno}, "
+                                  f"column {e.colno}: {e.msg})", field="values") from None
         if not isinstance(data, dict):
             raise ValidationError("stdin must hold a JSON object of field → value")
         values.update(data)
@@ -27,25 +89,47 @@ def _collect(ctype: credtypes.CredentialType, sets: tuple[str, ...], files: tupl
         key, sep, val = item.partition("=")
         if not sep:
             raise ValidationError(f"--set takes FIELD=VALUE, got {key[:40]!r}", field=key)
-        if ctype.field(key).secret:
-            raise ValidationError(f"{key} is secret: give it at the prompt, on stdin "
-                                  f"(--values-stdin) or from a file (--file {key}=PATH), never "
-                                  "as a command-line argument", field=key)
+        f = ctype.field(key)
+        if f.secret:
+            raise ValidationError(f"{key} is secret: {_advice(f)}, never as a command-line "
+                                  "argument", field=key)
         values[key] = val
     for item in files:
         key, sep, path = item.partition("=")
+        if not sep or not key:
+            raise ValidationError(f"--file takes FIELD=PATH, e.g. --file {ctype.fields[0].name}=PATH "
+                                  f"({ctype.name} fields: {', '.join(f.name for f in ctype.fields)})",
+                                  field="file")
         f = ctype.field(key)
-        data = Path(path).read_bytes()
-        values[key] = data if f.kind == "bytes" else data.decode("utf-8")
+        data = _read("--file", key, path)
+        if f.kind == "bytes":
+            values[key] = data
+            continue
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValidationError(f"--file {key}=: {path} is not UTF-8 text", field=key) from None
+        values[key] = _pairs(text, key) if f.kind == "map" else text
     if prompt_missing:
+        interactive = sys.stdin.isatty()
         for f in ctype.fields:
-            if f.name in values or f.kind in ("map", "bytes"):
+            if f.name in values or f.kind == "bytes" or not (f.required or f.secret):
                 continue
-            if f.required or f.secret:
-                values[f.name] = click.prompt(f.label, hide_input=f.secret,
-                                              default="" if not f.required else None,
-                                              show_default=False)
+            value = _ask(f, interactive)
+            if value is not None:
+                values[f.name] = value
     return values
+
+
+def _type_help() -> str:
+    """Each type's fields, for ``cred add --help``."""
+    lines = ["\b", "Types and their fields (* secret: prompt, --values-stdin or --file only;",
+             "? optional):"]
+    for name in sorted(credtypes.TYPES):
+        t = credtypes.get(name)
+        lines.append(f"  {name:<18} " + ", ".join(
+            f.name + ("*" if f.secret else "") + ("" if f.required else "?") for f in t.fields))
+    return "\n".join(lines)
 
 
 @click.group("cred")
@@ -53,7 +137,12 @@ def cred():
     """Manage credentials."""
 
 
-@cred.command("add")
+id_argument = click.argument("cred_id", shell_complete=credential_ids)
+LIST_COLUMNS = [("ID", "id"), ("TYPE", "type"), ("VERSION", "version"), ("STATUS", "status"),
+                ("NAME", "name")]
+
+
+@cred.command("add", epilog=_type_help())
 @click.argument("cred_id")
 @click.option("--type", "type_name", required=True, type=click.Choice(sorted(credtypes.TYPES)))
 @click.option("--name", default="")
@@ -65,7 +154,7 @@ def cred():
 @json_option
 @with_appcontext
 def add(cred_id, type_name, name, description, sets, files, values_stdin, workspace, as_json):
-    """Create a credential."""
+    """Create a credential; missing fields are prompted for (secrets hidden)."""
     ctype = credtypes.get(type_name)
     values = _collect(ctype, sets, files, values_stdin, prompt_missing=not values_stdin)
     with unit(vault().factory) as s:
@@ -77,7 +166,7 @@ def add(cred_id, type_name, name, description, sets, files, values_stdin, worksp
 
 
 @cred.command("list")
-@click.option("--type", "type_name", default=None)
+@click.option("--type", "type_name", default=None, type=click.Choice(sorted(credtypes.TYPES)))
 @click.option("-q", "query", default=None, help="search ID, name, description")
 @click.option("--limit", default=100, show_default=True)
 @workspace_option
@@ -89,14 +178,13 @@ def list_(type_name, query, limit, workspace, as_json):
         rows, total = svc.list_credentials(s, workspace=workspace, q=query, type=type_name,
                                            limit=limit)
         items = [svc.to_dict(c) for c in rows]
-    lines = [f"{'ID':<32} {'TYPE':<18} {'VER':>3}  {'STATUS':<16} NAME"] + [
-        f"{i['id']:<32} {i['type']:<18} {i['version']:>3}  {i['status']:<16} {i['name']}"
-        for i in items]
-    emit({"items": items, "total": total}, as_json, "\n".join(lines))
+    more = f"\n({len(items)} of {total}; --limit to see more)" if total > len(items) else ""
+    emit({"items": items, "total": total}, as_json,
+         table(items, LIST_COLUMNS, empty="no credentials") + more)
 
 
 @cred.command("show")
-@click.argument("cred_id")
+@id_argument
 @workspace_option
 @json_option
 @with_appcontext
@@ -105,33 +193,39 @@ def show(cred_id, workspace, as_json):
     with vault().factory() as s:
         d = svc.to_dict(svc.get_credential(s, workspace, cred_id))
         d["used_by"] = svc.references(s, workspace, cred_id)
-    text = "\n".join(f"{k:>14}: {v}" for k, v in d.items() if k not in ("conditions",))
-    emit(d, as_json, text)
+    used = table(d["used_by"], [("PIPELINE", "pipeline"), ("STEP", "step"),
+                                ("VERSION", "version")], empty="used by no indexed pipeline")
+    emit(d, as_json, fields(d, skip=("conditions", "used_by")) + "\n\n" + used)
 
 
 @cred.command("rename")
-@click.argument("cred_id")
+@id_argument
 @click.option("--name", default=None)
 @click.option("--description", default=None)
 @workspace_option
+@json_option
 @with_appcontext
-def rename(cred_id, name, description, workspace):
+def rename(cred_id, name, description, workspace, as_json):
     """Change the display name and description (the ID never changes)."""
     changes = {k: v for k, v in (("name", name), ("description", description)) if v is not None}
+    if not changes:
+        raise click.UsageError("nothing to change: give --name and/or --description")
     with unit(vault().factory) as s:
-        svc.update_credential(s, vault().barrier, cli_actor(), workspace=workspace,
-                              cred_id=cred_id, changes=changes)
-    click.echo(f"renamed {cred_id}")
+        c = svc.update_credential(s, vault().barrier, cli_actor(), workspace=workspace,
+                                  cred_id=cred_id, changes=changes)
+        d = svc.to_dict(c)
+    emit(d, as_json, f"{cred_id}: " + ", ".join(f"{k} set" for k in changes))
 
 
 @cred.command("update")
-@click.argument("cred_id")
+@id_argument
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE")
 @click.option("--file", "files", multiple=True, metavar="FIELD=PATH")
 @click.option("--values-stdin", is_flag=True)
 @workspace_option
+@json_option
 @with_appcontext
-def update(cred_id, sets, files, values_stdin, workspace):
+def update(cred_id, sets, files, values_stdin, workspace, as_json):
     """Store new values as a new version (unlisted fields keep their values)."""
     with unit(vault().factory) as s:
         c = svc.get_credential(s, workspace, cred_id)
@@ -140,37 +234,37 @@ def update(cred_id, sets, files, values_stdin, workspace):
                           prompt_missing=not (values_stdin or sets or files))
         c = svc.update_credential(s, vault().barrier, cli_actor(), workspace=workspace,
                                   cred_id=cred_id, changes={"values": values})
-        click.echo(f"{cred_id} is now at version {c.current_version}")
+        d = svc.to_dict(c)
+    emit(d, as_json, f"{cred_id} is now at version {d['version']}")
 
 
 @cred.command("delete")
-@click.argument("cred_id")
+@id_argument
 @click.option("--force", is_flag=True, help="delete even if pipelines reference it")
 @click.option("--yes", is_flag=True, help="do not ask")
 @workspace_option
+@json_option
 @with_appcontext
-def delete(cred_id, force, yes, workspace):
+def delete(cred_id, force, yes, workspace, as_json):
     """Delete a credential, showing which pipelines and steps would break."""
     with vault().factory() as s:
         svc.get_credential(s, workspace, cred_id)
         refs = svc.references(s, workspace, cred_id)
+    if refs and not force:
+        raise CredentialInUse(f"{cred_id} is used by {len(refs)} step(s); refusing to delete "
+                              "a referenced credential (--force deletes anyway)", references=refs)
     if refs:
-        click.echo(f"{cred_id} is used by {len(refs)} step(s):")
-        for r in refs:
-            pin = f"@{r['version']}" if r.get("version") else ""
-            click.echo(f"  - pipeline {r.get('pipeline')} step {r.get('step')} {pin}")
-        if not force:
-            raise click.ClickException("refusing to delete a referenced credential; "
-                                       "use --force to delete anyway")
+        note(f"{cred_id} is used by " + "; ".join(ref_line(r) for r in refs))
     if not yes:
         click.confirm(f"Delete {cred_id}?", abort=True)
     with unit(vault().factory) as s:
         svc.delete_credential(s, cli_actor(), workspace=workspace, cred_id=cred_id, force=force)
-    click.echo(f"deleted {cred_id}")
+    emit({"deleted": cred_id, "workspace": workspace, "references": refs}, as_json,
+         f"deleted {cred_id}")
 
 
 @cred.command("versions")
-@click.argument("cred_id")
+@id_argument
 @workspace_option
 @json_option
 @with_appcontext
@@ -178,12 +272,13 @@ def versions(cred_id, workspace, as_json):
     """Version history (who, when; never values)."""
     with vault().factory() as s:
         items = [svc.version_to_dict(v) for v in svc.list_versions(s, workspace, cred_id)]
-    emit({"items": items}, as_json, "\n".join(
-        f"{i['version']:>4}  {i['created_at']}  {i['created_by']}" for i in items))
+    emit({"items": items}, as_json, table(items, [
+        ("VERSION", "version"), ("CREATED", "created_at"), ("BY", "created_by"),
+        ("FIELDS", "fields")]))
 
 
 @cred.command("verify")
-@click.argument("cred_id", required=False)
+@click.argument("cred_id", required=False, shell_complete=credential_ids)
 @click.option("--all", "all_", is_flag=True, help="re-check every credential (for cron)")
 @click.option("--timeout", default=10.0, show_default=True)
 @click.option("--workspace", default=None, help="default: 'default' (with --all: every one)")
