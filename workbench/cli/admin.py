@@ -14,7 +14,7 @@ from ..audit import unit
 from ..config import Settings
 from ..errors import ConfigError, CryptoError
 from ..models import Credential, CredentialVersion, User, Workspace
-from ..vault import Vault
+from ..vault import Vault, require_existing
 from . import cli_actor, emit, json_option, vault
 
 
@@ -55,8 +55,10 @@ def run_gunicorn(load, *, host: str, port: int, workers: int, threads: int) -> N
 
     class _App(BaseApplication):
         def load_config(self):
+            # no control socket: every gunicorn on a host would share ~/.gunicorn/gunicorn.ctl
             for k, val in {"bind": f"{host}:{port}", "workers": workers, "threads": threads,
-                           "accesslog": "-", "worker_class": "gthread"}.items():
+                           "accesslog": "-", "worker_class": "gthread",
+                           "control_socket_disable": True}.items():
                 self.cfg.set(k, val)
 
         def load(self):
@@ -76,7 +78,9 @@ def serve(host: str, port: int, workers: int, threads: int):
     from .. import create_app
 
     settings = Settings.from_env(insecure_cookies=host in ("127.0.0.1", "localhost"))
-    app = create_app(settings)  # fail here, before forking, on a bad key or database
+    require_existing(settings)  # `workbench init` (./scripts/serve runs it) creates the vault
+    # fail here, before forking, on a bad key or database
+    app = create_app(settings, vault=Vault(settings).open(create=False))
     # The start-up checks left pooled connections behind; forked workers must not share them
     # (two processes on one PostgreSQL socket or SQLite handle answer 500s at random).
     app.extensions["workbench"].close()
@@ -150,6 +154,7 @@ def keys():
 def keys_rotate(batch: int):
     """Re-wrap every data key under a new master key; safe to interrupt and re-run."""
     settings = Settings.from_env()
+    require_existing(settings)
     v = Vault(settings)
     v.migrate()
     report = keyring.rotate(settings, v.factory, batch=batch)
@@ -165,6 +170,7 @@ def keys_rotate(batch: int):
 def doctor(as_json: bool):
     """Check the master key and that every stored credential version decrypts."""
     settings = Settings.from_env()
+    require_existing(settings)
     v = Vault(settings)
     v.migrate()
     try:

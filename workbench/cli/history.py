@@ -66,10 +66,12 @@ def log(run_id, step_name, workspace, as_json):
 class RunGroup(click.Group):
     """``run FILE`` runs a pipeline; ``run list|show|log`` look at recorded runs."""
 
-    def resolve_command(self, ctx, args):
+    def invoke(self, ctx):
+        args = [*ctx._protected_args, *ctx.args]
         if args and args[0] in self.commands:
-            return super().resolve_command(ctx, args)
-        return "run", run_file, args
+            return super().invoke(ctx)
+        with run_file.make_context("run", args, parent=ctx.parent) as sub:  # `workbench run`
+            return run_file.invoke(sub)
 
 
 run_file.epilog = ("Recorded runs: `workbench run list`, `workbench run show RUN_ID`, "
