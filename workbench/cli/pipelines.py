@@ -6,11 +6,10 @@ import sys
 import click
 from flask.cli import with_appcontext
 
-from .. import references as idx, sourcelock, sources as svc
+from .. import sourcelock, sources as svc
 from ..audit import unit
-from ..errors import PipelineError
-from ..pipeline.parse import load_pipeline
-from . import cli_actor, emit, json_option, vault, workspace_option
+from . import cli_actor, vault, workspace_option
+from .output import emit, json_option, table
 
 
 @click.group("pipeline")
@@ -98,46 +97,27 @@ def list_(workspace, as_json):
     emit({"items": items}, as_json, "\n".join(lines))
 
 
-def _lint_files(s, workspace: str, files: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
-    """Parse files from disk and check their references against the vault (no index)."""
-    bad, broken, found = [], [], []
-    for path in files:
-        try:
-            p = load_pipeline(path)
-        except PipelineError as e:
-            broken.append({"path": path, "error": e.message})
-            continue
-        found += [{**r, "pipeline": p.name, "path": path} for r in idx.reference_rows(p)]
-    reasons = idx.check_refs(s, workspace, [(r["credential_id"], r["version"]) for r in found])
-    for r in found:
-        if (r["credential_id"], r["version"]) in reasons:
-            bad.append({**r, "reason": reasons[(r["credential_id"], r["version"])]})
-    return bad, broken
-
-
 @pipeline.command("lint")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @workspace_option
 @json_option
 @with_appcontext
 def lint(files, workspace, as_json):
-    """Report dangling credential references and unreadable pipelines; exit 1 if any.
+    """Refuse what `workbench run` would refuse: unknown credentials and versions (with "did
+    you mean"), bindings that do not fit a credential's type, unreadable pipelines; exit 1 if
+    any.
 
-    Without FILES: every indexed pipeline of the workspace.  With FILES: those files as they
-    are on disk (e.g. before pushing them)."""
-    with vault().factory() as s:
+    Without FILES: every indexed pipeline of the workspace (those of local sources are read
+    from disk).  With FILES: those files as they are on disk (e.g. before pushing them)."""
+    from .. import lint as checks
+    with unit(vault().factory) as s:
         if files:
-            bad, broken = _lint_files(s, workspace, files)
+            problems = checks.check_files(s, vault().barrier, cli_actor(), workspace, files)
         else:
-            bad = idx.dangling(s, workspace)
-            broken = [p for p in idx.list_pipelines(s, workspace) if p["error"]]
-    lines = [f"{d['path']}:{d['line'] or ''} pipeline {d['pipeline']} step {d['step']}: "
-             f"{d['credential_id']}{'@' + str(d['version']) if d['version'] else ''}: "
-             f"{d['reason']}" for d in bad]
-    lines += [f"{p['path']}: {p['error']}" for p in broken]
-    emit({"dangling": bad, "errors": broken}, as_json,
-         "\n".join(lines) if lines else "no dangling references, every pipeline parses")
-    if bad or broken:
+            problems = checks.check_index(s, vault().barrier, cli_actor(), workspace)
+    emit({"problems": problems}, as_json, "\n".join(p["message"] for p in problems)
+         or "no problems: every reference resolves and fits, every pipeline parses")
+    if problems:
         sys.exit(1)
 
 
