@@ -20,7 +20,10 @@ from . import cli_actor, emit, json_option, vault
 
 @click.command("init")
 @click.option("--admin", "admin_name", default="admin", show_default=True)
-def init(admin_name: str):
+@click.option("--pipelines", "pipelines_dir", default=None,
+              type=click.Path(exists=True, file_okay=False),
+              help="index DIR/pipelines/*.yaml as the local pipeline source 'local'")
+def init(admin_name: str, pipelines_dir: str | None):
     """Create the instance folder, database, master key and a first admin (idempotent)."""
     settings = Settings.from_env()
     v = Vault(settings).open()
@@ -34,6 +37,11 @@ def init(admin_name: str):
     click.echo(f"Instance: {settings.instance}")
     click.echo(f"Database: {v.engine.url.render_as_string(hide_password=True)}")
     click.echo(f"Master key: {'WORKBENCH_MASTER_KEY' if settings.master_key else settings.key_path}")
+    if pipelines_dir:
+        from .pipelines import index_folder
+        r = index_folder(v, pipelines_dir)
+        click.echo(f"Pipelines: {r['pipelines']} indexed from {pipelines_dir}/pipelines "
+                   "(source 'local')")
 
 
 # Processes, not threads (docs/benchmarks.md): on 2 CPUs, 4 workers × 1 thread answered 32 %

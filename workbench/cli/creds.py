@@ -54,6 +54,12 @@ def _ask(f: credtypes.Field, interactive: bool):
     and optional ones are not asked for (an SSH key's passphrase must not stop a script)."""
     if not interactive and not f.required:
         return None
+    if not interactive:  # a script's line on stdin (getpass would warn); maps need a format
+        line = sys.stdin.readline() if f.kind != "map" else ""
+        if line:
+            return line.rstrip("\r\n")
+        raise ValidationError(f"{f.label} is required: stdin ended before it was given; "
+                              f"{_advice(f)}", field=f.name)
     try:
         if f.kind == "map":
             pairs = {}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from flask.cli import with_appcontext
@@ -9,7 +10,8 @@ from flask.cli import with_appcontext
 from .. import sourcelock, sources as svc
 from ..audit import unit
 from . import cli_actor, vault, workspace_option
-from .output import emit, json_option, table
+from ..errors import NotFound
+from .output import emit, json_option, note, table
 
 
 @click.group("pipeline")
@@ -47,7 +49,7 @@ def add(name, kind, url, branch, path_glob, credential_id, then_sync, workspace,
 
 
 def _sync(source_id: int, as_json: bool) -> None:
-    r = svc.sync_source(vault().factory, vault(), cli_actor(), source_id)
+    r = svc.sync_source(vault().factory, vault(), cli_actor(), source_id, progress=note)
     emit(r, as_json, f"synced to {r['commit'] or 'folder'}: {r['added']} added, "
                      f"{r['changed']} changed, {r['renamed']} renamed, {r['removed']} removed, "
                      f"{r['errors']} with errors ({r['pipelines']} pipelines)")
@@ -95,6 +97,18 @@ def list_(workspace, as_json):
         f"{i['pipelines']:>5}  {i['url']}" + (f"\n      error: {i['error']}" if i['error'] else "")
         for i in items]
     emit({"items": items}, as_json, "\n".join(lines))
+
+
+def index_folder(v, folder: str, workspace: str = "default") -> dict:
+    """Index ``folder``/pipelines/*.yaml as the local source ``local`` (``init --pipelines``,
+    which the quick start runs, so delete warnings name the example pipelines from the start)."""
+    with unit(v.factory) as s:
+        try:
+            source_id = svc.get_source(s, workspace, "local").id
+        except NotFound:
+            source_id = svc.add_source(s, cli_actor(), workspace, kind="local",
+                                       url=str(Path(folder).absolute()), name="local").id
+    return svc.sync_source(v.factory, v, cli_actor(), source_id, progress=note)
 
 
 @pipeline.command("lint")
