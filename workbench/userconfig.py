@@ -73,7 +73,8 @@ def defaults(commands) -> dict:
         return {}
 
     def walk(cmd) -> dict:
-        out = {p.name: wanted[p.name] for p in cmd.params if p.name in wanted}
+        params = [*cmd.params, *getattr(getattr(cmd, "file_command", None), "params", [])]
+        out = {p.name: wanted[p.name] for p in params if p.name in wanted}
         for name, sub in getattr(cmd, "commands", {}).items():
             nested = walk(sub)
             if nested:

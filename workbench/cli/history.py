@@ -66,6 +66,8 @@ def log(run_id, step_name, workspace, as_json):
 class RunGroup(click.Group):
     """``run FILE`` runs a pipeline; ``run list|show|log`` look at recorded runs."""
 
+    file_command = run_file  # whose options take the config file's defaults too
+
     def invoke(self, ctx):
         args = [*ctx._protected_args, *ctx.args]
         if args and args[0] in self.commands:
