@@ -165,7 +165,9 @@ def keys_rotate(batch: int):
     require_existing(settings)
     v = Vault(settings)
     v.migrate()
-    report = keyring.rotate(settings, v.factory, batch=batch)
+    from .progress import rotation, watching
+    with watching(rotation(v.engine)):  # a progress line every 2 s on stderr
+        report = keyring.rotate(settings, v.factory, batch=batch)
     with unit(v.factory) as s:
         audit.record(s, cli_actor(), "keys.rotate",
                      details={"term": report.term, "rewrapped": report.rewrapped})
