@@ -23,25 +23,31 @@ from . import cli_actor, emit, json_option, vault
 @click.option("--pipelines", "pipelines_dir", default=None,
               type=click.Path(exists=True, file_okay=False),
               help="index DIR/pipelines/*.yaml as the local pipeline source 'local'")
-def init(admin_name: str, pipelines_dir: str | None):
+@json_option
+def init(admin_name: str, pipelines_dir: str | None, as_json: bool):
     """Create the instance folder, database, master key and a first admin (idempotent)."""
     settings = Settings.from_env()
     v = Vault(settings).open()
+    out, lines = {"admin": None}, []
     with unit(v.factory) as s:
         accounts.get_workspace(s, "default", create=True)
         if s.scalar(select(User.id).limit(1)) is None:
             password = secrets.token_urlsafe(15)
             accounts.create_user(s, cli_actor(), admin_name, password, "admin")
-            click.echo(f"Created admin user {admin_name!r}. One-time password (shown once, "
-                       f"change it after signing in):\n\n    {password}\n")
-    click.echo(f"Instance: {settings.instance}")
-    click.echo(f"Database: {v.engine.url.render_as_string(hide_password=True)}")
-    click.echo(f"Master key: {'WORKBENCH_MASTER_KEY' if settings.master_key else settings.key_path}")
+            out["admin"] = {"username": admin_name, "one_time_password": password}
+            lines.append(f"Created admin user {admin_name!r}. One-time password (shown once, "
+                         f"change it after signing in):\n\n    {password}\n")
+    out.update(instance=str(settings.instance),
+               database=v.engine.url.render_as_string(hide_password=True),
+               master_key="WORKBENCH_MASTER_KEY" if settings.master_key else str(settings.key_path))
+    lines += [f"Instance: {out['instance']}", f"Database: {out['database']}",
+              f"Master key: {out['master_key']}"]
     if pipelines_dir:
         from .pipelines import index_folder
-        r = index_folder(v, pipelines_dir)
-        click.echo(f"Pipelines: {r['pipelines']} indexed from {pipelines_dir}/pipelines "
-                   "(source 'local')")
+        out["pipelines"] = index_folder(v, pipelines_dir)["pipelines"]
+        lines.append(f"Pipelines: {out['pipelines']} indexed from {pipelines_dir}/pipelines "
+                     "(source 'local')")
+    emit(out, as_json, "\n".join(lines))
 
 
 # Processes, not threads (docs/benchmarks.md): on 2 CPUs, 4 workers × 1 thread answered 32 %
@@ -159,7 +165,8 @@ def keys():
 
 @keys.command("rotate")
 @click.option("--batch", default=5000, show_default=True)
-def keys_rotate(batch: int):
+@json_option
+def keys_rotate(batch: int, as_json: bool):
     """Re-wrap every data key under a new master key; safe to interrupt and re-run."""
     settings = Settings.from_env()
     require_existing(settings)
@@ -171,8 +178,10 @@ def keys_rotate(batch: int):
     with unit(v.factory) as s:
         audit.record(s, cli_actor(), "keys.rotate",
                      details={"term": report.term, "rewrapped": report.rewrapped})
-    click.echo(f"{'resumed; ' if report.resumed else ''}re-wrapped {report.rewrapped} data keys "
-               f"under key term {report.term}; key file {settings.key_path} replaced")
+    emit({"term": report.term, "rewrapped": report.rewrapped, "resumed": report.resumed,
+          "key_file": str(settings.key_path)}, as_json,
+         f"{'resumed; ' if report.resumed else ''}re-wrapped {report.rewrapped} data keys "
+         f"under key term {report.term}; key file {settings.key_path} replaced")
 
 
 @click.command("doctor")

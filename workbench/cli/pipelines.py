@@ -71,8 +71,9 @@ def sync(source_ref, workspace, as_json):
 @click.argument("source_ref")
 @click.option("--yes", is_flag=True, help="do not ask")
 @workspace_option
+@json_option
 @with_appcontext
-def remove(source_ref, yes, workspace):
+def remove(source_ref, yes, workspace, as_json):
     """Remove a source with its pipelines and their references."""
     with vault().factory() as s:
         src = svc.get_source(s, workspace, source_ref)
@@ -80,7 +81,7 @@ def remove(source_ref, yes, workspace):
     if not yes:
         click.confirm(f"Remove source {name} and its pipelines from the index?", abort=True)
     r = svc.remove_source(vault().factory, vault(), cli_actor(), source_id)
-    click.echo(f"removed source {name} ({r['pipelines']} pipelines)")
+    emit({"removed": name, **r}, as_json, f"removed source {name} ({r['pipelines']} pipelines)")
 
 
 @source.command("list")
