@@ -11,7 +11,7 @@ from .. import sourcelock, sources as svc
 from ..audit import unit
 from . import cli_actor, vault, workspace_option
 from ..errors import NotFound
-from .output import emit, json_option, note, table
+from .output import emit, json_option, note
 
 
 @click.group("pipeline")
