@@ -218,6 +218,12 @@ def test_quick_start_indexes_the_examples_and_a_delete_warning_names_them(sh):
     assert p.returncode == 4
     assert "github-id is used by 1 step(s)" in p.stderr
     assert "pipeline build-and-deploy step clone (pipelines/build-and-deploy.yaml:" in p.stderr
+    # the README's quick start promises exactly this warning, after exactly these steps
+    readme = (ROOT / "README.md").read_text()
+    promised = [line[2:] for line in readme.splitlines() if line.startswith("# workbench: ")
+                or line.startswith("#   - pipeline")]
+    assert len(promised) == 2 and all(line in p.stderr for line in promised), promised
+    assert "init --pipelines ." in (ROOT / "scripts" / "serve").read_text()
     assert [i["id"] for i in json.loads(sh("cred", "list", "--json").stdout)["items"]] == [
         "github-id"]  # still there
     again = sh("init", "--pipelines", str(ROOT))  # idempotent: re-syncs the same source
