@@ -85,10 +85,10 @@ def test_missing_and_wrong_key_messages(wb):
     saved = key.read_text()
     key.unlink()
     p = wb("cred", "list", check=False)
-    assert p.returncode == 2 and "no master key" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 5 and "no master key" in p.stderr and "Traceback" not in p.stderr
     key.write_text("not-a-key")
     p = wb("cred", "list", check=False)
-    assert p.returncode == 2 and "not valid base64" in p.stderr or "must be 32 bytes" in p.stderr
+    assert p.returncode == 5 and ("not valid base64" in p.stderr or "must be 32 bytes" in p.stderr)
     key.write_text(saved)
     assert wb("doctor").returncode == 0
 

@@ -117,11 +117,11 @@ def test_pruning_a_pinned_version_warns_with_only_the_pinned_steps(api_as, index
 
 def test_the_cli_shows_the_list_and_asks_before_a_forced_delete(vault, indexed, wb_cli):
     code, out, err = wb_cli("cred", "delete", "shared")
-    assert code != 0 and "refusing to delete" in err
-    assert "shared is used by 3 step(s)" in out
-    assert "pipeline build step compile" in out and "pipeline deploy step apply" in out
+    assert code == 4 and "refusing to delete" in err
+    assert "shared is used by 3 step(s)" in err
+    assert "pipeline build step compile" in err and "pipeline deploy step apply" in err
     code, out, err = wb_cli("cred", "delete", "shared", "--force", input="n\n")
-    assert code != 0 and "Delete shared?" in out
+    assert code != 0 and "Delete shared?" in out and "pipeline build step compile" in err
     code, out, err = wb_cli("cred", "show", "shared")
     assert code == 0
     code, out, err = wb_cli("cred", "delete", "shared", "--force", input="y\n")

@@ -133,13 +133,13 @@ def test_lint_exits_non_zero_on_dangling_references_and_zero_when_clean(vault, l
         "pipelines/a.yaml": pipeline_yaml("a", {"build": ["present", "missing-cred"]})})
     code, out, _ = wb_cli("pipeline", "lint")
     assert code == 1
-    assert "pipelines/a.yaml" in out and "step build: missing-cred: credential does not exist" \
-        in out
+    assert "pipelines/a.yaml:" in out and "step build: unknown credential 'missing-cred'" in out
     local_repo.commit({"pipelines/a.yaml": pipeline_yaml("a", {"build": ["present@2"]})})
     code, out, _ = wb_cli("pipeline", "source", "sync", str(sid))
     assert code == 0 and "1 changed" in out
     code, out, _ = wb_cli("pipeline", "lint")
-    assert (code, out.strip()) == (0, "no dangling references, every pipeline parses")
+    assert (code, out.strip()) == (0, "no problems: every reference resolves and fits, "
+                                      "every pipeline parses")
     local_repo.commit({"pipelines/broken.yaml": "steps: [\n"})
     wb_cli("pipeline", "source", "sync", "r")
     code, out, _ = wb_cli("pipeline", "lint")
@@ -171,19 +171,27 @@ def test_sources_are_added_synced_and_listed_from_the_cli(vault, local_repo, wb_
 def test_lint_checks_files_on_disk_against_the_vault(vault, tmp_path, wb_cli):
     _cred(vault, "present", versions=2)
     good = tmp_path / "good.yaml"
-    good.write_text(pipeline_yaml("good", {"s": ["present", "present@2"]}))
+    good.write_text(pipeline_yaml("good", {"s": ["present"], "t": ["present@2"]}))
     bad = tmp_path / "bad.yaml"
-    bad.write_text(pipeline_yaml("bad", {"s": ["present@5"], "t": ["absent"]},
+    bad.write_text(pipeline_yaml("bad", {"s": ["present@5"], "t": ["absent", "presnt"],
+                                         "u": ["{id: present, env: {username: U}}"],
+                                         "v": ["present", "present@2"]},
                                  pull={"t": "present"}))
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: x\nsteps: [\n")
     assert wb_cli("pipeline", "lint", str(good))[:2] == (
-        0, "no dangling references, every pipeline parses\n")
+        0, "no problems: every reference resolves and fits, every pipeline parses\n")
     code, out, _ = wb_cli("pipeline", "lint", str(good), str(bad), str(broken))
     assert code == 1
-    assert f"{bad}:6 pipeline bad step s: present@5: version 5 does not exist" in out
-    assert "step t: absent: credential does not exist" in out
-    assert f"{broken}: {broken}:" in out and "YAML syntax error" in out
+    assert f"{bad}:6: step s: credential 'present' has no version 5" in out
+    assert "step t: unknown credential 'absent'\n" in out
+    assert "step t: unknown credential 'presnt'; did you mean 'present'?" in out
+    # what `run` refuses once every reference resolves: a binding that does not fit the type,
+    # a variable bound twice; each in run's own words and file:line
+    assert (f"{bad}:17: step u: credential present (secret_text): secret_text credentials "
+            "have no bindable field 'username'") in out
+    assert f"{bad}:22: step v: credential present@2 (secret_text): PRESENT is bound twice" in out
+    assert f"{broken}:" in out and "YAML syntax error" in out
     assert "good" not in out.replace(str(good), "")
 
 

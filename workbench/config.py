@@ -20,12 +20,12 @@ class Settings:
     insecure_cookies: bool = False  # plain-HTTP local use (`workbench serve` on localhost)
     git_timeout: float = 300.0  # seconds a pipeline-source fetch may take before it is stopped
     trusted_proxies: str = ""  # addresses/networks whose X-Forwarded-For is believed
+    instance_from: str = "default"  # how the instance was chosen, for "no vault here" messages
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
         env = dict(os.environ if env is None else env)
-        instance = Path(overrides.pop("instance", None) or env.get("WORKBENCH_INSTANCE")
-                        or "instance").absolute()
+        instance, overrides["instance_from"] = _instance(env, overrides.pop("instance", None))
         url = overrides.pop("database_url", None) or env.get("WORKBENCH_DATABASE_URL") \
             or f"sqlite:///{instance / 'workbench.db'}"
         key_file = overrides.pop("master_key_file", None) or env.get("WORKBENCH_MASTER_KEY_FILE")
@@ -44,6 +44,19 @@ class Settings:
     def key_path(self) -> Path:
         """Where the master key lives when it is kept in a file."""
         return self.master_key_file or (self.instance / "master.key")
+
+
+def _instance(env: dict[str, str], given) -> tuple[Path, str]:
+    """The instance folder and where it came from: argument, environment, config file, ./instance."""
+    if given:
+        return Path(given).absolute(), "argument"
+    if env.get("WORKBENCH_INSTANCE"):
+        return Path(env["WORKBENCH_INSTANCE"]).absolute(), "WORKBENCH_INSTANCE"
+    from . import userconfig
+    configured = userconfig.load(env).get("instance")
+    if configured:
+        return Path(configured), f"config file {userconfig.path(env)}"
+    return Path("instance").absolute(), "default"
 
 
 def _seconds(name: str, text: str) -> float:

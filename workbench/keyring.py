@@ -41,6 +41,9 @@ def _read_key(path: Path) -> bytes:
         return crypto.decode_key(path.read_text())
     except CryptoError as e:
         raise ConfigError(f"master key file {path}: {e.message}") from None
+    except (OSError, UnicodeDecodeError) as e:  # a directory, no permission, binary junk
+        raise ConfigError(f"master key file {path} is not readable: "
+                          f"{getattr(e, 'strerror', None) or type(e).__name__}") from None
 
 
 def next_path(settings: Settings) -> Path:

@@ -209,9 +209,12 @@ def sync_target(factory: sessionmaker[Session], actor: Actor, source_id: int) ->
 
 
 def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: int, *,
-                locked: Callable[[], None] | None = None) -> dict:
+                locked: Callable[[], None] | None = None,
+                progress: Callable[[str], None] | None = None) -> dict:
     """Fetch and re-index what changed; returns counts and the commit now indexed.  ``locked``
-    is called once the source's lock is held (``background`` waits for it)."""
+    is called once the source's lock is held (``background`` waits for it); ``progress`` is
+    told what a long sync is doing."""
+    progress = progress or (lambda _line: None)
     root = sourcelock.root(vault.settings)
     with sourcelock.hold(root, sync_target(factory, actor, source_id).id):
         if locked is not None:
@@ -232,6 +235,7 @@ def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: 
                             f"clone credential {src.credential_id!r} does not exist") from None
             secrets = [str(v) for k, v in values.items() if k != "username" and v]
             timeout = vault.settings.git_timeout
+            progress(f"fetching {src.url} ({src.branch})…")
             try:
                 with gitsource.git_env(root, ctype, values) as env:
                     repo, head = gitsource.fetch(root / str(src.id), src, env, timeout)
@@ -247,6 +251,8 @@ def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: 
                         f"sync of source {src.name!r} failed: {src.url} is not a folder")
         else:
             changes = gitsource.local_changes(src, known)
+        progress(f"indexing {len(changes.upserts)} new or changed file(s), "
+                 f"dropping {len(changes.removes)}…")
         with audit.unit(factory) as s:
             row = s.get(PipelineSource, src.id)
             errors = _apply(s, row, changes, head)

@@ -22,6 +22,20 @@ def alembic_config(url: str):
     return cfg
 
 
+def require_existing(settings: Settings) -> None:
+    """Stop, saying where we looked, unless a vault is there: only ``init`` creates one."""
+    sqlite_file = settings.instance / "workbench.db"
+    default_db = settings.database_url == f"sqlite:///{sqlite_file}"
+    if settings.master_key or not default_db or sqlite_file.exists():
+        return  # a given key or database is the vault; the key check follows on open
+    where = {"default": "the default ./instance: WORKBENCH_INSTANCE is not set and no config "
+                        "file names an instance"}.get(settings.instance_from,
+                                                      f"from {settings.instance_from}")
+    raise ConfigError(f"no vault in {settings.instance} ({where}). Create one with "
+                      "`workbench init`, or point at an existing one with "
+                      "WORKBENCH_INSTANCE=DIR or `workbench config set instance DIR`")
+
+
 class Vault:
     """Opened once per process; ``open`` migrates the schema and checks the master key."""
 
@@ -45,10 +59,11 @@ class Vault:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
-    def open(self, *, migrate: bool = True) -> "Vault":
+    def open(self, *, migrate: bool = True, create: bool = True) -> "Vault":
+        """``create=False``: never generate a master key (every command but ``init``)."""
         if migrate:
             self.migrate()
-        self._barrier = keyring.load_barrier(self.settings, self.factory)
+        self._barrier = keyring.load_barrier(self.settings, self.factory, create=create)
         return self
 
     @property

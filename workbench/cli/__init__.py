@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import getpass
 import importlib
-import json
 import sys
 
 import click
@@ -11,15 +10,16 @@ from flask import current_app
 from flask.cli import FlaskGroup
 
 from ..audit import Actor
-from ..errors import ConfigError, WorkbenchError
+from ..errors import WorkbenchError
+from .output import emit, json_option, report, wants_json  # noqa: F401  (the commands' helpers)
 
 # Modules that contribute commands: each exposes ``commands`` (a list of click commands).
 COMMAND_MODULES = ["workbench.cli.admin", "workbench.cli.creds", "workbench.cli.runs",
-                   "workbench.cli.pipelines"]
+                   "workbench.cli.pipelines", "workbench.cli.settings", "workbench.cli.history",
+                   "workbench.cli.completion"]
 
 
 workspace_option = click.option("--workspace", "-w", default="default", show_default=True)
-json_option = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 
 
 def cli_actor() -> Actor:
@@ -31,22 +31,51 @@ def vault():
     return current_app.extensions["workbench"]
 
 
-def emit(data, as_json: bool, text: str | None = None) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-    elif text is not None:
-        click.echo(text)
-
-
 def _create_app():
+    """The app over an existing vault: no command but ``init`` creates one or its key."""
     from .. import create_app
-    return create_app()
+    from ..config import Settings
+    from ..vault import Vault, require_existing
+    settings = Settings.from_env()
+    require_existing(settings)
+    return create_app(settings, vault=Vault(settings).open(create=False))
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False,
+class Group(FlaskGroup):
+    """Flask's group without its app-provided commands: listing or finding a command (even
+    ``--help``) must not open, let alone create, a vault.  Nor Flask's ``--app``/``--env-file``/
+    ``--debug`` options: this command serves one app."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params = [p for p in self.params if p.name not in ("app", "env_file", "debug")]
+
+    def list_commands(self, ctx):
+        return click.Group.list_commands(self, ctx)
+
+    def get_command(self, ctx, name):
+        return click.Group.get_command(self, ctx, name)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("workbench")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@click.group(cls=Group, create_app=_create_app, add_default_commands=False,
              add_version_option=False, load_dotenv=False, set_debug_flag=False)
+@click.version_option(package_name="workbench", prog_name="workbench", version=_version(),
+                      message="%(prog)s %(version)s")
 def cli():
-    """Workbench: a pipeline-oriented credential vault for CI."""
+    """Workbench: a pipeline-oriented credential vault for CI.
+
+    \b
+    Exit codes: 0 ok, 1 failed (a run, a check, lint findings), 2 usage or invalid input,
+    3 not found, 4 refused (in use, conflict, not allowed), 5 vault or master key error,
+    124 `exec --timeout` expired, 130 cancelled."""
 
 
 def load_commands() -> None:
@@ -62,25 +91,24 @@ def load_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: errors become one clear line and exit code 2 (1 is a failed run)."""
+    """Entry point: errors become one clear line (or JSON with ``--json``/``-o json``) and an
+    exit code per kind of failure (see the group's help)."""
     load_commands()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from .. import userconfig
+    as_json = wants_json(argv)
     try:
-        cli.main(args=argv, prog_name="workbench", standalone_mode=False)
+        cli.main(args=argv, prog_name="workbench", standalone_mode=False,
+                 default_map=userconfig.defaults(cli))
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 1
-    except click.ClickException as e:
-        e.show()
+    except click.exceptions.Exit as e:
         return e.exit_code
-    except ConfigError as e:
-        click.echo(f"workbench: cannot start: {e.message}", err=True)
-        return 2
+    except click.ClickException as e:
+        return report(e, as_json)
     except WorkbenchError as e:
-        click.echo(f"workbench: {e.message}", err=True)
-        refs = e.details.get("references")
-        for r in refs or []:
-            click.echo(f"  - pipeline {r.get('pipeline')} step {r.get('step')}", err=True)
-        return 2
+        return report(e, as_json)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 0
     return 0

@@ -14,26 +14,40 @@ from ..audit import unit
 from ..config import Settings
 from ..errors import ConfigError, CryptoError
 from ..models import Credential, CredentialVersion, User, Workspace
-from ..vault import Vault
+from ..vault import Vault, require_existing
 from . import cli_actor, emit, json_option, vault
 
 
 @click.command("init")
 @click.option("--admin", "admin_name", default="admin", show_default=True)
-def init(admin_name: str):
+@click.option("--pipelines", "pipelines_dir", default=None,
+              type=click.Path(exists=True, file_okay=False),
+              help="index DIR/pipelines/*.yaml as the local pipeline source 'local'")
+@json_option
+def init(admin_name: str, pipelines_dir: str | None, as_json: bool):
     """Create the instance folder, database, master key and a first admin (idempotent)."""
     settings = Settings.from_env()
     v = Vault(settings).open()
+    out, lines = {"admin": None}, []
     with unit(v.factory) as s:
         accounts.get_workspace(s, "default", create=True)
         if s.scalar(select(User.id).limit(1)) is None:
             password = secrets.token_urlsafe(15)
             accounts.create_user(s, cli_actor(), admin_name, password, "admin")
-            click.echo(f"Created admin user {admin_name!r}. One-time password (shown once, "
-                       f"change it after signing in):\n\n    {password}\n")
-    click.echo(f"Instance: {settings.instance}")
-    click.echo(f"Database: {v.engine.url.render_as_string(hide_password=True)}")
-    click.echo(f"Master key: {'WORKBENCH_MASTER_KEY' if settings.master_key else settings.key_path}")
+            out["admin"] = {"username": admin_name, "one_time_password": password}
+            lines.append(f"Created admin user {admin_name!r}. One-time password (shown once, "
+                         f"change it after signing in):\n\n    {password}\n")
+    out.update(instance=str(settings.instance),
+               database=v.engine.url.render_as_string(hide_password=True),
+               master_key="WORKBENCH_MASTER_KEY" if settings.master_key else str(settings.key_path))
+    lines += [f"Instance: {out['instance']}", f"Database: {out['database']}",
+              f"Master key: {out['master_key']}"]
+    if pipelines_dir:
+        from .pipelines import index_folder
+        out["pipelines"] = index_folder(v, pipelines_dir)["pipelines"]
+        lines.append(f"Pipelines: {out['pipelines']} indexed from {pipelines_dir}/pipelines "
+                     "(source 'local')")
+    emit(out, as_json, "\n".join(lines))
 
 
 # Processes, not threads (docs/benchmarks.md): on 2 CPUs, 4 workers × 1 thread answered 32 %
@@ -55,8 +69,10 @@ def run_gunicorn(load, *, host: str, port: int, workers: int, threads: int) -> N
 
     class _App(BaseApplication):
         def load_config(self):
+            # no control socket: every gunicorn on a host would share ~/.gunicorn/gunicorn.ctl
             for k, val in {"bind": f"{host}:{port}", "workers": workers, "threads": threads,
-                           "accesslog": "-", "worker_class": "gthread"}.items():
+                           "accesslog": "-", "worker_class": "gthread",
+                           "control_socket_disable": True}.items():
                 self.cfg.set(k, val)
 
         def load(self):
@@ -76,7 +92,9 @@ def serve(host: str, port: int, workers: int, threads: int):
     from .. import create_app
 
     settings = Settings.from_env(insecure_cookies=host in ("127.0.0.1", "localhost"))
-    app = create_app(settings)  # fail here, before forking, on a bad key or database
+    require_existing(settings)  # `workbench init` (./scripts/serve runs it) creates the vault
+    # fail here, before forking, on a bad key or database
+    app = create_app(settings, vault=Vault(settings).open(create=False))
     # The start-up checks left pooled connections behind; forked workers must not share them
     # (two processes on one PostgreSQL socket or SQLite handle answer 500s at random).
     app.extensions["workbench"].close()
@@ -149,29 +167,37 @@ def keys():
 @click.option("--batch", default=5000, show_default=True)
 @click.option("--prepare", is_flag=True,
               help="only write the new key (master.key.next), to copy to other hosts first")
-def keys_rotate(batch: int, prepare: bool):
+@json_option
+def keys_rotate(batch: int, prepare: bool, as_json: bool):
     """Re-wrap every data key under a new master key while servers run; safe to interrupt
     and re-run."""
     settings = Settings.from_env()
+    require_existing(settings)
     v = Vault(settings)
     v.migrate()
     if prepare:
         path = keyring.prepare(settings, v.factory)
-        click.echo(f"New key written to {path}. Copy it next to the key file of every host "
-                   "that serves this vault, then run `workbench keys rotate`.")
+        emit({"prepared": str(path)}, as_json,
+             f"New key written to {path}. Copy it next to the key file of every host "
+             "that serves this vault, then run `workbench keys rotate`.")
         return
-    report = keyring.rotate(settings, v.factory, batch=batch)
+    from .progress import rotation, watching
+    with watching(rotation(v.engine)):  # a progress line every 2 s on stderr
+        report = keyring.rotate(settings, v.factory, batch=batch)
     with unit(v.factory) as s:
         audit.record(s, cli_actor(), "keys.rotate",
                      details={"term": report.term, "rewrapped": report.rewrapped})
-    click.echo(f"{'resumed; ' if report.resumed else ''}re-wrapped {report.rewrapped} data keys "
-               f"under key term {report.term}; key file {settings.key_path} replaced")
-    click.echo(f"Back up the new key now ({settings.key_path}): without it the vault cannot be "
-               "opened.")
-    for term, path in sorted(report.kept.items()):
-        click.echo(f"The old key (term {term}) is kept in {path}. No row uses term {term} any "
-                   "more: it is safe to delete once no backup of the database from before this "
-                   "rotation needs it (`workbench keys status` confirms).")
+    lines = [f"{'resumed; ' if report.resumed else ''}re-wrapped {report.rewrapped} data keys "
+             f"under key term {report.term}; key file {settings.key_path} replaced",
+             f"Back up the new key now ({settings.key_path}): without it the vault cannot be "
+             "opened."]
+    lines += [f"The old key (term {term}) is kept in {path}. No row uses term {term} any "
+              "more: it is safe to delete once no backup of the database from before this "
+              "rotation needs it (`workbench keys status` confirms)."
+              for term, path in sorted(report.kept.items())]
+    emit({"term": report.term, "rewrapped": report.rewrapped, "resumed": report.resumed,
+          "key_file": str(settings.key_path),
+          "kept": {str(t): str(p) for t, p in report.kept.items()}}, as_json, "\n".join(lines))
 
 
 @keys.command("status")
@@ -179,6 +205,7 @@ def keys_rotate(batch: int, prepare: bool):
 def keys_status(as_json: bool):
     """Each key file, its key term and how many credential versions need it."""
     settings = Settings.from_env()
+    require_existing(settings)
     v = Vault(settings)
     v.migrate()
     files = keyring.usage(settings, v.factory)
@@ -196,6 +223,7 @@ def _key_line(f: dict) -> str:
 def doctor(as_json: bool):
     """Check the master key and that every stored credential version decrypts."""
     settings = Settings.from_env()
+    require_existing(settings)
     v = Vault(settings)
     v.migrate()
     try:

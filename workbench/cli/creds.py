@@ -1,51 +1,18 @@
 """``workbench cred …``: manage credentials; secrets come from a prompt, stdin or a file."""
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
 import click
 from flask.cli import with_appcontext
 
 from .. import credentials as svc, credtypes
 from ..audit import unit
-from ..errors import ValidationError
-from . import cli_actor, emit, json_option, vault, workspace_option
-
-
-def _collect(ctype: credtypes.CredentialType, sets: tuple[str, ...], files: tuple[str, ...],
-             values_stdin: bool, prompt_missing: bool) -> dict:
-    """Gather values: ``--set`` for non-secret fields only, secrets never from arguments."""
-    values: dict = {}
-    if values_stdin:
-        data = json.loads(sys.stdin.read() or "{}")
-        if not isinstance(data, dict):
-            raise ValidationError("stdin must hold a JSON object of field → value")
-        values.update(data)
-    for item in sets:
-        key, sep, val = item.partition("=")
-        if not sep:
-            raise ValidationError(f"--set takes FIELD=VALUE, got {key[:40]!r}", field=key)
-        if ctype.field(key).secret:
-            raise ValidationError(f"{key} is secret: give it at the prompt, on stdin "
-                                  f"(--values-stdin) or from a file (--file {key}=PATH), never "
-                                  "as a command-line argument", field=key)
-        values[key] = val
-    for item in files:
-        key, sep, path = item.partition("=")
-        f = ctype.field(key)
-        data = Path(path).read_bytes()
-        values[key] = data if f.kind == "bytes" else data.decode("utf-8")
-    if prompt_missing:
-        for f in ctype.fields:
-            if f.name in values or f.kind in ("map", "bytes"):
-                continue
-            if f.required or f.secret:
-                values[f.name] = click.prompt(f.label, hide_input=f.secret,
-                                              default="" if not f.required else None,
-                                              show_default=False)
-    return values
+from ..errors import CredentialInUse
+from . import cli_actor, vault, workspace_option
+from .completion import credential_ids
+from .output import emit, fields, json_option, note, ref_line, table
+from .values import collect, type_help
 
 
 @click.group("cred")
@@ -53,7 +20,12 @@ def cred():
     """Manage credentials."""
 
 
-@cred.command("add")
+id_argument = click.argument("cred_id", shell_complete=credential_ids)
+LIST_COLUMNS = [("ID", "id"), ("TYPE", "type"), ("VERSION", "version"), ("STATUS", "status"),
+                ("NAME", "name")]
+
+
+@cred.command("add", epilog=type_help())
 @click.argument("cred_id")
 @click.option("--type", "type_name", required=True, type=click.Choice(sorted(credtypes.TYPES)))
 @click.option("--name", default="")
@@ -65,9 +37,9 @@ def cred():
 @json_option
 @with_appcontext
 def add(cred_id, type_name, name, description, sets, files, values_stdin, workspace, as_json):
-    """Create a credential."""
+    """Create a credential; missing fields are prompted for (secrets hidden)."""
     ctype = credtypes.get(type_name)
-    values = _collect(ctype, sets, files, values_stdin, prompt_missing=not values_stdin)
+    values = collect(ctype, sets, files, values_stdin, prompt_missing=not values_stdin)
     with unit(vault().factory) as s:
         c = svc.create_credential(s, vault().barrier, cli_actor(), workspace=workspace,
                                   cred_id=cred_id, type=type_name, values=values, name=name,
@@ -78,7 +50,7 @@ def add(cred_id, type_name, name, description, sets, files, values_stdin, worksp
 
 
 @cred.command("list")
-@click.option("--type", "type_name", default=None)
+@click.option("--type", "type_name", default=None, type=click.Choice(sorted(credtypes.TYPES)))
 @click.option("-q", "query", default=None, help="search ID, name, description")
 @click.option("--limit", default=100, show_default=True)
 @workspace_option
@@ -90,14 +62,13 @@ def list_(type_name, query, limit, workspace, as_json):
         rows, total = svc.list_credentials(s, workspace=workspace, q=query, type=type_name,
                                            limit=limit)
         items = [svc.to_dict(c) for c in rows]
-    lines = [f"{'ID':<32} {'TYPE':<18} {'VER':>3}  {'STATUS':<16} NAME"] + [
-        f"{i['id']:<32} {i['type']:<18} {i['version']:>3}  {i['status']:<16} {i['name']}"
-        for i in items]
-    emit({"items": items, "total": total}, as_json, "\n".join(lines))
+    more = f"\n({len(items)} of {total}; --limit to see more)" if total > len(items) else ""
+    emit({"items": items, "total": total}, as_json,
+         table(items, LIST_COLUMNS, empty="no credentials") + more)
 
 
 @cred.command("show")
-@click.argument("cred_id")
+@id_argument
 @workspace_option
 @json_option
 @with_appcontext
@@ -106,72 +77,78 @@ def show(cred_id, workspace, as_json):
     with vault().factory() as s:
         d = svc.to_dict(svc.get_credential(s, workspace, cred_id))
         d["used_by"] = svc.references(s, workspace, cred_id)
-    text = "\n".join(f"{k:>14}: {v}" for k, v in d.items() if k not in ("conditions",))
-    emit(d, as_json, text)
+    used = table(d["used_by"], [("PIPELINE", "pipeline"), ("STEP", "step"),
+                                ("VERSION", "version")], empty="used by no indexed pipeline")
+    emit(d, as_json, fields(d, skip=("conditions", "used_by")) + "\n\n" + used)
 
 
 @cred.command("rename")
-@click.argument("cred_id")
+@id_argument
 @click.option("--name", default=None)
 @click.option("--description", default=None)
 @workspace_option
+@json_option
 @with_appcontext
-def rename(cred_id, name, description, workspace):
+def rename(cred_id, name, description, workspace, as_json):
     """Change the display name and description (the ID never changes)."""
     changes = {k: v for k, v in (("name", name), ("description", description)) if v is not None}
+    if not changes:
+        raise click.UsageError("nothing to change: give --name and/or --description")
     with unit(vault().factory) as s:
-        svc.update_credential(s, vault().barrier, cli_actor(), workspace=workspace,
-                              cred_id=cred_id, changes=changes)
-    click.echo(f"renamed {cred_id}")
+        c = svc.update_credential(s, vault().barrier, cli_actor(), workspace=workspace,
+                                  cred_id=cred_id, changes=changes)
+        d = svc.to_dict(c)
+    emit(d, as_json, f"{cred_id}: " + ", ".join(f"{k} set" for k in changes))
 
 
 @cred.command("update")
-@click.argument("cred_id")
+@id_argument
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE")
 @click.option("--file", "files", multiple=True, metavar="FIELD=PATH")
 @click.option("--values-stdin", is_flag=True)
 @workspace_option
+@json_option
 @with_appcontext
-def update(cred_id, sets, files, values_stdin, workspace):
+def update(cred_id, sets, files, values_stdin, workspace, as_json):
     """Store new values as a new version (unlisted fields keep their values)."""
     with unit(vault().factory) as s:
         c = svc.get_credential(s, workspace, cred_id)
         ctype = credtypes.get(c.type)
-        values = _collect(ctype, sets, files, values_stdin,
+        values = collect(ctype, sets, files, values_stdin,
                           prompt_missing=not (values_stdin or sets or files))
         c = svc.update_credential(s, vault().barrier, cli_actor(), workspace=workspace,
                                   cred_id=cred_id, changes={"values": values})
-        click.echo(f"{cred_id} is now at version {c.current_version}")
+        d = svc.to_dict(c)
+    emit(d, as_json, f"{cred_id} is now at version {d['version']}")
 
 
 @cred.command("delete")
-@click.argument("cred_id")
+@id_argument
 @click.option("--force", is_flag=True, help="delete even if pipelines reference it")
 @click.option("--yes", is_flag=True, help="do not ask")
 @workspace_option
+@json_option
 @with_appcontext
-def delete(cred_id, force, yes, workspace):
+def delete(cred_id, force, yes, workspace, as_json):
     """Delete a credential, showing which pipelines and steps would break."""
     with vault().factory() as s:
         svc.get_credential(s, workspace, cred_id)
         refs = svc.references(s, workspace, cred_id)
+    if refs and not force:
+        raise CredentialInUse(f"{cred_id} is used by {len(refs)} step(s); refusing to delete "
+                              "a referenced credential (--force deletes anyway)", references=refs)
     if refs:
-        click.echo(f"{cred_id} is used by {len(refs)} step(s):")
-        for r in refs:
-            pin = f"@{r['version']}" if r.get("version") else ""
-            click.echo(f"  - pipeline {r.get('pipeline')} step {r.get('step')} {pin}")
-        if not force:
-            raise click.ClickException("refusing to delete a referenced credential; "
-                                       "use --force to delete anyway")
+        note(f"{cred_id} is used by " + "; ".join(ref_line(r) for r in refs))
     if not yes:
         click.confirm(f"Delete {cred_id}?", abort=True)
     with unit(vault().factory) as s:
         svc.delete_credential(s, cli_actor(), workspace=workspace, cred_id=cred_id, force=force)
-    click.echo(f"deleted {cred_id}")
+    emit({"deleted": cred_id, "workspace": workspace, "references": refs}, as_json,
+         f"deleted {cred_id}")
 
 
 @cred.command("versions")
-@click.argument("cred_id")
+@id_argument
 @workspace_option
 @json_option
 @with_appcontext
@@ -179,12 +156,13 @@ def versions(cred_id, workspace, as_json):
     """Version history (who, when; never values)."""
     with vault().factory() as s:
         items = [svc.version_to_dict(v) for v in svc.list_versions(s, workspace, cred_id)]
-    emit({"items": items}, as_json, "\n".join(
-        f"{i['version']:>4}  {i['created_at']}  {i['created_by']}" for i in items))
+    emit({"items": items}, as_json, table(items, [
+        ("VERSION", "version"), ("CREATED", "created_at"), ("BY", "created_by"),
+        ("FIELDS", "fields")]))
 
 
 @cred.command("verify")
-@click.argument("cred_id", required=False)
+@click.argument("cred_id", required=False, shell_complete=credential_ids)
 @click.option("--all", "all_", is_flag=True, help="re-check every credential (for cron)")
 @click.option("--timeout", default=10.0, show_default=True)
 @click.option("--workspace", default=None, help="default: 'default' (with --all: every one)")

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from flask.cli import with_appcontext
 
-from .. import references as idx, sourcelock, sources as svc
+from .. import sourcelock, sources as svc
 from ..audit import unit
-from ..errors import PipelineError
-from ..pipeline.parse import load_pipeline
-from . import cli_actor, emit, json_option, vault, workspace_option
+from . import cli_actor, vault, workspace_option
+from ..errors import NotFound
+from .output import emit, json_option, note
 
 
 @click.group("pipeline")
@@ -48,7 +49,7 @@ def add(name, kind, url, branch, path_glob, credential_id, then_sync, workspace,
 
 
 def _sync(source_id: int, as_json: bool) -> None:
-    r = svc.sync_source(vault().factory, vault(), cli_actor(), source_id)
+    r = svc.sync_source(vault().factory, vault(), cli_actor(), source_id, progress=note)
     emit(r, as_json, f"synced to {r['commit'] or 'folder'}: {r['added']} added, "
                      f"{r['changed']} changed, {r['renamed']} renamed, {r['removed']} removed, "
                      f"{r['errors']} with errors ({r['pipelines']} pipelines)")
@@ -70,8 +71,9 @@ def sync(source_ref, workspace, as_json):
 @click.argument("source_ref")
 @click.option("--yes", is_flag=True, help="do not ask")
 @workspace_option
+@json_option
 @with_appcontext
-def remove(source_ref, yes, workspace):
+def remove(source_ref, yes, workspace, as_json):
     """Remove a source with its pipelines and their references."""
     with vault().factory() as s:
         src = svc.get_source(s, workspace, source_ref)
@@ -79,7 +81,7 @@ def remove(source_ref, yes, workspace):
     if not yes:
         click.confirm(f"Remove source {name} and its pipelines from the index?", abort=True)
     r = svc.remove_source(vault().factory, vault(), cli_actor(), source_id)
-    click.echo(f"removed source {name} ({r['pipelines']} pipelines)")
+    emit({"removed": name, **r}, as_json, f"removed source {name} ({r['pipelines']} pipelines)")
 
 
 @source.command("list")
@@ -98,21 +100,16 @@ def list_(workspace, as_json):
     emit({"items": items}, as_json, "\n".join(lines))
 
 
-def _lint_files(s, workspace: str, files: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
-    """Parse files from disk and check their references against the vault (no index)."""
-    bad, broken, found = [], [], []
-    for path in files:
+def index_folder(v, folder: str, workspace: str = "default") -> dict:
+    """Index ``folder``/pipelines/*.yaml as the local source ``local`` (``init --pipelines``,
+    which the quick start runs, so delete warnings name the example pipelines from the start)."""
+    with unit(v.factory) as s:
         try:
-            p = load_pipeline(path)
-        except PipelineError as e:
-            broken.append({"path": path, "error": e.message})
-            continue
-        found += [{**r, "pipeline": p.name, "path": path} for r in idx.reference_rows(p)]
-    reasons = idx.check_refs(s, workspace, [(r["credential_id"], r["version"]) for r in found])
-    for r in found:
-        if (r["credential_id"], r["version"]) in reasons:
-            bad.append({**r, "reason": reasons[(r["credential_id"], r["version"])]})
-    return bad, broken
+            source_id = svc.get_source(s, workspace, "local").id
+        except NotFound:
+            source_id = svc.add_source(s, cli_actor(), workspace, kind="local",
+                                       url=str(Path(folder).absolute()), name="local").id
+    return svc.sync_source(v.factory, v, cli_actor(), source_id, progress=note)
 
 
 @pipeline.command("lint")
@@ -121,23 +118,21 @@ def _lint_files(s, workspace: str, files: tuple[str, ...]) -> tuple[list[dict], 
 @json_option
 @with_appcontext
 def lint(files, workspace, as_json):
-    """Report dangling credential references and unreadable pipelines; exit 1 if any.
+    """Refuse what `workbench run` would refuse: unknown credentials and versions (with "did
+    you mean"), bindings that do not fit a credential's type, unreadable pipelines; exit 1 if
+    any.
 
-    Without FILES: every indexed pipeline of the workspace.  With FILES: those files as they
-    are on disk (e.g. before pushing them)."""
-    with vault().factory() as s:
+    Without FILES: every indexed pipeline of the workspace (those of local sources are read
+    from disk).  With FILES: those files as they are on disk (e.g. before pushing them)."""
+    from .. import lint as checks
+    with unit(vault().factory) as s:
         if files:
-            bad, broken = _lint_files(s, workspace, files)
+            problems = checks.check_files(s, vault().barrier, cli_actor(), workspace, files)
         else:
-            bad = idx.dangling(s, workspace)
-            broken = [p for p in idx.list_pipelines(s, workspace) if p["error"]]
-    lines = [f"{d['path']}:{d['line'] or ''} pipeline {d['pipeline']} step {d['step']}: "
-             f"{d['credential_id']}{'@' + str(d['version']) if d['version'] else ''}: "
-             f"{d['reason']}" for d in bad]
-    lines += [f"{p['path']}: {p['error']}" for p in broken]
-    emit({"dangling": bad, "errors": broken}, as_json,
-         "\n".join(lines) if lines else "no dangling references, every pipeline parses")
-    if bad or broken:
+            problems = checks.check_index(s, vault().barrier, cli_actor(), workspace)
+    emit({"problems": problems}, as_json, "\n".join(p["message"] for p in problems)
+         or "no problems: every reference resolves and fits, every pipeline parses")
+    if problems:
         sys.exit(1)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import getpass
 import os
 import shlex
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -142,6 +143,7 @@ def binding(spec: str) -> dict:
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_(creds, timeout, argv, **options):
     """Run one command (no shell) with credentials injected; exits with its exit code."""
+    _require_program(argv[0], options["workdir"])
     step = {"name": "exec", "run": "exec " + shlex.join(argv),
             "credentials": [binding(c) for c in creds]}
     if timeout:
@@ -156,8 +158,24 @@ def exec_(creds, timeout, argv, **options):
     (step_result,) = result.steps
     if step_result.status in ("success", "failed") and step_result.exit_code is not None:
         sys.exit(step_result.exit_code)
+    if step_result.status == "timeout":  # like timeout(1)
+        _note(step_result.message or "timed out")
+        sys.exit(124)
     _note(f"{step_result.status}" + (f": {step_result.message}" if step_result.message else ""))
     sys.exit(result.exit_code if result.exit_code else 1)
+
+
+def _require_program(program: str, workdir: str) -> None:
+    """Exit 127, like a shell, when the program is not there; the message names the PATH a
+    step gets, not the ``/bin/sh`` that starts it."""
+    from ..pipeline.plan import SAFE_PATH
+    path = os.path.join(workdir, program)
+    found = (os.access(path, os.X_OK) and not os.path.isdir(path)) if "/" in program \
+        else shutil.which(program, path=SAFE_PATH)
+    if not found:
+        where = "" if "/" in program else f" (searched PATH={SAFE_PATH})"
+        _note(f"{program}: command not found{where}")
+        sys.exit(127)
 
 
 exec_.name = "exec"
