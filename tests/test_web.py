@@ -407,6 +407,10 @@ def test_test_connection_is_not_offered_without_a_check(as_role, vault):
     c = as_role("editor")
     create(c, "access_key", "no-check")
     assert "Test connection" not in c.get("/credentials/default/no-check").get_data(as_text=True)
+    create(c, "secret_text", "has-check")
+    menus = c.get("/").get_data(as_text=True)  # the table's per-row menu, too
+    assert "/credentials/default/has-check/test" in menus
+    assert "/credentials/default/no-check/test" not in menus
     r = post(c, "/credentials/default/no-check/test", {})
     page = c.get(r.headers["Location"]).get_data(as_text=True)
     assert "There is no connectivity test for access_key credentials." in page

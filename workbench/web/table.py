@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from flask import flash, make_response, render_template, request
 from sqlalchemy import select
 
-from .. import credential_filters, credentials as svc, credtypes, references
+from .. import checks, credential_filters, credentials as svc, credtypes, references
 from ..db import aware
 from ..errors import ValidationError
 from ..models import Workspace
@@ -107,7 +107,7 @@ def credentials():
         pages=max(1, -(-total // per)), q=q, type=type_, status=status, workspace=ws,
         sort=sort, args=args, cols=cols, columns=COLUMNS, by_key=BY_KEY, types=credtypes.TYPES,
         statuses=STATUSES, workspaces=workspaces, used=used, last=last, page_sizes=PAGE_SIZES,
-        extra=extra, text_filters=credential_filters.TEXT))
+        extra=extra, text_filters=credential_filters.TEXT, testable=checks.CHECKS))
     if "cols_set" in a:
         resp.set_cookie(COOKIE, ".".join(cols), max_age=365 * 86400, samesite="Lax",
                         httponly=True, secure=request.is_secure)
