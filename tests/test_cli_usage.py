@@ -286,6 +286,9 @@ def test_completion_completes_credential_ids(vault_sh):
     p = sh(env={"_WORKBENCH_COMPLETE": "bash_complete", "COMP_WORDS": "workbench cred show gi",
                 "COMP_CWORD": "3"})
     assert sorted(line.split(",", 1)[1] for line in p.stdout.split()) == ["github-id", "gitlab-id"]
+    p = sh(env={"_WORKBENCH_COMPLETE": "bash_complete", "COMP_WORDS": "workbench exec --cred pr",
+                "COMP_CWORD": "3"})
+    assert p.stdout.split() == ["plain,prod-kube"]
 
 
 def _serve(sh, port):

@@ -11,6 +11,7 @@ from .. import sourcelock, sources as svc
 from ..audit import unit
 from . import cli_actor, vault, workspace_option
 from ..errors import NotFound
+from .completion import credential_ids
 from .output import emit, json_option, note
 
 
@@ -31,7 +32,7 @@ def source():
 @click.option("--branch", default="main", show_default=True)
 @click.option("--glob", "path_glob", default="pipelines/*.yaml", show_default=True,
               help="which files are pipelines")
-@click.option("--credential", "credential_id", default=None,
+@click.option("--credential", "credential_id", default=None, shell_complete=credential_ids,
               help="credential ID used to clone (username_password, secret_text, ssh key)")
 @click.option("--sync/--no-sync", "then_sync", default=False, help="sync right away")
 @workspace_option

@@ -13,6 +13,7 @@ import click
 import yaml
 
 from ..errors import PipelineError, WorkbenchError
+from .completion import credential_ids
 from ..pipeline.parse import load_pipeline, parse_pipeline
 from ..pipeline.runner import DbRecorder, RunResult, run_pipeline
 
@@ -136,6 +137,7 @@ def binding(spec: str) -> dict:
 @click.command("exec", context_settings={"ignore_unknown_options": True,
                                          "allow_interspersed_args": False})
 @click.option("--cred", "creds", multiple=True, metavar="ID[:BINDING]",
+              shell_complete=credential_ids,
               help="Credential to inject: ID (default binding), ID:env=NAME, ID:file=NAME, "
                    "ID:username=U,password=P.  Repeatable.")
 @click.option("--timeout", default=None, help="Kill the command after this long (30s, 10m, 1h).")
