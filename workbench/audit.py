@@ -28,6 +28,7 @@ class Actor:
     source: str = ""  # remote address, or "cli"
     workspace: str | None = None  # runner tokens are scoped to one workspace
     kind: str = "user"  # user | token | runner | system
+    allow: tuple[str, ...] = ()  # runner tokens: credential IDs resolvable ad hoc ("*": any)
 
     @property
     def label(self) -> str:

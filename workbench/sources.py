@@ -190,6 +190,8 @@ def _apply(s: Session, src: PipelineSource, changes: gitsource.Changes,
             continue
         row.name = (p.name if p else Path(path).stem)[:100]
         row.steps = "\n".join(st.name for st in p.steps) if p else None
+        row.run_timeout = (int(sum(st.timeout for st in p.steps)) or 1) \
+            if p and all(st.timeout for st in p.steps) else None
         parsed.append((row, reference_rows(p) if p else []))
     existing = [row.id for row, _ in parsed if row.id is not None]
     s.flush()

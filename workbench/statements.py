@@ -168,6 +168,12 @@ class Raw:
         row = self.cursor.fetchone()
         return None if row is None else form.row._make(row)
 
+    def all(self, stmt: Prepared, **values: Any) -> list:
+        """Every row (named tuples)."""
+        form = stmt.form(self.dialect)
+        self._execute(form.sql, stmt.params(form, values))
+        return [form.row._make(row) for row in self.cursor.fetchall()]
+
     def run(self, stmt: Prepared, **values: Any) -> None:
         """Run a write (it waits for its turn: ``WriterQueue``)."""
         form = stmt.form(self.dialect)

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 from werkzeug.exceptions import InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
-from .. import accounts, audit, credtypes, resolution
+from .. import accounts, audit, credtypes, resolution, stepresolve
 from ..audit import Actor, hot_unit
 from ..errors import AuthenticationRequired, BadRequest, ValidationError, WorkbenchError
 from ..pipeline.resolve import Ref
@@ -44,6 +44,11 @@ def check_token(raw: Raw, authorization: str, source: str, path: str, lookup=Non
 def resolve_request(vault: Vault, data: Any, *, workspace: str, authorization: str,
                     source: str) -> dict[str, Any]:
     """The answer to a resolve request (``data``: its JSON body, or None), or an error."""
+    scheme, _, token = authorization.partition(" ")
+    if token.strip().startswith(stepresolve.PREFIX) and scheme.lower() == "bearer":
+        # a run token: one step of one run of an indexed pipeline (stepresolve)
+        return stepresolve.resolve_step(vault, data, workspace=workspace, secret=token.strip(),
+                                        source=source)
     # One connection for the token check, the reads and the audit rows.  The body is read
     # first, so that the token's statement can read the first reference too
     # (resolution.Prefetch), but its errors are raised after the token is checked.

@@ -133,11 +133,15 @@ def runner_token():
 @runner_token.command("create")
 @click.argument("name")
 @click.option("--workspace", default="default", show_default=True)
+@click.option("--allow", "allow", multiple=True, metavar="ID",
+              help="A credential ID this token may resolve ad hoc (exec, unindexed pipelines); "
+                   "repeatable.  Without it the token resolves only in runs of indexed "
+                   "pipelines.")
 @json_option
 @with_appcontext
-def runner_token_create(name: str, workspace: str, as_json: bool):
+def runner_token_create(name: str, workspace: str, allow: tuple[str, ...], as_json: bool):
     """Create a runner token (printed once)."""
-    _issue("runner", name, as_json, workspace=workspace)
+    _issue("runner", name, as_json, workspace=workspace, allow=list(allow) or None)
 
 
 @click.group("keys")

@@ -27,6 +27,18 @@ def plan(pipeline: Pipeline, resolver: Resolver, *, context: dict | None = None,
             for step in pipeline.steps]
 
 
+def plan_step(pipeline: Pipeline, step: Step, resolver: Resolver, *, context: dict,
+              workdir: str | None = None, environ: dict[str, str] | None = None,
+              seen: tuple[bytes, ...] = ()) -> ResolvedStep:
+    """One step, resolving only its own references (a run token releases one step at a
+    time); ``seen``: the secrets of the steps before it, masked in this step's output too."""
+    context = dict(context, pipeline=pipeline.name, step=step.name)
+    creds = _resolve(Pipeline(pipeline.name, (step,), pipeline.file), resolver, context)
+    secrets = tuple(dict.fromkeys(seen + _run_secrets(creds.values())))
+    environ = os.environ if environ is None else environ
+    return _step(pipeline, step, creds, secrets, workdir, environ, context)
+
+
 def references(pipeline: Pipeline) -> list[tuple[Ref, Step, int | None]]:
     """Every reference in the pipeline with the step and line that made it."""
     out = []

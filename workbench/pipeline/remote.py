@@ -102,7 +102,7 @@ class HttpResolver(Resolver):
         texts = list(by_text)
         items: list[dict] = []
         for i in range(0, len(texts), MAX_REFS):  # the server takes at most MAX_REFS per call
-            body = {"refs": texts[i:i + MAX_REFS], "context": context or {}}
+            body = self.body(texts[i:i + MAX_REFS], context or {})
             items.extend(self.client.post("/api/v1/resolve", body).get("credentials") or [])
         out: dict[Ref, ResolvedCredential] = {}
         for item in items:
@@ -116,6 +116,38 @@ class HttpResolver(Resolver):
         if missing:
             raise errors.NotFound(f"unknown credentials: {', '.join(missing)}", missing=missing)
         return out
+
+    def body(self, refs: list[str], context: dict) -> dict:
+        return {"refs": refs, "context": context}
+
+
+class StepResolver(HttpResolver):
+    """Resolver of a run opened on the server (``open_run``): with its run token, one request
+    per step, which receives what that step of the indexed definition binds and nothing
+    else.  ``per_step`` tells the runner to plan each step just before it runs."""
+
+    per_step = True
+
+    def __init__(self, server: str, run: dict, workspace: str, ca_file: str | None = None):
+        super().__init__(server, run["token"], workspace, ca_file)
+        self.run_id = run["id"]
+
+    def body(self, refs: list[str], context: dict) -> dict:
+        if not context.get("step"):
+            raise errors.ExecutionError("a run token resolves for one step at a time")
+        return {"step": context["step"], "attempt": 1, "refs": refs}
+
+
+def open_run(server: str, token: str, workspace: str, ca_file: str | None = None,
+             **fields) -> dict:
+    """Open a run of an indexed pipeline (``POST /api/v1/runs``): its ID, run token, steps
+    and grants.  NotFound with ``details['indexed'] is False`` when the pipeline is not
+    indexed."""
+    body = {k: v for k, v in fields.items() if v not in (None, "")}
+    run = _Client(server, token, workspace, ca_file).post("/api/v1/runs", body)
+    if not str(run.get("token", "")).startswith("wbrun_"):
+        raise errors.ExecutionError("the server did not answer a run token")
+    return run
 
 
 class HttpRecorder(Recorder):
