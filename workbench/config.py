@@ -19,6 +19,7 @@ class Settings:
     testing: bool = False
     insecure_cookies: bool = False  # plain-HTTP local use (`workbench serve` on localhost)
     git_timeout: float = 300.0  # seconds a pipeline-source fetch may take before it is stopped
+    oidc_issuer: str | None = None  # the ``iss`` of step identity tokens (default: the URL asked)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -30,6 +31,8 @@ class Settings:
         key_file = overrides.pop("master_key_file", None) or env.get("WORKBENCH_MASTER_KEY_FILE")
         if "git_timeout" not in overrides and env.get("WORKBENCH_GIT_TIMEOUT"):
             overrides["git_timeout"] = _seconds("WORKBENCH_GIT_TIMEOUT", env["WORKBENCH_GIT_TIMEOUT"])
+        if "oidc_issuer" not in overrides and env.get("WORKBENCH_OIDC_ISSUER"):
+            overrides["oidc_issuer"] = env["WORKBENCH_OIDC_ISSUER"].rstrip("/")
         s = cls(instance=instance, database_url=url,
                 master_key=overrides.pop("master_key", None) or env.get("WORKBENCH_MASTER_KEY"),
                 master_key_file=Path(key_file) if key_file else None,

@@ -2,7 +2,7 @@
 import importlib
 
 MODULES = ["workbench.models", "workbench.pipeline.records", "workbench.references",
-           "workbench.policy", "workbench.serverruns"]
+           "workbench.policy", "workbench.serverruns", "workbench.idtokens"]
 
 
 def import_all() -> None:

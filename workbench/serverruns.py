@@ -42,6 +42,7 @@ class ServerRun(Base):
     pipeline: Mapped[str] = mapped_column(String(100))
     path: Mapped[str] = mapped_column(String(1000))
     steps: Mapped[str] = mapped_column(Text, default="")  # step names, "\n"-joined
+    id_tokens: Mapped[str | None] = mapped_column(Text, nullable=True)  # as in the index
     commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
     ref: Mapped[str] = mapped_column(String(255), default="")
     event: Mapped[str] = mapped_column(String(32), default="")
@@ -135,6 +136,7 @@ def open_run(s: Session, actor: Actor, workspace: str, data: dict) -> tuple[Serv
     secret = PREFIX + secrets.token_urlsafe(32)
     run = ServerRun(id=str(uuid.uuid4()), workspace=workspace, source=src.name,
                     pipeline_id=p.id, pipeline=p.name, path=p.path, steps=p.steps or "",
+                    id_tokens=p.id_tokens,
                     commit=p.commit or (commit or None), ref=ref, event=event, fork=fork,
                     runner=actor.name, token_hash=hash_token(secret), opened_at=now,
                     expires_at=now + ttl)

@@ -8,11 +8,12 @@ before any value leaves."""
 from __future__ import annotations
 
 import hmac
+import json
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, select
 
-from . import audit, credtypes, crypto
+from . import audit, credtypes, crypto, idtokens
 from .accounts import TOUCH_EVERY, stale
 from .audit import Actor
 from .credentials import decode_values
@@ -33,7 +34,8 @@ def _grants_query():
     cred = and_(c.workspace_id == select(w.id).where(w.name == r.workspace).scalar_subquery(),
                 c.cred_id == g.credential_id)
     ver = and_(v.credential_pk == c.pk, v.version == func.coalesce(g.version, c.current_version))
-    return (select(r.id, r.workspace, r.pipeline, r.steps, r.runner, r.token_hash,
+    return (select(r.id, r.workspace, r.pipeline, r.steps, r.runner, r.token_hash, r.source,
+                   r.ref, r.event, r.commit, r.id_tokens,
                    r.closed_at.is_not(None).label("closed"),
                    (r.expires_at > bindparam("now", type_=r.expires_at.type)).label("live"),
                    g.credential_id, g.version.label("pinned"), g.rule, g.message,
@@ -69,8 +71,8 @@ def parse_step_body(data: Any) -> tuple[str, int, list[Ref] | None]:
     return step, attempt, refs
 
 
-def resolve_step(vault, data: Any, *, workspace: str, secret: str, source: str
-                 ) -> dict[str, Any]:
+def resolve_step(vault, data: Any, *, workspace: str, secret: str, source: str,
+                 issuer: str = "") -> dict[str, Any]:
     """The answer to a run token's resolve request, or an error (audited)."""
     problem = None
     try:
@@ -137,9 +139,29 @@ def resolve_step(vault, data: Any, *, workspace: str, secret: str, source: str
             audit.append(raw, who, "credential.resolve",
                          [(rc.id, {**ctx, "attempt": attempt, "version": rc.version})
                           for rc in out.values()], workspace=run.workspace)
-    return {"run": run.id, "step": step, "attempt": attempt,
-            "credentials": [{"ref": ref, "id": rc.id, "version": rc.version, "type": rc.type,
-                             "values": credtypes.to_json(rc.values)} for ref, rc in out.items()]}
+    answer = {"run": run.id, "step": step, "attempt": attempt,
+              "credentials": [{"ref": ref, "id": rc.id, "version": rc.version,
+                               "type": rc.type, "values": credtypes.to_json(rc.values)}
+                              for ref, rc in out.items()]}
+    asks = json.loads(run.id_tokens).get(step) if run.id_tokens else None
+    if asks:  # after the claim and its audit: one identity token per step attempt
+        answer["id_token"] = _identity(vault, run, step, asks, who,
+                                       vault.settings.oidc_issuer or issuer, attempt)
+    return answer
+
+
+def _identity(vault, run, step: str, asks: list, who: Actor, issuer: str, attempt: int) -> str:
+    """Sign the step's identity token; its issue is audited (the token itself never is)."""
+    audience, timeout = asks
+    with audit.unit(vault.factory) as s:
+        token = idtokens.issue(s, vault.barrier, issuer=issuer, workspace=run.workspace,
+                               source=run.source, pipeline=run.pipeline, ref=run.ref,
+                               step=step, audience=audience, run_id=run.id, sha=run.commit,
+                               event=run.event, timeout=timeout)
+        audit.record(s, who, "id_token.issue", workspace=run.workspace, target=step,
+                     details={"run": run.id, "pipeline": run.pipeline, "aud": audience,
+                              "attempt": attempt})
+    return token
 
 
 def _open(raw: Raw, barrier, grants, workspace: str, refuse) -> dict[str, ResolvedCredential]:

@@ -9,7 +9,7 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from .. import accounts, audit, crypto, keyring
+from .. import accounts, audit, crypto, idtokens, keyring
 from ..audit import unit
 from ..config import Settings
 from ..errors import ConfigError, CryptoError
@@ -160,6 +160,9 @@ def keys_rotate(batch: int):
     with unit(v.factory) as s:
         audit.record(s, cli_actor(), "keys.rotate",
                      details={"term": report.term, "rewrapped": report.rewrapped})
+        # the step identity tokens' signing key rotates with the master key (idtokens)
+        idtokens.rotate(s, keyring.load_barrier(settings, v.factory, create=False),
+                        cli_actor())
     click.echo(f"{'resumed; ' if report.resumed else ''}re-wrapped {report.rewrapped} data keys "
                f"under key term {report.term}; key file {settings.key_path} replaced")
 

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 
 import click
 from flask.cli import with_appcontext
 
-from .. import policy as svc, sources
+from .. import idtokens, policy as svc, sources
 from ..audit import unit
 from . import cli_actor, emit, json_option, vault, workspace_option
+from .admin import keys
 
 
 @click.group("policy")
@@ -89,5 +91,20 @@ def protect(source, patterns, workspace, as_json):
          f"source {source}: protected refs {', '.join(out) or 'none'}")
 
 
+@click.command("rotate-signing")
+@click.option("--remove-retired", is_flag=True,
+              help="remove retired keys now: tokens they signed stop verifying at once")
+@json_option
+@with_appcontext
+def rotate_signing(remove_retired, as_json):
+    """Start a new key for step identity tokens; the old one stays published for an hour."""
+    keep = timedelta(0) if remove_retired else idtokens.KEEP_RETIRED
+    with unit(vault().factory) as s:
+        out = idtokens.rotate(s, vault().barrier, cli_actor(), keep_retired=keep)
+    emit(out, as_json, f"signing key {out['kid']} active; retired {len(out['retired'])}, "
+                       f"removed {len(out['removed'])}")
+
+
+keys.add_command(rotate_signing)
 set_.name = "set"
 commands = [policy]

@@ -103,7 +103,9 @@ class HttpResolver(Resolver):
         items: list[dict] = []
         for i in range(0, len(texts), MAX_REFS):  # the server takes at most MAX_REFS per call
             body = self.body(texts[i:i + MAX_REFS], context or {})
-            items.extend(self.client.post("/api/v1/resolve", body).get("credentials") or [])
+            answer = self.client.post("/api/v1/resolve", body)
+            self.received(answer)
+            items.extend(answer.get("credentials") or [])
         out: dict[Ref, ResolvedCredential] = {}
         for item in items:
             ref = by_text.get(str(item.get("ref")))
@@ -120,6 +122,9 @@ class HttpResolver(Resolver):
     def body(self, refs: list[str], context: dict) -> dict:
         return {"refs": refs, "context": context}
 
+    def received(self, answer: dict) -> None:
+        """Called with each answer (a subclass keeps what else it carries)."""
+
 
 class StepResolver(HttpResolver):
     """Resolver of a run opened on the server (``open_run``): with its run token, one request
@@ -131,11 +136,23 @@ class StepResolver(HttpResolver):
     def __init__(self, server: str, run: dict, workspace: str, ca_file: str | None = None):
         super().__init__(server, run["token"], workspace, ca_file)
         self.run_id = run["id"]
+        self.id_token: str | None = None  # the last step's identity token, if it asked
+
+    def resolve(self, refs, *, context=None):
+        self.id_token = None
+        if refs:
+            return super().resolve(refs, context=context)
+        self.received(self.client.post("/api/v1/resolve", self.body([], context or {})))
+        return {}  # a step with no credentials that asks for an identity token
 
     def body(self, refs: list[str], context: dict) -> dict:
         if not context.get("step"):
             raise errors.ExecutionError("a run token resolves for one step at a time")
-        return {"step": context["step"], "attempt": 1, "refs": refs}
+        return {"step": context["step"], "attempt": 1, **({"refs": refs} if refs else {})}
+
+    def received(self, answer: dict) -> None:
+        token = answer.get("id_token")
+        self.id_token = token if isinstance(token, str) else None
 
 
 def open_run(server: str, token: str, workspace: str, ca_file: str | None = None,
