@@ -345,3 +345,33 @@ def test_flask_route_answers_run_tokens_as_the_hot_path_does(world, app):
         if got[0][0] == 200:
             assert got[1][1].pop("attempt") == 2 and got[0][1].pop("attempt") == 1
         assert got[0] == got[1], body
+
+
+def test_pages_show_who_may_receive_and_what_each_step_received(world, app, users, client,
+                                                                api_as):
+    from tests.test_web import login, post
+    run = _open(world, ref="feature/x")
+    assert _resolve(client, run["token"], {"step": "build"})[0] == 200
+    assert _resolve(client, run["token"], {"step": "deploy"})[0] == 403
+    world["runner"].post("/runs", {"id": run["id"], "pipeline": "ship", "status": "failed",
+                                   "steps": [{"name": "build", "status": "success"},
+                                             {"name": "deploy", "status": "error"}]})
+    api_as("runner", allow=["prod-secret"])
+    web = app.test_client()
+    assert login(web, *users["admin"]).status_code == 302
+    page = web.get("/credentials/default/prod-secret").get_data(as_text=True)
+    who = page.split('id="receivers"', 1)[1].split("</section>", 1)[0]
+    assert "released only to runs on protected refs" in who
+    assert "<td>ship</td><td>deploy</td>" in who and "main, release/*" in who
+    assert "runner token <span class=\"mono\">runner-" in who and "never while it is protected" in who
+    page = web.get(f"/runs/{run['id']}").get_data(as_text=True)
+    build, deploy = page.split('<section class="card step">')[1:3]
+    assert "Released by the server: <span class=\"mono\">build-key@1</span> (attempt 1)" in build
+    assert "nothing" in deploy and "prod-secret</span>: protected" in deploy
+    # the token list shows each runner token's allow-list; the form takes one
+    r = post(web, "/admin/tokens", {"name": "ci-x", "kind": "runner", "workspace": "default",
+                                    "allow": "build-key, deploy-key"}, page="/admin/tokens")
+    assert r.status_code == 200 and "build-key, deploy-key" in r.get_data(as_text=True)
+    r = post(web, "/admin/tokens", {"name": "ci-y", "kind": "runner", "allow": "Not An ID"},
+             page="/admin/tokens")
+    assert r.status_code == 422 and "credential IDs" in r.get_data(as_text=True)
