@@ -95,7 +95,8 @@ def _text(data: dict, key: str, limit: int, default: str = "") -> str:
     return value
 
 
-def open_run(s: Session, actor: Actor, workspace: str, data: dict) -> tuple[ServerRun, str]:
+def open_run(s: Session, actor: Actor, workspace: str, data: dict
+             ) -> tuple[ServerRun, str, list[RunGrant]]:
     """Plan a run of an indexed pipeline and issue its run token (shown once)."""
     if actor.role != "runner" or actor.workspace != workspace:
         raise audit.refused(PermissionDenied("only a runner token of this workspace can open "
@@ -158,7 +159,7 @@ def open_run(s: Session, actor: Actor, workspace: str, data: dict) -> tuple[Serv
         "event": event, "fork": fork, "grants": len(grants),
         "withheld": sorted({f"{g.step}:{g.credential_id} ({g.rule})" for g in grants
                             if g.rule})})
-    return run, secret
+    return run, secret, grants
 
 
 def _rules(s: Session, workspace: str) -> dict[str, tuple[bool, str]]:
@@ -195,10 +196,15 @@ def run_to_dict(run: ServerRun, token: str | None = None) -> dict:
     return out
 
 
-def grants_by_step(s: Session, run_id: str) -> dict[str, list[dict]]:
-    """step → the credentials it binds in this run, and the rule withholding any."""
+def grants_by_step(s: Session, run_id: str, grants: list[RunGrant] | None = None
+                   ) -> dict[str, list[dict]]:
+    """step → the credentials it binds in this run (``grants``, or read), and the rule
+    withholding any."""
+    if grants is None:
+        grants = s.scalars(select(RunGrant).where(RunGrant.run_id == run_id)
+                           .order_by(RunGrant.id))
     out: dict[str, list[dict]] = {}
-    for g in s.scalars(select(RunGrant).where(RunGrant.run_id == run_id).order_by(RunGrant.id)):
+    for g in grants:
         out.setdefault(g.step, []).append({"credential_id": g.credential_id,
                                            "version": g.version, "rule": g.rule})
     return out

@@ -20,9 +20,9 @@ def store_run():
     record = body()
     if "status" not in record:
         with unit(vault().factory) as s:
-            run, token = serverruns.open_run(s, me, workspace(), record)
+            run, token, grants = serverruns.open_run(s, me, workspace(), record)
             out = serverruns.run_to_dict(run, token)
-            out["grants"] = serverruns.grants_by_step(s, run.id)
+            out["grants"] = serverruns.grants_by_step(s, run.id, grants)
         resp = jsonify(out)
         resp.headers["Cache-Control"] = "no-store"
         return resp, 201
