@@ -10,7 +10,9 @@ an indexed pipeline (a local source) of STEPS steps, one credential each.  A run
 - ``run token``: `POST /runs` (open) and one `POST /resolve {"step"}` per step (run token).
 
 The flows alternate in blocks, so noise on the shared machine hits each.  Printed: medians per
-run, and the added milliseconds per step at p50, (run token − single) / STEPS.
+run, and the added milliseconds per step at p50, (run token − single) / STEPS; and the
+server's CPU per run (gunicorn master and workers, from /proc; not the database's), which
+a loaded machine inflates less than latency.
 
 Usage: python bench/run_token_bench.py [--runs 200] [--rounds 3] [--steps 5]
                                        [--backend sqlite,postgresql]
@@ -18,7 +20,6 @@ Usage: python bench/run_token_bench.py [--runs 200] [--rounds 3] [--steps 5]
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -30,7 +31,8 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from resolve_bench import PG_URL, ROOT, free_port, pg_schema, start, stop  # noqa: E402
+from resolve_bench import (cpu_seconds, free_port, fresh_env, pg_schema, start,  # noqa: E402
+                           stop)
 
 FLOWS = ("single", "per-step", "run token")
 
@@ -107,13 +109,7 @@ def one_run(flow: str, any_runner: Runner, run_runner: Runner, steps: int,
 
 def bench(backend: str, runs: int, rounds: int, steps: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="wb-run-token-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
-    env.update(WORKBENCH_INSTANCE=str(tmp / "instance"), PYTHONPATH=str(ROOT))
-    schema = None
-    if backend == "postgresql":
-        schema = f"wb_bench_{uuid.uuid4().hex[:8]}"
-        pg_schema(True, schema)
-        env["WORKBENCH_DATABASE_URL"] = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    env, schema = fresh_env(tmp, backend)
     proc = None
     try:
         any_token, run_token = seed(env, steps, tmp / "repo")
@@ -123,6 +119,7 @@ def bench(backend: str, runs: int, rounds: int, steps: int) -> dict:
         url = f"http://127.0.0.1:{port}"
         any_runner, run_runner = Runner(url, any_token), Runner(url, run_token)
         times: dict[str, list[float]] = {f: [] for f in FLOWS}
+        cpu = dict.fromkeys(FLOWS, 0.0)  # the server's CPU seconds in each flow's blocks
         parts: dict[str, list[float]] = {"open": [], "step resolve": []}
         for flow in FLOWS:  # warm-up
             for _ in range(20):
@@ -131,9 +128,12 @@ def bench(backend: str, runs: int, rounds: int, steps: int) -> dict:
             order = FLOWS[r % 3:] + FLOWS[:r % 3]
             for block in range(0, runs, 25):  # alternate in blocks of 25 runs
                 for flow in order:
+                    before = cpu_seconds(proc)
                     for _ in range(min(25, runs - block)):
                         times[flow].append(one_run(flow, any_runner, run_runner, steps, parts))
-        return {"backend": backend, "times": times, "parts": parts}
+                    cpu[flow] += cpu_seconds(proc) - before
+        return {"backend": backend, "times": times, "parts": parts,
+                "cpu_ms": {f: cpu[f] * 1e3 / len(times[f]) for f in FLOWS}}
     finally:
         if proc is not None:
             stop(proc)
@@ -144,8 +144,9 @@ def bench(backend: str, runs: int, rounds: int, steps: int) -> dict:
 
 def report(results: list[dict], steps: int) -> str:
     lines = [f"| backend | single resolve, p50 | per-step, p50 | open + {steps} step resolves, "
-             "p50 | added per step at p50 | open, p50 | step resolve, p50 / p90 |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "p50 | added per step at p50 | open, p50 | step resolve, p50 / p90 | server CPU "
+             "per run: single / run token (added per step) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for res in results:
         t, p = res["times"], res["parts"]
         med = {f: statistics.median(v) for f, v in t.items()}
@@ -154,7 +155,9 @@ def report(results: list[dict], steps: int) -> str:
             f"| {res['backend']} | {med['single']:.1f} ms | {med['per-step']:.1f} ms | "
             f"{med['run token']:.1f} ms | **{(med['run token'] - med['single']) / steps:.2f} ms**"
             f" | {statistics.median(p['open']):.1f} ms | "
-            f"{statistics.median(p['step resolve']):.2f} / {step_q[8]:.2f} ms |")
+            f"{statistics.median(p['step resolve']):.2f} / {step_q[8]:.2f} ms | "
+            f"{res['cpu_ms']['single']:.1f} / {res['cpu_ms']['run token']:.1f} ms "
+            f"({(res['cpu_ms']['run token'] - res['cpu_ms']['single']) / steps:.2f} ms) |")
     return "\n".join(lines)
 
 

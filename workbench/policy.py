@@ -14,6 +14,7 @@ from .accounts import require
 from .audit import Actor
 from .db import Base, utcnow
 from .errors import ValidationError
+from .models import ApiToken
 from .references import IndexedPipeline, PipelineReference, PipelineSource, find_references
 
 EVENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -141,23 +142,26 @@ def set_protected_refs(s: Session, actor: Actor, workspace: str, source: Pipelin
 # ---- explain --------------------------------------------------------------------------------
 
 def find_pipeline(s: Session, workspace: str, pipeline: str, *, source: str | None = None,
-                  path: str | None = None) -> tuple[IndexedPipeline, PipelineSource] | None:
-    """The indexed pipeline by path (within ``source``) or by name; None when not indexed.
-    A name that several indexed pipelines carry must be told apart by its source."""
-    q = (select(IndexedPipeline, PipelineSource)
-         .join(PipelineSource, PipelineSource.id == IndexedPipeline.source_id)
-         .where(IndexedPipeline.workspace == workspace))
+                  path: str | None = None):
+    """The indexed pipeline (its columns, and ``source`` and ``source_id``) by path (within
+    ``source``) or by name, in one query; None when not indexed.  A name that several indexed
+    pipelines carry must be told apart by its source."""
+    P, path = IndexedPipeline, (path or "").removeprefix("./")
+    q = (select(P.id, P.name, P.path, P.steps, P.commit, P.error, P.run_timeout, P.id_tokens,
+                PipelineSource.name.label("source"), PipelineSource.id.label("source_id"))
+         .join(PipelineSource, PipelineSource.id == P.source_id)
+         .where(P.workspace == workspace, (P.path == path) | (P.name == (pipeline or ""))))
     if source:
         q = q.where(PipelineSource.name == source)
-    if path:
-        found = s.execute(q.where(IndexedPipeline.path == path.removeprefix("./"))).first()
-        if found is not None:
-            return tuple(found)
-    rows = s.execute(q.where(IndexedPipeline.name == pipeline)).all() if pipeline else []
+    rows = s.execute(q).all()
+    by_path = [r for r in rows if path and r.path == path]
+    if by_path:
+        return by_path[0]
+    rows = [r for r in rows if r.name == pipeline]
     if len(rows) > 1:
         raise ValidationError(f"{len(rows)} indexed pipelines are named {pipeline!r}: name "
                               "the source", field="source")
-    return tuple(rows[0]) if rows else None
+    return rows[0] if rows else None
 
 
 def explain(s: Session, workspace: str, pipeline: str, step: str, cred_id: str, *,
@@ -168,12 +172,11 @@ def explain(s: Session, workspace: str, pipeline: str, step: str, cred_id: str, 
     out = {"pipeline": pipeline, "step": step, "credential_id": cred_id, "ref": ref,
            "event": event, "fork": fork}
     c = credentials.get_credential(s, workspace, cred_id)  # 404 for an unknown credential
-    found = find_pipeline(s, workspace, pipeline, source=source)
-    if found is None:
+    p = find_pipeline(s, workspace, pipeline, source=source)
+    if p is None:
         return {**out, "decision": "deny", "rule": "not-indexed",
                 "reason": f"pipeline {pipeline!r} is not indexed: only runner tokens that "
                           f"allow {cred_id!r} explicitly can resolve it (ad hoc)"}
-    p, src = found
     steps = [n for n in (p.steps or "").split("\n") if n]
     if step not in steps:
         return {**out, "decision": "deny", "rule": "no-such-step",
@@ -186,19 +189,18 @@ def explain(s: Session, workspace: str, pipeline: str, step: str, cred_id: str, 
                 "reason": f"step {step!r} of pipeline {p.name!r} does not bind {cred_id!r}"}
     pol = s.scalar(select(CredentialPolicy).where(CredentialPolicy.credential_pk == c.pk))
     no = refusal(cred_id, bool(pol and pol.protected), pol.exclude_events if pol else "",
-                 source=src.name, patterns=protected_refs(s, src.id), ref=ref, event=event,
+                 source=p.source, patterns=protected_refs(s, p.source_id), ref=ref, event=event,
                  fork=fork)
     if no is not None:
         return {**out, "decision": "deny", "rule": no[0], "reason": no[1]}
     version = f"version {bound.version}" if bound.version else "its current version"
     return {**out, "decision": "allow", "rule": "bound",
-            "reason": f"step {step!r} of pipeline {p.name!r} (source {src.name!r}) binds "
+            "reason": f"step {step!r} of pipeline {p.name!r} (source {p.source!r}) binds "
                       f"{cred_id!r}: {version} is released, once per step attempt"}
 
 
 def receivers(s: Session, workspace: str, cred_id: str) -> dict:
     """Who may receive a credential: binding steps, its rules, allow-listed runner tokens."""
-    from .models import ApiToken  # the token list is small; read it whole
     c = credentials.get_credential(s, workspace, cred_id)
     steps = [{"pipeline": r["pipeline"], "source": r["source"], "step": r["step"],
               "version": r["version"], "protected_refs": None}

@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import (Boolean, DateTime, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, select)
+                        UniqueConstraint, insert, select)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from . import audit, policy
@@ -115,61 +115,68 @@ def open_run(s: Session, actor: Actor, workspace: str, data: dict
     if not policy.EVENT.match(event):
         raise ValidationError("event is a lowercase name such as push or pull_request",
                               field="event")
-    found = policy.find_pipeline(s, workspace, pipeline, source=source or None, path=path or None)
+    p = policy.find_pipeline(s, workspace, pipeline, source=source or None, path=path or None)
     what = f"{source + ':' if source else ''}{path or pipeline}"[:200]
-    if found is None:
+    if p is None:
         raise audit.refused(NotFound(
             f"pipeline {what!r} is not indexed in workspace {workspace!r}: add its source and "
             "sync it, or resolve ad hoc with a runner token that allows the credentials",
             indexed=False), actor, "run.open", workspace=workspace, target=what,
             details={"rule": "not-indexed"})
-    p, src = found
     if p.error is not None:
-        raise Conflict(f"pipeline {p.path!r} of source {src.name!r} does not parse at the "
+        raise Conflict(f"pipeline {p.path!r} of source {p.source!r} does not parse at the "
                        f"indexed commit: {p.error[:300]}")
     if commit and p.commit and commit != p.commit:
         raise Conflict(f"pipeline {p.path!r} is indexed at commit {p.commit[:12]}, not "
-                       f"{commit[:12]}: sync source {src.name!r} first", indexed_commit=p.commit)
+                       f"{commit[:12]}: sync source {p.source!r} first", indexed_commit=p.commit)
     now = utcnow()
     ttl = DEFAULT_TTL
     if p.run_timeout:  # no run of this pipeline can last longer than its steps' timeouts
         ttl = min(ttl, timedelta(seconds=p.run_timeout))
     secret = PREFIX + secrets.token_urlsafe(32)
-    run = ServerRun(id=str(uuid.uuid4()), workspace=workspace, source=src.name,
+    run = ServerRun(id=str(uuid.uuid4()), workspace=workspace, source=p.source,
                     pipeline_id=p.id, pipeline=p.name, path=p.path, steps=p.steps or "",
                     id_tokens=p.id_tokens,
                     commit=p.commit or (commit or None), ref=ref, event=event, fork=fork,
                     runner=actor.name, token_hash=hash_token(secret), opened_at=now,
-                    expires_at=now + ttl)
-    s.add(run)
-    s.flush()
-    rules = _rules(s, workspace)
-    patterns = policy.protected_refs(s, src.id)
+                    expires_at=now + ttl, closed_at=None)
+    patterns = None  # read only when a credential is protected
     grants = []
-    for r in s.scalars(select(PipelineReference).where(PipelineReference.pipeline_id == p.id)
-                       .order_by(PipelineReference.position)):
-        protected, excluded = rules.get(r.credential_id, (False, ""))
-        no = policy.refusal(r.credential_id, protected, excluded, source=src.name,
-                            patterns=patterns, ref=ref, event=event, fork=fork)
+    for r in s.execute(_refs_with_rules(workspace, p.id)):
+        if r.protected and patterns is None:
+            patterns = policy.protected_refs(s, p.source_id)
+        no = policy.refusal(r.credential_id, bool(r.protected), r.exclude_events or "",
+                            source=p.source, patterns=patterns or [], ref=ref, event=event,
+                            fork=fork)
         grants.append(RunGrant(run_id=run.id, step=r.step, credential_id=r.credential_id,
                                version=r.version, rule=no and no[0], message=no and no[1]))
-    s.add_all(grants)
+    # Core inserts: the unit of work's bookkeeping cost more than these three statements
+    s.execute(insert(ServerRun.__table__), [_columns(run)])
+    if grants:
+        s.execute(insert(RunGrant.__table__), [_columns(g) for g in grants])
     audit.record(s, actor, "run.open", workspace=workspace, target=run.id, details={
-        "pipeline": p.name, "source": src.name, "commit": run.commit, "ref": ref,
+        "pipeline": p.name, "source": p.source, "commit": run.commit, "ref": ref,
         "event": event, "fork": fork, "grants": len(grants),
         "withheld": sorted({f"{g.step}:{g.credential_id} ({g.rule})" for g in grants
                             if g.rule})})
     return run, secret, grants
 
 
-def _rules(s: Session, workspace: str) -> dict[str, tuple[bool, str]]:
-    """credential ID → (protected, exclude_events) for the credentials that have rules."""
-    CP = policy.CredentialPolicy
-    q = (select(Credential.cred_id, CP.protected, CP.exclude_events)
-         .join(Credential, Credential.pk == CP.credential_pk)
-         .join(Workspace, Workspace.id == Credential.workspace_id)
-         .where(Workspace.name == workspace))
-    return {cid: (bool(p), e or "") for cid, p, e in s.execute(q)}
+def _refs_with_rules(workspace: str, pipeline_id: int):
+    """The pipeline's references in order, each with its credential's release rules."""
+    R, CP = PipelineReference, policy.CredentialPolicy
+    ws = select(Workspace.id).where(Workspace.name == workspace).scalar_subquery()
+    return (select(R.step, R.credential_id, R.version, CP.protected, CP.exclude_events)
+            .select_from(R)
+            .outerjoin(Credential, (Credential.workspace_id == ws)
+                       & (Credential.cred_id == R.credential_id))
+            .outerjoin(CP, CP.credential_pk == Credential.pk)
+            .where(R.pipeline_id == pipeline_id).order_by(R.position))
+
+
+def _columns(obj) -> dict:
+    return {c.key: getattr(obj, c.key) for c in obj.__table__.c if c.key != "id"
+            or getattr(obj, "id", None) is not None}
 
 
 def close_run(s: Session, actor: Actor, workspace: str, run_id: str) -> ServerRun | None:
