@@ -132,7 +132,7 @@ def resolve_step(vault, data: Any, *, workspace: str, secret: str, source: str,
                 f"step {step!r} attempt {attempt} of run {run.id} has already received its "
                 f"credentials (at most {MAX_ATTEMPTS} attempts, once each)"),
                 target=",".join(wanted), rule="once-per-attempt", attempt=attempt) from None
-        touch = [{"pk": g.pk, "now": now} for g in bound.values() if g.stale and g.pk]
+        touch = [{"pk": g.pk, "now": now} for g in map(bound.get, wanted) if g.stale]
         if touch:
             raw.many(_TOUCH, touch)
         if out:
