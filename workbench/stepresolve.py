@@ -123,10 +123,13 @@ def resolve_step(vault, data: Any, *, workspace: str, secret: str, source: str,
             if g.rule:
                 raise refuse(PermissionDenied(g.message), target=g.credential_id, rule=g.rule)
         out = _open(raw, vault.barrier, [bound[ref] for ref in wanted], run.workspace, refuse)
-        claim = "\n".join(f"{rc.id}@{rc.version}" for rc in out.values())
-        try:
-            raw.run(_CLAIM, run_id=run.id, step=step, attempt=attempt, credentials=claim,
-                    now=now)
+        claim = {"run_id": run.id, "step": step, "attempt": attempt, "now": now,
+                 "credentials": "\n".join(f"{rc.id}@{rc.version}" for rc in out.values())}
+        rows = audit.appending(who, "credential.resolve",
+                               [(rc.id, {**ctx, "attempt": attempt, "version": rc.version})
+                                for rc in out.values()], workspace=run.workspace)
+        try:  # the claim (a unique row) and the audit rows: one commit, before any value
+            raw.together((_CLAIM, [claim]), *([rows] if out else []))
         except raw.dialect.loaded_dbapi.IntegrityError:
             raise refuse(PermissionDenied(
                 f"step {step!r} attempt {attempt} of run {run.id} has already received its "
@@ -135,10 +138,6 @@ def resolve_step(vault, data: Any, *, workspace: str, secret: str, source: str,
         touch = [{"pk": g.pk, "now": now} for g in map(bound.get, wanted) if g.stale]
         if touch:
             raw.many(_TOUCH, touch)
-        if out:
-            audit.append(raw, who, "credential.resolve",
-                         [(rc.id, {**ctx, "attempt": attempt, "version": rc.version})
-                          for rc in out.values()], workspace=run.workspace)
     answer = {"run": run.id, "step": step, "attempt": attempt,
               "credentials": [{"ref": ref, "id": rc.id, "version": rc.version,
                                "type": rc.type, "values": credtypes.to_json(rc.values)}
