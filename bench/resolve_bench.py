@@ -236,9 +236,9 @@ def pg_schema(create: bool, name: str) -> None:
     eng.dispose()
 
 
-def bench(backend: str, duration: int, rounds: int, connections: int,
-          compare: list[Path], workers: int, threads: int) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="wb-resolve-bench-"))
+def fresh_env(tmp: Path, backend: str) -> tuple[dict[str, str], str | None]:
+    """The environment of a fresh vault under ``tmp`` (PostgreSQL: in a new schema, returned
+    for ``pg_schema(False, …)``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
     env.update(WORKBENCH_INSTANCE=str(tmp / "instance"), PYTHONPATH=str(ROOT))
     schema = None
@@ -246,6 +246,13 @@ def bench(backend: str, duration: int, rounds: int, connections: int,
         schema = f"wb_bench_{uuid.uuid4().hex[:8]}"
         pg_schema(True, schema)
         env["WORKBENCH_DATABASE_URL"] = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    return env, schema
+
+
+def bench(backend: str, duration: int, rounds: int, connections: int,
+          compare: list[Path], workers: int, threads: int) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="wb-resolve-bench-"))
+    env, schema = fresh_env(tmp, backend)
     procs = []
     try:
         token = seed(env)

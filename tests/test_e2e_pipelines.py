@@ -323,7 +323,8 @@ def test_http_resolver_against_the_real_api(vault, tmp_path):
                                       values={"filename": "c.pem", "content": content})
         credentials.create_credential(s, vault.barrier, SYSTEM, workspace="team", cred_id="tok",
                                       type="secret_text", values={"secret": canary("apitok")})
-        token = create_token(s, SYSTEM, "ci", kind="runner", workspace="team").secret
+        token = create_token(s, SYSTEM, "ci", kind="runner", workspace="team",
+                             allow=["cert", "tok", "nope"]).secret
     server = make_server("127.0.0.1", 0, create_app(vault.settings, vault=vault), threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}"

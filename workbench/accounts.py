@@ -122,12 +122,17 @@ class IssuedToken:
 
 
 def create_token(s: Session, actor: Actor, name: str, *, kind: str = "personal",
-                 username: str | None = None, workspace: str | None = None) -> IssuedToken:
-    """Personal tokens act as their user; runner tokens may only resolve in one workspace."""
+                 username: str | None = None, workspace: str | None = None,
+                 allow: list[str] | None = None) -> IssuedToken:
+    """Personal tokens act as their user; runner tokens may only resolve in one workspace:
+    in runs of indexed pipelines, and ad hoc the credential IDs of ``allow`` ("*": any)."""
+    if allow is not None and kind != "runner":
+        raise ValidationError("only runner tokens take an allow-list", field="allow")
     if kind == "runner":
         require(actor, "admin")
         ws = get_workspace(s, workspace or "default", create=True)
         owner = None
+        allow = _allow_list(allow)
     elif kind == "personal":
         owner = find_user(s, username or actor.name)
         if owner.username != actor.name:
@@ -146,12 +151,25 @@ def create_token(s: Session, actor: Actor, name: str, *, kind: str = "personal",
                        "choose another name or revoke that one first", field="name")
     secret = ("wbr_" if kind == "runner" else "wbp_") + secrets.token_urlsafe(32)
     tok = ApiToken(kind=kind, name=name, prefix=secret[:8], token_hash=_hash_token(secret),
-                   user=owner, workspace=ws, created_by=actor.label)
+                   user=owner, workspace=ws, created_by=actor.label,
+                   allow="\n".join(allow) if allow else None)
     s.add(tok)
     s.flush()
     audit.record(s, actor, "token.create", target=name,
-                 workspace=ws.name if ws else "", details={"kind": kind, "token_id": tok.id})
+                 workspace=ws.name if ws else "",
+                 details={"kind": kind, "token_id": tok.id, **({"allow": allow} if allow else {})})
     return IssuedToken(tok, secret)
+
+
+def _allow_list(allow) -> list[str]:
+    """A runner token's ad-hoc allow-list: credential IDs, or "*" alone for any."""
+    if allow is None:
+        return []
+    if not isinstance(allow, list) or not all(
+            isinstance(a, str) and (a == "*" or CRED_ID.match(a)) for a in allow):
+        raise ValidationError("allow is a list of credential IDs (or \"*\" for any)",
+                              field="allow")
+    return list(dict.fromkeys(allow))
 
 
 def stale(column):
@@ -164,7 +182,7 @@ def stale(column):
 # The token check of every API request, as plain columns, and its throttled "last used" write.
 _tok, _usr, _wsp = ApiToken.__table__, User.__table__, Workspace.__table__
 TOKEN_QUERY = (
-    select(_tok.c.id, _tok.c.kind, _tok.c.name, _tok.c.token_hash,
+    select(_tok.c.id, _tok.c.kind, _tok.c.name, _tok.c.token_hash, _tok.c.allow,
            _tok.c.revoked_at.is_not(None).label("revoked"),
            stale(_tok.c.last_used_at).label("stale"), _wsp.c.name.label("workspace"),
            _usr.c.username, _usr.c.role, _usr.c.disabled)
@@ -193,7 +211,7 @@ def token_actor(raw: Raw, secret: str, source: str = "", *,
         raw.run(_TOUCH_TOKEN, tid=row.id, now=now)
     if row.kind == "runner":
         return Actor(row.name, role="runner", source=source, workspace=row.workspace,
-                     kind="runner")
+                     kind="runner", allow=tuple(row.allow.split("\n")) if row.allow else ())
     return Actor(row.username, role=row.role, source=source, kind="user")
 
 
@@ -219,4 +237,5 @@ def token_to_dict(tok: ApiToken) -> dict:
             "workspace": tok.workspace.name if tok.workspace else None,
             "created_at": iso(tok.created_at),
             "last_used_at": iso(tok.last_used_at),
-            "revoked": tok.revoked_at is not None}
+            "revoked": tok.revoked_at is not None,
+            "allow": tok.allow.split("\n") if tok.allow else ([] if tok.kind == "runner" else None)}

@@ -28,6 +28,7 @@ class Actor:
     source: str = ""  # remote address, or "cli"
     workspace: str | None = None  # runner tokens are scoped to one workspace
     kind: str = "user"  # user | token | runner | system
+    allow: tuple[str, ...] = ()  # runner tokens: credential IDs resolvable ad hoc ("*": any)
 
     @property
     def label(self) -> str:
@@ -53,10 +54,16 @@ _APPEND = Prepared(insert(AuditEvent.__table__).values(
 def append(raw: Raw, actor: Actor, action: str, events: list[tuple[str, dict[str, Any]]], *,
            workspace: str = "", outcome: str = "ok") -> None:
     """``record`` for the hot path: one event per (target, details), in one statement."""
+    raw.many(*appending(actor, action, events, workspace=workspace, outcome=outcome))
+
+
+def appending(actor: Actor, action: str, events: list[tuple[str, dict[str, Any]]], *,
+              workspace: str = "", outcome: str = "ok") -> tuple[Prepared, list[dict]]:
+    """The statement and rows ``append`` writes (for ``Raw.together``)."""
     now = utcnow()
-    raw.many(_APPEND, [{"at": now, "actor": actor.label, "action": action, "outcome": outcome,
-                        "workspace": workspace, "target": target, "source": actor.source,
-                        "details": details} for target, details in events])
+    return _APPEND, [{"at": now, "actor": actor.label, "action": action, "outcome": outcome,
+                      "workspace": workspace, "target": target, "source": actor.source,
+                      "details": details} for target, details in events]
 
 
 def query(s: Session, *, workspace: str | None = None, target: str | None = None,

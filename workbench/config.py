@@ -21,6 +21,7 @@ class Settings:
     git_timeout: float = 300.0  # seconds a pipeline-source fetch may take before it is stopped
     trusted_proxies: str = ""  # addresses/networks whose X-Forwarded-For is believed
     instance_from: str = "default"  # how the instance was chosen, for "no vault here" messages
+    id_token_issuer: str | None = None  # the ``iss`` of step identity tokens (default: the URL asked)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -33,6 +34,8 @@ class Settings:
             overrides["git_timeout"] = _seconds("WORKBENCH_GIT_TIMEOUT", env["WORKBENCH_GIT_TIMEOUT"])
         if "trusted_proxies" not in overrides and env.get("WORKBENCH_TRUSTED_PROXIES"):
             overrides["trusted_proxies"] = env["WORKBENCH_TRUSTED_PROXIES"]
+        if "id_token_issuer" not in overrides and env.get("WORKBENCH_ID_TOKEN_ISSUER"):
+            overrides["id_token_issuer"] = env["WORKBENCH_ID_TOKEN_ISSUER"].rstrip("/")
         s = cls(instance=instance, database_url=url,
                 master_key=overrides.pop("master_key", None) or env.get("WORKBENCH_MASTER_KEY"),
                 master_key_file=Path(key_file) if key_file else None,

@@ -121,6 +121,9 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
+    # runner tokens: credential IDs ("\n"-joined, "*" for any) resolvable ad hoc, outside a
+    # run of an indexed pipeline (policy.py, serverruns.py); None: none
+    allow: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     user: Mapped[User | None] = relationship(lazy="joined")
     workspace: Mapped[Workspace | None] = relationship(lazy="joined")

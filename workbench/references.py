@@ -55,6 +55,10 @@ class IndexedPipeline(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_line: Mapped[int | None] = mapped_column(Integer, nullable=True)
     steps: Mapped[str | None] = mapped_column(Text, nullable=True)  # step names, "\n"-joined
+    # seconds a run can last (the sum of its step timeouts); None when a step has none
+    run_timeout: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # steps that ask for an OIDC identity token: JSON {step: [audience, timeout or null]}
+    id_tokens: Mapped[str | None] = mapped_column(Text, nullable=True)
     indexed_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
 
 

@@ -5,7 +5,7 @@ from collections import namedtuple
 from datetime import datetime
 from typing import Sequence
 
-from sqlalchemy import bindparam, select, true, update
+from sqlalchemy import bindparam, false, func, select, true, update
 
 from . import audit, crypto
 from .accounts import TOKEN_QUERY, TOUCH_EVERY, stale
@@ -17,6 +17,7 @@ from .errors import CryptoError, NotFound, PermissionDenied, ValidationError
 from .models import Credential, CredentialVersion, Workspace
 from .pipeline import names
 from .pipeline.resolve import Ref, ResolvedCredential, Resolver
+from .policy import CredentialPolicy
 from .statements import Prepared, Raw
 from .vault import Vault
 
@@ -44,6 +45,16 @@ def resolve(raw: Raw, barrier: Barrier, actor: Actor, *, workspace: str, refs: S
         raise audit.refused(PermissionDenied(
             f"this runner token is scoped to workspace {actor.workspace!r}"),
             actor, "credential.resolve", workspace=workspace, target=target, details=ctx)
+    if actor.kind == "runner" and "*" not in actor.allow:
+        # outside a run (no run token), a runner token resolves only what it was created for
+        denied = [r.id for r in refs if r.id not in actor.allow]
+        if denied:
+            raise audit.refused(PermissionDenied(
+                f"runner token {actor.name!r} may not resolve {', '.join(map(repr, denied))} "
+                "ad hoc: open a run of an indexed pipeline (POST /api/v1/runs), or have an "
+                "admin create the token with --allow for it"),
+                actor, "credential.resolve", workspace=workspace, target=",".join(denied),
+                details={**ctx, "rule": "allow-list"})
     out: dict[Ref, ResolvedCredential] = {}
     missing: list[str] = []
     touch: list[int] = []  # credential pks whose "last used" is worth rewriting
@@ -58,6 +69,11 @@ def resolve(raw: Raw, barrier: Barrier, actor: Actor, *, workspace: str, refs: S
         if row is None:
             missing.append(str(ref))
             continue
+        if row.protected and actor.kind == "runner":
+            raise audit.refused(PermissionDenied(
+                f"credential {row.cred_id!r} is protected: it is released only to runs on "
+                "protected refs, never ad hoc"), actor, "credential.resolve",
+                workspace=workspace, target=row.cred_id, details={**ctx, "rule": "protected"})
         aad = crypto.binding(workspace, row.cred_id, row.version, row.type)
         try:
             plaintext = barrier.open(row.wrapped_key, row.ciphertext, aad)
@@ -87,13 +103,16 @@ def resolve(raw: Raw, barrier: Barrier, actor: Actor, *, workspace: str, refs: S
 def _version_query(pinned: bool):
     """The pinned (or current) version of one credential, with what resolve needs of it."""
     c, v, w = Credential.__table__.c, CredentialVersion.__table__.c, Workspace.__table__.c
+    p = CredentialPolicy.__table__.c
     want = bindparam("version") if pinned else c.current_version
     return (select(c.pk, c.cred_id, stale(c.last_used_at).label("stale"), v.version, v.type,
-                   v.wrapped_key, v.ciphertext)
+                   v.wrapped_key, v.ciphertext,
+                   func.coalesce(p.protected, false()).label("protected"))
             .select_from(Credential.__table__
                          .join(Workspace.__table__, w.id == c.workspace_id)
                          .join(CredentialVersion.__table__,
-                               (v.credential_pk == c.pk) & (v.version == want)))
+                               (v.credential_pk == c.pk) & (v.version == want))
+                         .outerjoin(CredentialPolicy.__table__, p.credential_pk == c.pk))
             .where(w.name == bindparam("workspace"), c.cred_id == bindparam("cred_id")))
 
 

@@ -1,6 +1,7 @@
 """Pipeline sources: a local folder or a git repository, synced incrementally into the index."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -190,6 +191,11 @@ def _apply(s: Session, src: PipelineSource, changes: gitsource.Changes,
             continue
         row.name = (p.name if p else Path(path).stem)[:100]
         row.steps = "\n".join(st.name for st in p.steps) if p else None
+        row.run_timeout = (int(sum(st.timeout for st in p.steps)) or 1) \
+            if p and all(st.timeout for st in p.steps) else None
+        row.id_tokens = json.dumps({st.name: [st.id_token[0], st.timeout] for st in p.steps
+                                    if st.id_token}) if p and any(
+            st.id_token for st in p.steps) else None
         parsed.append((row, reference_rows(p) if p else []))
     existing = [row.id for row, _ in parsed if row.id is not None]
     s.flush()

@@ -168,6 +168,12 @@ class Raw:
         row = self.cursor.fetchone()
         return None if row is None else form.row._make(row)
 
+    def all(self, stmt: Prepared, **values: Any) -> list:
+        """Every row (named tuples)."""
+        form = stmt.form(self.dialect)
+        self._execute(form.sql, stmt.params(form, values))
+        return [form.row._make(row) for row in self.cursor.fetchall()]
+
     def run(self, stmt: Prepared, **values: Any) -> None:
         """Run a write (it waits for its turn: ``WriterQueue``)."""
         form = stmt.form(self.dialect)
@@ -178,12 +184,19 @@ class Raw:
         """Run a write for each row, all or none."""
         if len(rows) == 1:
             return self.run(stmt, **rows[0])
-        form = stmt.form(self.dialect)
-        params = [stmt.params(form, r) for r in rows]
+        self.together((stmt, rows))
+
+    def together(self, *writes: tuple[Prepared, list[dict[str, Any]]]) -> None:
+        """Several writes (a statement and its rows each), all or none, with one commit."""
+        batches = []
+        for stmt, rows in writes:
+            form = stmt.form(self.dialect)
+            batches.append((form.sql, [stmt.params(form, r) for r in rows]))
         with self.pool.writers.turn():
             self._execute("BEGIN", ())
             try:
-                self.cursor.executemany(form.sql, params)
+                for sql, params in batches:
+                    self.cursor.executemany(sql, params)
             except BaseException:
                 self.cursor.execute("ROLLBACK")
                 raise

@@ -60,7 +60,7 @@ def create_token():
     with unit(vault().factory) as s:
         issued = accounts.create_token(s, actor(), d.get("name", ""),
                                        kind=d.get("kind", "personal"), username=d.get("user"),
-                                       workspace=d.get("workspace"))
+                                       workspace=d.get("workspace"), allow=d.get("allow"))
         out = accounts.token_to_dict(issued.token) | {"token": issued.secret}
     resp = jsonify(out)
     resp.headers["Cache-Control"] = "no-store"

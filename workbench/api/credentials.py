@@ -119,7 +119,7 @@ def resolve():
     resp = jsonify(hotpath.resolve_request(
         vault(), request.get_json(silent=True), workspace=workspace(),
         authorization=request.headers.get("Authorization", ""),
-        source=request.remote_addr or ""))
+        source=request.remote_addr or "", issuer=request.host_url.rstrip("/")))
     resp.headers["Cache-Control"] = "no-store"
     return resp
 

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 from werkzeug.exceptions import InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
-from .. import accounts, audit, credtypes, resolution
+from .. import accounts, audit, credtypes, resolution, stepresolve
 from ..audit import Actor, hot_unit
 from ..errors import AuthenticationRequired, BadRequest, ValidationError, WorkbenchError
 from ..pipeline.resolve import Ref
@@ -42,8 +42,14 @@ def check_token(raw: Raw, authorization: str, source: str, path: str, lookup=Non
 
 
 def resolve_request(vault: Vault, data: Any, *, workspace: str, authorization: str,
-                    source: str) -> dict[str, Any]:
-    """The answer to a resolve request (``data``: its JSON body, or None), or an error."""
+                    source: str, issuer: str = "") -> dict[str, Any]:
+    """The answer to a resolve request (``data``: its JSON body, or None), or an error;
+    ``issuer``: the server's URL, the ``iss`` of step identity tokens unless configured."""
+    scheme, _, token = authorization.partition(" ")
+    if token.strip().startswith(stepresolve.PREFIX) and scheme.lower() == "bearer":
+        # a run token: one step of one run of an indexed pipeline (stepresolve)
+        return stepresolve.resolve_step(vault, data, workspace=workspace, secret=token.strip(),
+                                        source=source, issuer=issuer)
     # One connection for the token check, the reads and the audit rows.  The body is read
     # first, so that the token's statement can read the first reference too
     # (resolution.Prefetch), but its errors are raised after the token is checked.
@@ -62,6 +68,13 @@ def resolve_request(vault: Vault, data: Any, *, workspace: str, authorization: s
     return {"credentials": [{"ref": str(ref), "id": rc.id, "version": rc.version,
                              "type": rc.type, "values": credtypes.to_json(rc.values)}
                             for ref, rc in out.items()]}
+
+
+def _url_root(environ: dict) -> str:
+    """scheme://host[:port] as Flask's ``request.host_url`` gives it, without the slash."""
+    host = environ.get("HTTP_HOST") or \
+        f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
+    return f"{environ.get('wsgi.url_scheme', 'http')}://{host}"
 
 
 def parse_body(data: Any) -> tuple[list[Ref], dict]:
@@ -125,7 +138,7 @@ class HotPath:
             status, payload = 200, resolve_request(
                 self.vault, json_body(environ, length), workspace=workspace,
                 authorization=environ.get("HTTP_AUTHORIZATION", ""),
-                source=environ.get("REMOTE_ADDR") or "")
+                source=environ.get("REMOTE_ADDR") or "", issuer=_url_root(environ))
         except WorkbenchError as e:
             status, payload = e.status, {"error": e.to_dict()}
         except Exception as e:  # as Flask does: logged, and a 500 that says nothing more

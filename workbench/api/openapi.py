@@ -31,6 +31,12 @@ QUERY = {
                       ("actor", "string", "user, or token:/runner:NAME"),
                       ("action", "string", "e.g. credential.resolve"),
                       ("outcome", "string", "ok, denied or failed"), *_PAGE],
+    "api.explain_policy": [("pipeline", "string", "pipeline name"), ("step", "string", "step"),
+                           ("credential", "string", "credential ID"),
+                           ("ref", "string", "git ref of the run"),
+                           ("event", "string", "push, pull_request, …"),
+                           ("fork", "boolean", "the change comes from a fork"),
+                           ("source", "string", "the pipeline's source, if ambiguous")],
     "api.sync_source": [("wait", "boolean", "false: start the sync in the background and "
                          "answer 202 at once (409 while one runs); default true")],
     "api.verify": [("wait", "boolean", "false: answer 202 at once and poll the credential "

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from flask import Response, jsonify
 
+from .. import serverruns
 from ..audit import unit
-from ..errors import PermissionDenied
+from ..errors import NotFound, PermissionDenied
 from ..pipeline import records
 from . import actor, api, body, vault, workspace
 from .credentials import int_arg
@@ -12,15 +13,26 @@ from .credentials import int_arg
 
 @api.post("/runs")
 def store_run():
-    """Runner tokens record a finished run (status per step, exit codes, masked logs)."""
+    """Runner tokens open a run of an indexed pipeline (source, pipeline or path, ref, commit,
+    event, fork: answers its run token, once), or record a finished run (a body with
+    ``status``: steps, exit codes, masked logs), which closes the run opened for it."""
     me = actor()
+    record = body()
+    if "status" not in record:
+        with unit(vault().factory) as s:
+            run, token, grants = serverruns.open_run(s, me, workspace(), record)
+            out = serverruns.run_to_dict(run, token)
+            out["grants"] = serverruns.grants_by_step(s, run.id, grants)
+        resp = jsonify(out)
+        resp.headers["Cache-Control"] = "no-store"
+        return resp, 201
     if me.role != "runner" or me.workspace != workspace():
         raise PermissionDenied("only a runner token of this workspace can record runs")
-    record = body()
     # who triggered it is what the token says, not what the runner claims
     record.update(trigger_runner=me.name, trigger_user=None)
     with unit(vault().factory) as s:
         run = records.store_run(s, workspace(), record)
+        serverruns.close_run(s, me, workspace(), run.id)
         return jsonify(records.run_to_dict(run)), 201
 
 
@@ -46,6 +58,20 @@ def get_run(run_id: str):
     _read_access()
     with vault().factory() as s:
         return jsonify(records.run_to_dict(records.get_run(s, run_id, workspace())))
+
+
+@api.get("/runs/<run_id>/grants")
+def run_grants(run_id: str):
+    """A run opened on the server: what each step binds, the rules withholding any, and
+    which credentials each step attempt received."""
+    _read_access()
+    with vault().factory() as s:
+        run = s.get(serverruns.ServerRun, run_id)
+        if run is None or run.workspace != workspace():
+            raise NotFound(f"no run {run_id!r} was opened on the server")
+        return jsonify({**serverruns.run_to_dict(run),
+                        "grants": serverruns.grants_by_step(s, run.id),
+                        "releases": serverruns.releases(s, run.id)})
 
 
 @api.get("/runs/<run_id>/log")

@@ -16,7 +16,8 @@ from .output import emit, json_option, report, wants_json  # noqa: F401  (the co
 # Modules that contribute commands: each exposes ``commands`` (a list of click commands).
 COMMAND_MODULES = ["workbench.cli.admin", "workbench.cli.creds", "workbench.cli.runs",
                    "workbench.cli.pipelines", "workbench.cli.settings", "workbench.cli.history",
-                   "workbench.cli.completion"]
+                   "workbench.cli.completion",
+                   "workbench.cli.policy"]
 
 
 workspace_option = click.option("--workspace", "-w", default="default", show_default=True)

@@ -9,7 +9,7 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from .. import accounts, audit, crypto, keyring
+from .. import accounts, audit, crypto, idtokens, keyring
 from ..audit import unit
 from ..config import Settings
 from ..errors import ConfigError, CryptoError
@@ -151,11 +151,15 @@ def runner_token():
 @runner_token.command("create")
 @click.argument("name")
 @click.option("--workspace", default="default", show_default=True)
+@click.option("--allow", "allow", multiple=True, metavar="ID",
+              help="A credential ID this token may resolve ad hoc (exec, unindexed pipelines); "
+                   "repeatable.  Without it the token resolves only in runs of indexed "
+                   "pipelines.")
 @json_option
 @with_appcontext
-def runner_token_create(name: str, workspace: str, as_json: bool):
+def runner_token_create(name: str, workspace: str, allow: tuple[str, ...], as_json: bool):
     """Create a runner token (printed once)."""
-    _issue("runner", name, as_json, workspace=workspace)
+    _issue("runner", name, as_json, workspace=workspace, allow=list(allow) or None)
 
 
 @click.group("keys")
@@ -187,6 +191,9 @@ def keys_rotate(batch: int, prepare: bool, as_json: bool):
     with unit(v.factory) as s:
         audit.record(s, cli_actor(), "keys.rotate",
                      details={"term": report.term, "rewrapped": report.rewrapped})
+        # the step identity tokens' signing key rotates with the master key (idtokens)
+        idtokens.rotate(s, keyring.load_barrier(settings, v.factory, create=False),
+                        cli_actor())
     lines = [f"{'resumed; ' if report.resumed else ''}re-wrapped {report.rewrapped} data keys "
              f"under key term {report.term}; key file {settings.key_path} replaced",
              f"Back up the new key now ({settings.key_path}): without it the vault cannot be "

@@ -33,12 +33,15 @@ def _token(token: str | None, token_file: str | None) -> str | None:
     return token
 
 
-def _backend(workspace: str, server: str | None, token: str | None, ca_file: str | None):
-    """(resolver, recorder, instance_dir, trigger) for a server or for the local vault."""
+def _backend(workspace: str, server: str | None, token: str | None, ca_file: str | None,
+             run: dict | None = None):
+    """(resolver, recorder, instance_dir, trigger) for a server or for the local vault;
+    ``run``: a run opened on the server (its run token resolves, step by step)."""
     if server:
-        from ..pipeline.remote import HttpRecorder, HttpResolver
-        return (HttpResolver(server, token or "", workspace, ca_file),
-                HttpRecorder(server, token or "", workspace, ca_file), None,
+        from ..pipeline.remote import HttpRecorder, HttpResolver, StepResolver
+        resolver = (StepResolver(server, run, workspace, ca_file) if run
+                    else HttpResolver(server, token or "", workspace, ca_file))
+        return (resolver, HttpRecorder(server, token or "", workspace, ca_file), None,
                 {"trigger_runner": socket.gethostname()[:128]})
     from flask.cli import ScriptInfo
 
@@ -87,28 +90,61 @@ def _fail(exc: WorkbenchError, *, located: bool = True) -> click.ClickException:
 
 
 def _execute(pipeline, source, notify, *, workspace, server, token, token_file, ca_file,
-             workdir, located: bool = True) -> RunResult:
+             workdir, located: bool = True, opening: dict | None = None) -> RunResult:
     try:
-        resolver, recorder, instance, trigger = _backend(
-            workspace, server, _token(token, token_file), ca_file)
+        token = _token(token, token_file)
+        run = _open(server, token, workspace, ca_file, opening, notify) if server else None
+        resolver, recorder, instance, trigger = _backend(workspace, server, token, ca_file, run)
         return run_pipeline(pipeline, resolver, recorder=recorder, echo=_out, notify=notify,
                             instance_dir=instance, workdir=os.path.abspath(workdir),
-                            trigger=trigger, source=source)
+                            trigger=trigger, source=source, run_id=run and run["id"])
     except WorkbenchError as exc:  # messages name IDs, files and lines; never values
         raise _fail(exc, located=located) from None
 
 
+def _open(server, token, workspace, ca_file, opening: dict | None, notify) -> dict | None:
+    """Open a run of the indexed pipeline on the server; None (ad hoc: the runner token's
+    allow-list decides) when it is not indexed and no source was named."""
+    if opening is None:
+        return None
+    from ..errors import NotFound
+    from ..pipeline.remote import open_run
+    try:
+        run = open_run(server, token or "", workspace, ca_file, **opening)
+    except NotFound as exc:
+        if exc.details.get("indexed") is not False or opening.get("source"):
+            raise
+        notify(f"pipeline {opening['pipeline']!r} is not indexed on the server: resolving ad "
+               "hoc (the runner token must allow each credential)")
+        return None
+    notify(f"run {run['id']} opened on the server (source {run['source']}, commit "
+           f"{(run.get('commit') or '-')[:12]}, token valid until {run['expires_at']})")
+    return run
+
+
 @click.command("run")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--source", "source_name", envvar="WORKBENCH_SOURCE",
+              help="With --server: the pipeline source FILE is indexed from (default: the one "
+                   "indexed pipeline of that name).")
+@click.option("--ref", envvar="WORKBENCH_REF", help="With --server: the git ref being built.")
+@click.option("--commit", envvar="WORKBENCH_COMMIT", help="With --server: the commit built "
+              "(must be the indexed one).")
+@click.option("--event", envvar="WORKBENCH_EVENT", default="push", show_default=True,
+              help="With --server: what triggered the run (push, pull_request, tag, …).")
+@click.option("--fork", is_flag=True, help="With --server: the change comes from a fork.")
 @_common
-def run(file, **options):
+def run(file, source_name, ref, commit, event, fork, **options):
     """Run the pipeline FILE; its output is printed masked; non-zero exit when it failed."""
     try:
         pipeline = load_pipeline(file)
         source = Path(file).read_text(encoding="utf-8")
     except WorkbenchError as exc:
         raise _fail(exc) from None
-    result = _execute(pipeline, source, _note, **options)
+    opening = {"source": source_name, "pipeline": pipeline.name, "ref": ref, "commit": commit,
+               "event": event, "fork": fork,
+               "path": os.path.normpath(file) if not os.path.isabs(file) else None}
+    result = _execute(pipeline, source, _note, opening=opening, **options)
     _note(f"run {result.id}: {result.status}")
     sys.exit(result.exit_code)
 

@@ -20,7 +20,8 @@ MAX_STEPS = 200
 MAX_CREDENTIALS = 50
 PIPELINE_KEYS = ("name", "steps", "masking")
 STEP_KEYS = ("name", "run", "image", "image_pull_credential", "timeout", "environment",
-             "credentials")
+             "credentials", "id_token")
+ID_TOKEN_ENV = "WORKBENCH_ID_TOKEN"
 USE_KEYS = ("id", "env", "file", "filename", "mask")
 
 
@@ -46,6 +47,7 @@ class Step:
     environment: dict[str, str] = field(default_factory=dict)
     credentials: tuple[CredentialUse, ...] = ()
     line: int | None = None
+    id_token: tuple[str, str] | None = None  # (audience, variable): a signed OIDC token
 
 
 @dataclass(frozen=True)
@@ -239,8 +241,26 @@ class _Parser:
                           f"{where}.credentials")
             for i, item in enumerate(vnode.value):
                 uses.append(self.use(item, f"{where}.credentials[{i}]", bound))
+        id_token = self.id_token(keys["id_token"][1], f"{where}.id_token", bound) \
+            if "id_token" in keys else None
         return Step(name=name, run=run, image=image, image_pull_credential=pull, timeout=timeout,
-                    environment=environment, credentials=tuple(uses), line=line)
+                    environment=environment, credentials=tuple(uses), line=line,
+                    id_token=id_token)
+
+    def id_token(self, node: yaml.Node, where: str, bound: dict[str, int]) -> tuple[str, str]:
+        """``{aud: AUDIENCE, env: NAME}``: the step receives a signed identity token."""
+        keys = self.mapping(node, where, ("aud", "env"))
+        if "aud" not in keys:
+            self.fail("id_token needs an 'aud' (the audience that will verify it)", node,
+                      f"{where}.aud")
+        aud = self.text(keys["aud"][1], f"{where}.aud")
+        if not 0 < len(aud) <= 200:
+            self.fail("aud is 1-200 characters", keys["aud"][1], f"{where}.aud")
+        env = ID_TOKEN_ENV
+        if "env" in keys:
+            env = self.text(keys["env"][1], f"{where}.env")
+            self.bind(env, keys["env"][1], f"{where}.env", bound)
+        return aud, env
 
     def ref(self, node: yaml.Node, where: str) -> Ref:
         text = self.text(node, where)

@@ -21,6 +21,9 @@ def plan(pipeline: Pipeline, resolver: Resolver, *, context: dict | None = None,
          ) -> list[ResolvedStep]:
     """Resolve all references, check each binding fits its credential type, build each step."""
     context = dict(context or {}, pipeline=pipeline.name)
+    for step in pipeline.steps:
+        if step.id_token:
+            raise _no_identity(pipeline, step)
     creds = _resolve(pipeline, resolver, context)
     unmasked = {v for step in pipeline.steps for use in step.credentials if not use.mask
                 for v in _secret_values(creds[use.ref])
@@ -29,6 +32,37 @@ def plan(pipeline: Pipeline, resolver: Resolver, *, context: dict | None = None,
     environ = os.environ if environ is None else environ
     return [_step(pipeline, step, creds, secrets, workdir, environ, context)
             for step in pipeline.steps]
+
+
+def plan_step(pipeline: Pipeline, step: Step, resolver: Resolver, *, context: dict,
+              workdir: str | None = None, environ: dict[str, str] | None = None,
+              seen: tuple[bytes, ...] = ()) -> ResolvedStep:
+    """One step, resolving only its own references (a run token releases one step at a
+    time); ``seen``: the secrets of the steps before it, masked in this step's output too."""
+    context = dict(context, pipeline=pipeline.name, step=step.name)
+    single = Pipeline(pipeline.name, (step,), pipeline.file)
+    if step.id_token and not getattr(resolver, "per_step", False):
+        raise _no_identity(pipeline, step)
+    creds = _resolve(single, resolver, context) if references(single) or not step.id_token \
+        else resolver.resolve([], context=context)
+    secrets = tuple(dict.fromkeys(seen + _run_secrets(creds.values())))
+    identity = None
+    if step.id_token:
+        token = getattr(resolver, "id_token", None)
+        if not token:
+            raise PipelineError(f"step {step.name}: the server issued no identity token",
+                                file=pipeline.file, line=step.line,
+                                field=f"steps.{step.name}.id_token")
+        identity = (step.id_token[1], token)
+        secrets += (token.encode(),)  # a bearer credential: masked like one
+    environ = os.environ if environ is None else environ
+    return _step(pipeline, step, creds, secrets, workdir, environ, context, identity)
+
+
+def _no_identity(pipeline: Pipeline, step: Step) -> PipelineError:
+    return PipelineError(f"step {step.name}: id_token is issued only in runs opened on a "
+                         "server (workbench run --server)", file=pipeline.file,
+                         line=step.line, field=f"steps.{step.name}.id_token")
 
 
 def references(pipeline: Pipeline) -> list[tuple[Ref, Step, int | None]]:
@@ -86,10 +120,12 @@ def _secret_values(cred) -> set[bytes]:
 
 
 def _step(pipeline: Pipeline, step: Step, creds: dict[Ref, ResolvedCredential],
-          secrets: tuple[bytes, ...], workdir: str | None, environ, context: dict
-          ) -> ResolvedStep:
+          secrets: tuple[bytes, ...], workdir: str | None, environ, context: dict,
+          identity: tuple[str, str] | None = None) -> ResolvedStep:
     env = _basics(pipeline, step, workdir, environ, context)
     env.update(step.environment)
+    if identity:  # (variable, signed token): checked against the other bindings by parse
+        env[identity[0]] = identity[1]
     bound = {name: "environment" for name in step.environment}
     files: list[FileSpec] = []
     uses: list[tuple[str, int]] = []

@@ -102,8 +102,10 @@ class HttpResolver(Resolver):
         texts = list(by_text)
         items: list[dict] = []
         for i in range(0, len(texts), MAX_REFS):  # the server takes at most MAX_REFS per call
-            body = {"refs": texts[i:i + MAX_REFS], "context": context or {}}
-            items.extend(self.client.post("/api/v1/resolve", body).get("credentials") or [])
+            body = self.body(texts[i:i + MAX_REFS], context or {})
+            answer = self.client.post("/api/v1/resolve", body)
+            self.received(answer)
+            items.extend(answer.get("credentials") or [])
         out: dict[Ref, ResolvedCredential] = {}
         for item in items:
             ref = by_text.get(str(item.get("ref")))
@@ -116,6 +118,53 @@ class HttpResolver(Resolver):
         if missing:
             raise errors.NotFound(f"unknown credentials: {', '.join(missing)}", missing=missing)
         return out
+
+    def body(self, refs: list[str], context: dict) -> dict:
+        return {"refs": refs, "context": context}
+
+    def received(self, answer: dict) -> None:
+        """Called with each answer (a subclass keeps what else it carries)."""
+
+
+class StepResolver(HttpResolver):
+    """Resolver of a run opened on the server (``open_run``): with its run token, one request
+    per step, which receives what that step of the indexed definition binds and nothing
+    else.  ``per_step`` tells the runner to plan each step just before it runs."""
+
+    per_step = True
+
+    def __init__(self, server: str, run: dict, workspace: str, ca_file: str | None = None):
+        super().__init__(server, run["token"], workspace, ca_file)
+        self.run_id = run["id"]
+        self.id_token: str | None = None  # the last step's identity token, if it asked
+
+    def resolve(self, refs, *, context=None):
+        self.id_token = None
+        if refs:
+            return super().resolve(refs, context=context)
+        self.received(self.client.post("/api/v1/resolve", self.body([], context or {})))
+        return {}  # a step with no credentials that asks for an identity token
+
+    def body(self, refs: list[str], context: dict) -> dict:
+        if not context.get("step"):
+            raise errors.ExecutionError("a run token resolves for one step at a time")
+        return {"step": context["step"], "attempt": 1, **({"refs": refs} if refs else {})}
+
+    def received(self, answer: dict) -> None:
+        token = answer.get("id_token")
+        self.id_token = token if isinstance(token, str) else None
+
+
+def open_run(server: str, token: str, workspace: str, ca_file: str | None = None,
+             **fields) -> dict:
+    """Open a run of an indexed pipeline (``POST /api/v1/runs``): its ID, run token, steps
+    and grants.  NotFound with ``details['indexed'] is False`` when the pipeline is not
+    indexed."""
+    body = {k: v for k, v in fields.items() if v not in (None, "")}
+    run = _Client(server, token, workspace, ca_file).post("/api/v1/runs", body)
+    if not str(run.get("token", "")).startswith("wbrun_"):
+        raise errors.ExecutionError("the server did not answer a run token")
+    return run
 
 
 class HttpRecorder(Recorder):

@@ -18,7 +18,7 @@ from ..db import transaction, utcnow
 from ..errors import WorkbenchError
 from . import executor as executors
 from .parse import Pipeline
-from .plan import plan
+from .plan import plan, plan_step
 from .records import MAX_LOG_CHARS, store_run
 from .resolve import Resolver
 from .step import ResolvedStep, StepResult
@@ -77,11 +77,15 @@ def run_pipeline(pipeline: Pipeline, resolver: Resolver, *, recorder: Recorder |
                  scratch: str | None = None, echo: Echo | None = None,
                  instance_dir: str | None = None, workdir: str | None = None,
                  notify: Callable[[str], None] | None = None, trigger: dict | None = None,
-                 source: str | None = None, cancel: Cancellation | None = None) -> RunResult:
-    """Run every step in order, stopping at the first failure; always clean up and record."""
+                 source: str | None = None, cancel: Cancellation | None = None,
+                 run_id: str | None = None) -> RunResult:
+    """Run every step in order, stopping at the first failure; always clean up and record.
+    A resolver with ``per_step`` (a run opened on the server) is asked for each step's
+    credentials just before that step runs, and never for a step that does not run."""
     from . import secretdir
 
-    run_id = str(uuid.uuid4())
+    run_id = run_id or str(uuid.uuid4())
+    lazy = getattr(resolver, "per_step", False)
     echo = echo or (lambda _b: None)
     notify = notify or (lambda _s: None)
     cancel = cancel or Cancellation()
@@ -90,9 +94,9 @@ def run_pipeline(pipeline: Pipeline, resolver: Resolver, *, recorder: Recorder |
     record = {"id": run_id, "pipeline": pipeline.name, "file": pipeline.file, "source": source,
               "status": "running", "message": "", "started_at": utcnow().isoformat(),
               "steps": [], "uses": [], **(trigger or {})}
+    wd = workdir or os.path.join(tempfile.gettempdir(), f"wb-run-{run_id}")
     try:
-        steps = plan(pipeline, resolver, context={"run": run_id},
-                     workdir=workdir or os.path.join(tempfile.gettempdir(), f"wb-run-{run_id}"))
+        steps = None if lazy else plan(pipeline, resolver, context={"run": run_id}, workdir=wd)
     except WorkbenchError as exc:
         record.update(status="error", message=exc.message, finished_at=utcnow().isoformat())
         if recorder is not None:
@@ -102,14 +106,24 @@ def run_pipeline(pipeline: Pipeline, resolver: Resolver, *, recorder: Recorder |
                 notify(f"could not record the run: {rec_exc.message}")
         raise
     results: list[StepResult] = []
+    seen: tuple[bytes, ...] = ()  # lazily planned: the secrets of the steps so far
     added: list[bytes] = []  # values steps registered to mask: masked in every later step too
-    with _signals(cancel), _run_dir(workdir, steps):
-        for rs in steps:
+    with _signals(cancel), _run_dir(None if workdir else wd):
+        for i, step in enumerate(pipeline.steps):
             if cancel.cancelled or (results and results[-1].status != "success"):
-                results.append(StepResult(rs.name, "skipped", None, 0.0))
+                results.append(StepResult(step.name, "skipped", None, 0.0))
                 record["steps"].append(_step_dict(results[-1], ""))
-                notify(f"step {rs.name}: skipped")
+                notify(f"step {step.name}: skipped")
                 continue
+            try:
+                rs = plan_step(pipeline, step, resolver, context={"run": run_id}, workdir=wd,
+                               seen=seen) if lazy else steps[i]
+            except WorkbenchError as exc:  # refused or unknown: this step cannot run
+                results.append(StepResult(step.name, "error", None, 0.0, exc.message))
+                record["steps"].append(_step_dict(results[-1], ""))
+                notify(f"step {step.name}: error: {exc.message}")
+                continue
+            seen = rs.secrets
             notify(f"step {rs.name}: running")
             used_at = utcnow().isoformat()
             result, log = execute_step(rs, scratch=scratch, echo=echo, cancel=cancel,
@@ -227,9 +241,8 @@ class _Tail:
 
 
 @contextmanager
-def _run_dir(workdir: str | None, steps: list[ResolvedStep]):
-    """Without a workdir the steps share a private one for the run, removed afterwards."""
-    path = steps[0].workdir if steps and not workdir else None
+def _run_dir(path: str | None):
+    """Without a workdir the steps share a private one (``path``), removed afterwards."""
     if path:
         os.mkdir(path, 0o700)
     try:

@@ -70,7 +70,9 @@ def tokens():
             with audit.unit(vault().factory) as s:
                 out = accounts.create_token(s, actor(), request.form.get("name", "").strip(),
                                             kind=kind,
-                                            workspace=request.form.get("workspace") or None)
+                                            workspace=request.form.get("workspace") or None,
+                                            allow=request.form.get("allow", "").replace(
+                                                ",", " ").split() or None)
                 issued = (out.token.name, out.secret)
         except (ValidationError, Conflict) as e:
             errors[getattr(e, "field", None) or "name"] = e.message

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from .. import audit, background, references, sourcelock, sources as srcs
+from .. import audit, background, references, serverruns, sourcelock, sources as srcs
 from ..accounts import require
 from ..errors import Conflict, NotFound, ValidationError, WorkbenchError
 from ..models import Workspace
@@ -119,4 +119,8 @@ def run(run_id: str):
     """One run: steps, their masked logs, and the credentials each step received."""
     with vault().factory() as s:
         r = records.run_to_dict(records.get_run(s, run_id), with_log=True)
-    return render_template("runs/show.html", r=r)
+        opened = s.get(serverruns.ServerRun, run_id)  # a run opened on the server, if it was
+        server = opened and {**serverruns.run_to_dict(opened),
+                             "grants": serverruns.grants_by_step(s, run_id),
+                             "releases": serverruns.releases(s, run_id)}
+    return render_template("runs/show.html", r=r, server=server)
