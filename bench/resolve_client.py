@@ -5,7 +5,11 @@ round-robin, as a connection-level load balancer would), resolves one credential
 and keeps per-credential counts of the answers, so that they can be checked against the audit
 log.  When its instance stops answering (refused, reset, closed), the client counts the error
 and moves on to the next instance after a short back-off, as a balancer's retry would.  At the
-deadline each client finishes the request it has in flight: nothing is left unanswered."""
+deadline each client finishes the request it has in flight: nothing is left unanswered.
+
+With ``pace`` (seconds), each client sends a request every ``pace`` seconds instead of as soon
+as the last one is answered, as CI steps do; a request that starts late because the previous
+one was slow has its latency counted from when it was due (no coordinated omission)."""
 from __future__ import annotations
 
 import asyncio
@@ -55,11 +59,15 @@ async def _answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, headers.get("connection", "").lower() != "close"
 
 
-async def _client(n: int, ports: list[int], token: str, deadline: float, tally: Tally) -> None:
+async def _client(n: int, ports: list[int], token: str, deadline: float, tally: Tally,
+                  pace: float) -> None:
     target = n % len(ports)
     reader = writer = None
     i = n
+    due = time.monotonic() + pace * n / 200  # spread the clients' first requests
     while time.monotonic() < deadline:
+        if pace:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
         cred = f"cred-{i % N_CREDS + 1:03d}"
         i += 1
         sent = False
@@ -67,7 +75,8 @@ async def _client(n: int, ports: list[int], token: str, deadline: float, tally: 
             if writer is None:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection("127.0.0.1", ports[target]), TIMEOUT)
-            t0 = time.monotonic()
+            t0 = min(time.monotonic(), due) if pace else time.monotonic()
+            due += pace
             writer.write(request_bytes(token, cred))
             sent = True
             status, keep = await asyncio.wait_for(_answer(reader), TIMEOUT)
@@ -97,13 +106,15 @@ async def _client(n: int, ports: list[int], token: str, deadline: float, tally: 
         writer.close()
 
 
-async def _run(ports: list[int], token: str, clients: int, seconds: float) -> Tally:
+async def _run(ports: list[int], token: str, clients: int, seconds: float,
+               pace: float) -> Tally:
     tally = Tally()
     deadline = time.monotonic() + seconds
-    await asyncio.gather(*(_client(n, ports, token, deadline, tally) for n in range(clients)))
+    await asyncio.gather(*(_client(n, ports, token, deadline, tally, pace)
+                           for n in range(clients)))
     return tally
 
 
-def run(ports: list[int], token: str, clients: int, seconds: float) -> Tally:
+def run(ports: list[int], token: str, clients: int, seconds: float, pace: float = 0.0) -> Tally:
     """Load the instances for ``seconds`` with ``clients`` concurrent clients."""
-    return asyncio.run(_run(ports, token, clients, seconds))
+    return asyncio.run(_run(ports, token, clients, seconds, pace))

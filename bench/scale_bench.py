@@ -12,8 +12,12 @@ It reports p50/p99 latency, errors, and checks, per credential, that the audit l
 exactly one ``credential.resolve`` ok row per 200 the clients received (target: p99 < 100 ms,
 0 errors, rows = answers).
 
+With ``--pace``, the clients also run paced (each sends a request every so many seconds, as CI
+steps do), since 200 clients sending back to back measure queueing: by Little's law their mean
+latency is 200 ÷ throughput, whatever the instances do.
+
 Usage: python bench/scale_bench.py [--part ratio,scale] [--rounds 3] [--duration 5]
-                                   [--seconds 15] [--clients 200] [--workers N]
+                                   [--seconds 15] [--clients 200] [--pace 0,0.5] [--workers N]
 """
 from __future__ import annotations
 
@@ -106,7 +110,7 @@ def check_audit(before: Counter, after: Counter, tally: resolve_client.Tally) ->
     return f"ok ({sum(gained.values())} rows, {extra} more than 200s; {tally.lost} answers lost)"
 
 
-def scale(rounds: int, seconds: float, clients: int, workers: int) -> None:
+def scale(rounds: int, seconds: float, clients: int, workers: int, paces: list[float]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="wb-scale-bench-"))
     schema = f"wb_scale_{uuid.uuid4().hex[:8]}"
     rb.pg_schema(True, schema)
@@ -118,22 +122,25 @@ def scale(rounds: int, seconds: float, clients: int, workers: int) -> None:
             resolve_client.run(ports, token, clients, 2)  # warm-up
             print(f"\n## 3 instances x {workers} workers on one PostgreSQL, {clients} clients, "
                   f"{seconds:.0f} s rounds\n")
-            print("| round | load avg (1 min) | answered | req/s | p50 ms | p99 ms | non-200 | "
-                  "connection errors | audit rows vs 200s |")
-            print("|---|---|---|---|---|---|---|---|---|", flush=True)
-            figures = []
-            for r in range(rounds):
-                before = audit_ok(env)
-                t = resolve_client.run(ports, token, clients, seconds)
-                check = check_audit(before, audit_ok(env), t)
-                non200 = t.answered - t.statuses[200]
-                figures.append((t.answered / seconds, t.percentile(50), t.percentile(99)))
-                print(f"| {r + 1} | {os.getloadavg()[0]:.1f} | {t.answered} | "
-                      f"{t.answered / seconds:.0f} | {t.percentile(50):.1f} | "
-                      f"{t.percentile(99):.1f} | {non200} | {sum(t.errors.values())} | {check} |",
-                      flush=True)
-            med = [statistics.median(f[i] for f in figures) for i in range(3)]
-            print(f"| median | | | {med[0]:.0f} | {med[1]:.1f} | {med[2]:.1f} | | | |")
+            print("| clients send | round | load avg (1 min) | answered | req/s | p50 ms | "
+                  "p99 ms | non-200 | connection errors | audit rows vs 200s |")
+            print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+            for pace in paces:
+                mode = f"every {pace:g} s" if pace else "back to back"
+                figures = []
+                for r in range(rounds):
+                    before = audit_ok(env)
+                    t = resolve_client.run(ports, token, clients, seconds, pace)
+                    check = check_audit(before, audit_ok(env), t)
+                    non200 = t.answered - t.statuses[200]
+                    figures.append((t.answered / seconds, t.percentile(50), t.percentile(99)))
+                    print(f"| {mode} | {r + 1} | {os.getloadavg()[0]:.1f} | {t.answered} | "
+                          f"{t.answered / seconds:.0f} | {t.percentile(50):.1f} | "
+                          f"{t.percentile(99):.1f} | {non200} | {sum(t.errors.values())} | "
+                          f"{check} |", flush=True)
+                med = [statistics.median(f[i] for f in figures) for i in range(3)]
+                print(f"| {mode} | median | | | {med[0]:.0f} | {med[1]:.1f} | {med[2]:.1f} | | "
+                      "| |", flush=True)
     finally:
         rb.pg_schema(False, schema)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -146,13 +153,15 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run (ratio)")
     ap.add_argument("--seconds", type=float, default=15, help="seconds per round (scale)")
     ap.add_argument("--clients", type=int, default=200)
+    ap.add_argument("--pace", default="0,0.5", help="seconds between a client's requests, "
+                    "comma-separated (0: back to back); rounds run for each")
     ap.add_argument("--workers", type=int, default=rb.WORKERS, help="gunicorn workers each")
     a = ap.parse_args()
     print(f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if "ratio" in a.part:
         ratio(a.rounds, a.duration, a.workers)
     if "scale" in a.part:
-        scale(a.rounds, a.seconds, a.clients, a.workers)
+        scale(a.rounds, a.seconds, a.clients, a.workers, [float(p) for p in a.pace.split(",")])
 
 
 if __name__ == "__main__":
