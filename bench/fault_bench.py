@@ -5,9 +5,9 @@ is stopped and started again.
 Checks: no resolve answered 200 without its audit row (per credential, client-side 200s against
 ``credential.resolve`` ok rows), which errors the clients saw and when, and that every
 surviving instance answers again by itself once PostgreSQL is back (the hot path replaces dead
-connections: ``statements.Raw``).  The cluster is its own (initdb into a temporary folder as
-the ``postgres`` user, its own port): the shared server is never touched.  Run as root or as
-``postgres``.
+connections: ``statements.Raw``).  The cluster is its own (initdb into a temporary folder,
+its own port): the shared server is never touched.  As root, PostgreSQL runs as the
+``postgres`` user (initdb refuses root).
 
 Usage: python bench/fault_bench.py [--clients 200] [--seconds 36] [--kill-at 8]
                                    [--restart-at 16] [--outage 3] [--workers N]
