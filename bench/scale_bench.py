@@ -17,7 +17,7 @@ steps do), since 200 clients sending back to back measure queueing: by Little's 
 latency is 200 ÷ throughput, whatever the instances do.
 
 Usage: python bench/scale_bench.py [--part ratio,scale] [--rounds 3] [--duration 5]
-                                   [--seconds 15] [--clients 200] [--pace 0,0.5] [--workers N]
+                                   [--seconds 15] [--clients 200] [--pace 0,1] [--workers N]
 """
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run (ratio)")
     ap.add_argument("--seconds", type=float, default=15, help="seconds per round (scale)")
     ap.add_argument("--clients", type=int, default=200)
-    ap.add_argument("--pace", default="0,0.5", help="seconds between a client's requests, "
+    ap.add_argument("--pace", default="0,1", help="seconds between a client's requests, "
                     "comma-separated (0: back to back); rounds run for each")
     ap.add_argument("--workers", type=int, default=rb.WORKERS, help="gunicorn workers each")
     a = ap.parse_args()
