@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -100,6 +101,12 @@ def ratio(rounds: int, duration: int, workers: int) -> None:
               f"{statistics.median(x.p99 for x in r['resolve']):.1f} |", flush=True)
 
 
+def _own_cpu() -> float:
+    """CPU seconds this process (the clients) has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def check_audit(before: Counter, after: Counter, tally: resolve_client.Tally) -> str:
     """Per credential: the audit rows gained, against the 200s the clients received."""
     gained = after - before
@@ -123,24 +130,26 @@ def scale(rounds: int, seconds: float, clients: int, workers: int, paces: list[f
             print(f"\n## 3 instances x {workers} workers on one PostgreSQL, {clients} clients, "
                   f"{seconds:.0f} s rounds\n")
             print("| clients send | round | load avg (1 min) | answered | req/s | p50 ms | "
-                  "p99 ms | non-200 | connection errors | audit rows vs 200s |")
-            print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+                  "p99 ms | non-200 | connection errors | audit rows vs 200s | client CPU (of one core) |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
             for pace in paces:
                 mode = f"every {pace:g} s" if pace else "back to back"
                 figures = []
                 for r in range(rounds):
                     before = audit_ok(env)
+                    cpu = _own_cpu()
                     t = resolve_client.run(ports, token, clients, seconds, pace)
+                    cpu = _own_cpu() - cpu
                     check = check_audit(before, audit_ok(env), t)
                     non200 = t.answered - t.statuses[200]
                     figures.append((t.answered / seconds, t.percentile(50), t.percentile(99)))
                     print(f"| {mode} | {r + 1} | {os.getloadavg()[0]:.1f} | {t.answered} | "
                           f"{t.answered / seconds:.0f} | {t.percentile(50):.1f} | "
                           f"{t.percentile(99):.1f} | {non200} | {sum(t.errors.values())} | "
-                          f"{check} |", flush=True)
+                          f"{check} | {cpu / seconds * 100:.0f} % |", flush=True)
                 med = [statistics.median(f[i] for f in figures) for i in range(3)]
                 print(f"| {mode} | median | | | {med[0]:.0f} | {med[1]:.1f} | {med[2]:.1f} | | "
-                      "| |", flush=True)
+                      "| | |", flush=True)
     finally:
         rb.pg_schema(False, schema)
         shutil.rmtree(tmp, ignore_errors=True)
