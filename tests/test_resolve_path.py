@@ -1,13 +1,15 @@
 """The resolve hot path: audit per credential, throttled "last used" times, token checks."""
 import fcntl
 import os
+import socket
 import stat
 import threading
 from datetime import timedelta
 
 from sqlalchemy import text, update
 
-from workbench.db import utcnow
+from workbench import statements
+from workbench.db import make_engine, utcnow
 from workbench.models import ApiToken, Credential, User
 
 from .test_web import login
@@ -158,6 +160,33 @@ def test_a_dead_pooled_connection_is_replaced_without_failing_a_resolve(api_as, 
     vault.hot_pool.release(pooled)  # back to the pool, dead
     r = runner.post("/resolve", {"refs": ["db"]})
     assert r.status_code == 200 and r.get_json()["credentials"][0]["id"] == "db"
+
+
+def test_a_resolve_while_the_database_cannot_be_reached_is_a_503_to_retry(api_as, vault,
+                                                                           tmp_path):
+    """PostgreSQL down or restarting (here: a port nobody listens on; on SQLite, a file that
+    cannot be opened): the runner gets a 503 that says to try again, not a bare 500, and no
+    value; once the database is back, the same request succeeds and is audited once."""
+    editor, runner, admin = api_as("editor"), api_as("runner"), api_as("admin")
+    _store(editor, "db")
+    if vault.engine.dialect.name == "postgresql":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            url = f"postgresql+psycopg://postgres@127.0.0.1:{s.getsockname()[1]}/gone"
+    else:
+        url = f"sqlite:///{tmp_path / 'no-such-folder' / 'workbench.db'}"
+    live, vault.hot_pool = vault.hot_pool, statements.Pool(make_engine(url, autocommit=True))
+    try:
+        r = runner.post("/resolve", {"refs": ["db"]})
+    finally:
+        vault.hot_pool = live
+    assert r.status_code == 503
+    assert r.get_json()["error"]["code"] == "unavailable"
+    assert "try again" in r.get_json()["error"]["message"]
+    assert "pw-canary" not in r.get_data(as_text=True)
+    assert runner.post("/resolve", {"refs": ["db"]}).status_code == 200
+    evs = admin.get("/audit?action=credential.resolve").get_json()["items"]
+    assert [e["outcome"] for e in evs] == ["ok"]
 
 
 def test_hot_path_writes_wait_their_turn_in_the_writer_queue(api_as, vault):

@@ -94,6 +94,13 @@ class Busy(WorkbenchError):
     status = 503
 
 
+class Unavailable(WorkbenchError):
+    """The database cannot be reached right now (down, restarting, locked); try again shortly."""
+
+    code = "unavailable"
+    status = 503
+
+
 class CredentialInUse(Conflict):
     """A change would break pipelines; ``details['references']`` lists them."""
 

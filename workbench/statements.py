@@ -10,6 +10,7 @@ single statement commits by itself, without BEGIN and COMMIT round trips."""
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 from collections import namedtuple
@@ -18,6 +19,12 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.sql import ClauseElement
+
+from .errors import Unavailable
+
+log = logging.getLogger(__name__)
+# SQLite's codes for "another writer holds the lock" and "the file cannot be opened or read"
+_SQLITE_UNAVAILABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR")
 
 
 class _Form(NamedTuple):
@@ -207,16 +214,36 @@ class Raw:
 def connection(pool: Pool) -> Iterator[Raw]:
     """A connection of the pool for the block; back to the pool after it, unless the driver
     failed on it."""
-    raw = Raw(pool)
+    try:
+        raw = Raw(pool)
+    except pool.dialect.loaded_dbapi.Error as e:
+        _raise_unavailable(pool.dialect, e)
+        raise
     try:
         yield raw
-    except pool.dialect.loaded_dbapi.Error:
-        raw.conn.invalidate()  # a driver error may leave it in any state: never pool it again
+    except pool.dialect.loaded_dbapi.Error as e:
+        if raw.conn.is_valid:  # (already invalidated when its replacement failed to connect)
+            raw.conn.invalidate()  # a driver error may leave it in any state: never pool it
+        _raise_unavailable(pool.dialect, e)
         raise
     except BaseException:  # ours (a refused token, say): the connection itself is fine
         _release(raw)
         raise
     _release(raw)
+
+
+def _raise_unavailable(dialect: Dialect, err: Exception) -> None:
+    """A 503 that says "try again" when the driver says the database cannot be reached now
+    (PostgreSQL down or restarting, a connection cut, SQLite locked); other driver errors are
+    bugs and stay 500s.  Nothing was answered: a retry is safe."""
+    if dialect.name == "sqlite":
+        down = getattr(err, "sqlite_errorname", "").startswith(_SQLITE_UNAVAILABLE)
+    else:
+        down = isinstance(err, dialect.loaded_dbapi.OperationalError)
+    if down:
+        log.warning("database unavailable: %s", str(err).partition("\n")[0][:200])
+        raise Unavailable("the database cannot be reached right now; try again shortly") \
+            from err
 
 
 def _release(raw: Raw) -> None:
