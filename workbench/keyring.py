@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import crypto
+from . import crypto, sealed
 from .config import Settings
 from .crypto import Barrier
 from .errors import ConfigError, CryptoError
@@ -151,6 +151,8 @@ def rotate(settings: Settings, factory: sessionmaker[Session], batch: int = 5000
                 for pk, wk, ver, typ, cid, ws in rows])
             done += len(rows)
             after = rows[-1][0]
+    with factory.begin() as s:  # the server secrets (session, hooks) move with the keys
+        sealed.rewrap(s, barrier, term)
     os.replace(pending_path, settings.key_path)
     with factory.begin() as s:
         for old in s.scalars(select(KeyCheck).where(KeyCheck.term != term)):

@@ -1,7 +1,8 @@
 """Registry of modules that define ORM models, so migrations and tests see every table."""
 import importlib
 
-MODULES = ["workbench.models", "workbench.pipeline.records", "workbench.references"]
+MODULES = ["workbench.models", "workbench.pipeline.records", "workbench.references",
+           "workbench.sealed", "workbench.webhooks", "workbench.jobs"]
 
 
 def import_all() -> None:
@@ -11,3 +12,8 @@ def import_all() -> None:
         except ModuleNotFoundError as e:
             if e.name != name:  # a real import error inside an existing module
                 raise
+
+
+def include_name(name, type_, parent_names) -> bool:
+    """Autogenerate's filter: the job engine's tables are its own (``jobqueue``)."""
+    return not (type_ == "table" and name and name.startswith("procrastinate_"))

@@ -15,7 +15,7 @@ from ..errors import ConfigError, WorkbenchError
 
 # Modules that contribute commands: each exposes ``commands`` (a list of click commands).
 COMMAND_MODULES = ["workbench.cli.admin", "workbench.cli.creds", "workbench.cli.runs",
-                   "workbench.cli.pipelines"]
+                   "workbench.cli.pipelines", "workbench.cli.jobs"]
 
 
 workspace_option = click.option("--workspace", "-w", default="default", show_default=True)
