@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
 import git
@@ -209,14 +208,10 @@ def sync_target(factory: sessionmaker[Session], actor: Actor, source_id: int) ->
         return src
 
 
-def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: int, *,
-                locked: Callable[[], None] | None = None) -> dict:
-    """Fetch and re-index what changed; returns counts and the commit now indexed.  ``locked``
-    is called once the source's lock is held (``background`` waits for it)."""
+def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: int) -> dict:
+    """Fetch and re-index what changed; returns counts and the commit now indexed."""
     root = sourcelock.root(vault.settings)
     with sourcelock.hold(vault, sync_target(factory, actor, source_id).id):
-        if locked is not None:
-            locked()
         # again: a sync that held the lock may have moved the indexed commit
         src = sync_target(factory, actor, source_id)
         def known() -> dict[str, str]:  # only full comparisons need the whole index
