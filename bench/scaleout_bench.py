@@ -151,8 +151,8 @@ def main() -> None:
         phase(ports, script, 2, a.connections)  # warm-up
         faults = {"none": None, "kill": lambda: os.killpg(procs[0].pid, signal.SIGKILL),
                   "pg-restart": pg.restart}
-        print(f"{a.instances} instances (`workbench serve`{' ' + ' '.join(workers) if workers else ''})"
-              f", {a.connections} connections, {a.duration} s, fault: {a.fault}, "
+        serve = " ".join(["workbench serve", *workers])
+        print(f"{a.instances} instances (`{serve}`), {a.connections} connections, {a.duration} s, fault: {a.fault}, "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}\n")
         print("| phase | requests | answered 200 | other answers | socket errors | "
               "p50 / p99 ms (worst instance) | audit rows | rows ≥ answers |")

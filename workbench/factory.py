@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None, *, vault: Vault | None = None,
     app = Flask(__name__, template_folder=str(ROOT / "templates"),
                 static_folder=str(Path(__file__).parent / "static"),
                 instance_path=str(settings.instance))
-    app.config.update(SECRET_KEY=_secret_key(settings, vault), MAX_CONTENT_LENGTH=settings.max_body_bytes,
+    app.config.update(SECRET_KEY=_secret_key(settings, vault),
+                      MAX_CONTENT_LENGTH=settings.max_body_bytes,
                       TESTING=settings.testing, SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_SECURE=not settings.testing and not settings.insecure_cookies)

@@ -7,7 +7,7 @@ from flask import current_app, jsonify
 
 from .. import credtypes
 from ..pipeline.names import CRED_ID
-from . import api
+from . import PUBLIC_ENDPOINTS, api
 
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["code", "message"],
@@ -34,7 +34,7 @@ QUERY = {
     "api.sync_source": [("wait", "boolean", "false: start the sync in the background and "
                          "answer 202 at once (409 while one runs); default true")],
 }
-ACCEPTED = {"api.sync_source"}  # may answer 202
+ACCEPTED = {"api.sync_source", "api.source_hook"}  # may answer 202
 
 
 def _values_schema(ctype: credtypes.CredentialType) -> dict:
@@ -78,7 +78,7 @@ def build_spec(app) -> dict:
             if rule.endpoint == "api.create_credential":
                 op["requestBody"]["content"]["application/json"]["schema"] = {
                     "$ref": "#/components/schemas/NewCredential"}
-            if rule.endpoint == "api.openapi":
+            if rule.endpoint in PUBLIC_ENDPOINTS:
                 op["security"] = []
             paths.setdefault(path, {})[method.lower()] = op
     new_cred = {"oneOf": [{
