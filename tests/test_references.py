@@ -157,7 +157,7 @@ def test_sources_are_added_synced_and_listed_from_the_cli(vault, local_repo, wb_
     from workbench import sourcelock
     with vault.factory() as s:
         sid = sources.list_sources(s, "default")[0]["id"]
-    with sourcelock.hold(sourcelock.root(vault.settings), sid):  # as a running sync holds it
+    with sourcelock.hold(vault, sid):  # as a running sync holds it
         code, out, _ = wb_cli("pipeline", "source", "list", "--json")
         assert json.loads(out)["items"][0]["syncing"] is True
         assert "syncing…" in wb_cli("pipeline", "source", "list")[1]

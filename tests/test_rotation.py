@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, insert, select
 
-from workbench import crypto
+from workbench import crypto, keyring
 from workbench.audit import SYSTEM
 from workbench.config import Settings
 from workbench.credentials import encode_values
@@ -136,3 +136,17 @@ def test_rotation_killed_mid_way_and_rerun_loses_nothing(keyed_vault):
         assert {r.id: got[r].values for r in refs} == {r.id: values[r.id] for r in refs}
     finally:
         v.close()
+
+
+def test_the_sealed_server_secrets_move_with_the_master_key(keyed_vault):
+    """The session secret (and hook secrets) open under the new key after a rotation."""
+    from workbench import sealed
+    settings = keyed_vault[0]
+    v = Vault(settings).open(migrate=False)
+    session = sealed.ensure(v.factory, v.barrier, sealed.SESSION)
+    keyring.rotate(settings, v.factory)
+    v.close()
+    v = Vault(settings).open(migrate=False)  # only the new key file now
+    assert v.barrier.terms == (2,)
+    assert sealed.ensure(v.factory, v.barrier, sealed.SESSION) == session
+    v.close()

@@ -198,7 +198,7 @@ def test_a_bad_git_timeout_setting_stops_with_a_clear_message():
     assert Settings.from_env({}).git_timeout == 300
 
 
-def test_the_api_can_start_a_sync_in_the_background(api_as, vault, git_http_server):
+def test_the_api_can_start_a_sync_in_the_background(api_as, vault, git_http_server, job_worker):
     server = git_http_server
     url = server.create_repo(unique_name("bg"), {"pipelines/a.yaml": pipeline_yaml("a", {})})
     make_credential(vault, "bg-login", username=server.username, password=server.password)

@@ -453,7 +453,8 @@ def test_new_version_records_only_the_changed_fields(as_role, vault):
         assert svc.get_credential(s, "default", "svc").current_version == 2
 
 
-def test_sync_a_pipeline_source_and_see_what_uses_a_credential(as_role, vault, tmp_path):
+def test_sync_a_pipeline_source_and_see_what_uses_a_credential(as_role, vault, tmp_path,
+                                                              job_worker):
     from workbench import sources
     (tmp_path / "pipelines").mkdir()
     (tmp_path / "pipelines" / "ship.yaml").write_text(
@@ -486,7 +487,8 @@ def wait_for_sync(client, path="/pipelines", timeout=30.0) -> str:
         time.sleep(0.1)
 
 
-def test_a_sync_started_from_the_page_runs_in_the_background(as_role, vault, git_http_server):
+def test_a_sync_started_from_the_page_runs_in_the_background(as_role, vault, git_http_server,
+                                                             job_worker):
     from tests.fixtures.pipeline_repo import (add_source, make_credential, pipeline_yaml,
                                               unique_name)
     server = git_http_server

@@ -224,6 +224,10 @@ def delete_credential(s: Session, actor: Actor, *, workspace: str, cred_id: str,
     s.delete(c)
     audit.record(s, actor, "credential.delete", workspace=workspace, target=cred_id,
                  details={"forced": bool(refs), "references": refs} if refs else {})
+    if refs:
+        from . import webhooks  # here: it imports the reference index, which imports us
+        webhooks.emit(s, "credential.delete_forced", workspace=workspace, target=cred_id,
+                      details={"references": refs})
     s.flush()
     return refs
 

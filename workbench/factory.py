@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import secrets
 from pathlib import Path
 
 from flask import Flask, jsonify, request
@@ -19,15 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 WEB_MODULES = ["workbench.web"]
 
 
-def _secret_key(settings: Settings) -> str:
-    """The session-signing key: from the environment, or kept 0600 in the instance folder."""
+def _secret_key(settings: Settings, vault: Vault) -> str:
+    """The session-signing key: from the environment, or kept in the database sealed by the
+    master key, so that every app instance on the database accepts every other's sessions."""
     if settings.secret_key:
         return settings.secret_key
-    path = settings.instance / "session.key"
-    if not path.exists():
-        from .keyring import _write_secret_file
-        _write_secret_file(path, secrets.token_urlsafe(48))
-    return path.read_text().strip()
+    from . import sealed
+    return sealed.ensure(vault.factory, vault.barrier, sealed.SESSION)
 
 
 class SessionInterface(SecureCookieSessionInterface):
@@ -48,7 +45,8 @@ def create_app(settings: Settings | None = None, *, vault: Vault | None = None,
     app = Flask(__name__, template_folder=str(ROOT / "templates"),
                 static_folder=str(Path(__file__).parent / "static"),
                 instance_path=str(settings.instance))
-    app.config.update(SECRET_KEY=_secret_key(settings), MAX_CONTENT_LENGTH=settings.max_body_bytes,
+    app.config.update(SECRET_KEY=_secret_key(settings, vault),
+                      MAX_CONTENT_LENGTH=settings.max_body_bytes,
                       TESTING=settings.testing, SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_SECURE=not settings.testing and not settings.insecure_cookies)

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import crypto, keyterms
+from . import crypto, keyterms, sealed
 from .config import Settings
 from .crypto import Barrier
 from .errors import ConfigError, CryptoError
@@ -194,6 +194,7 @@ def rotate(settings: Settings, factory: sessionmaker[Session], batch: int = 5000
             if s.scalar(select(func.count()).select_from(CredentialVersion)
                         .where(CredentialVersion.key_term != term)):
                 continue  # written under an older term during the last pass: once more
+            sealed.rewrap(s, barrier, term)  # the server secrets (session, hooks) move too
             kept = _keep_old_keys(settings, s, term)
             os.replace(pending_path, settings.key_path)
             s.execute(delete(KeyCheck).where(KeyCheck.term != term))

@@ -2,7 +2,8 @@
 import importlib
 
 MODULES = ["workbench.models", "workbench.pipeline.records", "workbench.references",
-           "workbench.policy", "workbench.serverruns", "workbench.idtokens"]
+           "workbench.policy", "workbench.serverruns", "workbench.idtokens",
+           "workbench.sealed", "workbench.webhooks", "workbench.jobs"]
 
 
 def import_all() -> None:
@@ -12,3 +13,8 @@ def import_all() -> None:
         except ModuleNotFoundError as e:
             if e.name != name:  # a real import error inside an existing module
                 raise
+
+
+def include_name(name, type_, parent_names) -> bool:
+    """Autogenerate's filter: the job engine's tables are its own (``jobqueue``)."""
+    return not (type_ == "table" and name and name.startswith("procrastinate_"))

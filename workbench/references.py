@@ -35,6 +35,7 @@ class PipelineSource(Base):
     commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
     synced_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")  # the last sync failure, if any
+    sync_interval: Mapped[int | None] = mapped_column(nullable=True)  # seconds; None: on demand
     created_by: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
 

@@ -1,8 +1,11 @@
-"""The per-source lock: one sync (or removal) of a pipeline source at a time, across processes.
+"""The per-source lock: one sync (or removal) of a pipeline source at a time, across processes
+and, on PostgreSQL, across app instances and workers.
 
-A ``flock`` on ``<instance>/sources/<id>.lock``: the kernel drops it when its holder exits, so a
-killed server never leaves a source locked, and whether a sync is running is simply whether
-the lock is held."""
+On PostgreSQL it is a session-level advisory lock on a connection of its own; on SQLite (one
+host by definition) a ``flock`` on ``<instance>/sources/<id>.lock``.  Both are dropped when
+their holder dies (the connection closes, the process exits), so a killed server or worker
+never leaves a source locked, and whether a sync is running is simply whether the lock is
+held.  Syncs queued in the job engine count as running too (``busy``)."""
 from __future__ import annotations
 
 import fcntl
@@ -11,23 +14,42 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from sqlalchemy import text
+
+# advisory-lock keys: (a number per schema, the source ID), so that vaults in two schemas of
+# one database never block each other
+_KEY = "hashtext(current_schema() || '/workbench-source') & 2147483647"
+
 
 def root(settings) -> Path:
-    """Where the clones and their locks live."""
+    """Where the clones (and, on SQLite, their locks) live."""
     return Path(settings.instance) / "sources"
 
 
+def _pg(vault) -> bool:
+    return vault.engine.dialect.name == "postgresql"
+
+
 @contextmanager
-def hold(where: Path, source_id: int) -> Iterator[None]:
+def hold(vault, source_id: int) -> Iterator[None]:
     """Wait for the source's lock and hold it."""
-    where.mkdir(parents=True, exist_ok=True, mode=0o700)
+    where = root(vault.settings)
+    where.mkdir(parents=True, exist_ok=True, mode=0o700)  # the clones live there too
+    if _pg(vault):
+        with vault.autocommit_engine.connect() as conn:
+            conn.execute(text(f"SELECT pg_advisory_lock({_KEY}, :id)"), {"id": source_id})
+            try:
+                yield
+            finally:
+                conn.execute(text(f"SELECT pg_advisory_unlock({_KEY}, :id)"),
+                             {"id": source_id})
+        return
     with open(where / f"{source_id}.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         yield
 
 
-def held(where: Path, source_id: int) -> bool:
-    """Whether some process holds the source's lock now (a sync or removal is running)."""
+def _held_file(where: Path, source_id: int) -> bool:
     try:
         fd = os.open(where / f"{source_id}.lock", os.O_RDONLY)
     except FileNotFoundError:
@@ -42,8 +64,21 @@ def held(where: Path, source_id: int) -> bool:
     return False
 
 
-def busy(where: Path) -> set[int]:
-    """The sources whose lock is held now.  Ask before reading what a sync writes: a source
-    not busy then shows its finished sync in every read that follows."""
+def held(vault) -> set[int]:
+    """The sources whose lock some process holds now."""
+    if _pg(vault):
+        with vault.autocommit_engine.connect() as conn:
+            return set(conn.execute(text(
+                "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                f"AND objsubid = 2 AND classid = ({_KEY})::oid AND database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())")).scalars())
+    where = root(vault.settings)
     return {int(p.stem) for p in where.glob("*.lock") if p.stem.isdigit()
-            and held(where, int(p.stem))}
+            and _held_file(where, int(p.stem))}
+
+
+def busy(vault) -> set[int]:
+    """The sources being synced now or queued for a sync.  Ask before reading what a sync
+    writes: a source not busy then shows its finished sync in every read that follows."""
+    from . import jobqueue
+    return held(vault) | jobqueue.for_vault(vault).pending_sources()

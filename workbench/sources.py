@@ -5,7 +5,6 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
 import git
@@ -115,12 +114,13 @@ def to_dict(src: PipelineSource, pipelines: int | None = None, syncing: bool = F
             "path_glob": src.path_glob, "credential_id": src.credential_id,
             "commit": src.commit, "synced_at": iso(src.synced_at), "error": src.error or None,
             "created_by": src.created_by, "created_at": iso(src.created_at),
-            "pipelines": pipelines, "syncing": syncing}
+            "pipelines": pipelines, "syncing": syncing, "sync_interval": src.sync_interval}
 
 
-def list_sources(s: Session, workspace: str, root: Path | None = None) -> list[dict]:
-    """The workspace's sources; with the clone ``root``, whether each is syncing now."""
-    busy = sourcelock.busy(root) if root is not None else set()  # first: see sourcelock.busy
+def list_sources(s: Session, workspace: str, busy: set[int] | None = None) -> list[dict]:
+    """The workspace's sources; with ``sourcelock.busy`` (asked first), whether each is
+    syncing now."""
+    busy = busy or set()
     counts = dict(s.execute(select(IndexedPipeline.source_id, func.count())
                             .where(IndexedPipeline.workspace == workspace)
                             .group_by(IndexedPipeline.source_id)).all())
@@ -215,16 +215,12 @@ def sync_target(factory: sessionmaker[Session], actor: Actor, source_id: int) ->
 
 
 def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: int, *,
-                locked: Callable[[], None] | None = None,
                 progress: Callable[[str], None] | None = None) -> dict:
-    """Fetch and re-index what changed; returns counts and the commit now indexed.  ``locked``
-    is called once the source's lock is held (``background`` waits for it); ``progress`` is
-    told what a long sync is doing."""
+    """Fetch and re-index what changed; returns counts and the commit now indexed; ``progress``
+    is told what a long sync is doing."""
     progress = progress or (lambda _line: None)
     root = sourcelock.root(vault.settings)
-    with sourcelock.hold(root, sync_target(factory, actor, source_id).id):
-        if locked is not None:
-            locked()
+    with sourcelock.hold(vault, sync_target(factory, actor, source_id).id):
         # again: a sync that held the lock may have moved the indexed commit
         src = sync_target(factory, actor, source_id)
         def known() -> dict[str, str]:  # only full comparisons need the whole index
@@ -278,7 +274,7 @@ def sync_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: 
 def remove_source(factory: sessionmaker[Session], vault, actor: Actor, source_id: int) -> dict:
     """Drop a source, its pipelines and their references, and its clone on disk."""
     root = sourcelock.root(vault.settings)
-    with sourcelock.hold(root, int(source_id)):
+    with sourcelock.hold(vault, int(source_id)):
         with audit.unit(factory) as s:
             src = s.get(PipelineSource, int(source_id))
             if src is None:

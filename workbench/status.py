@@ -116,6 +116,15 @@ def record_check(s: Session, actor: Actor, c: Credential, values: dict[str, Any]
     return c
 
 
+def recheck(s: Session, barrier: Barrier, actor: Actor, workspace: str, c: Credential) -> None:
+    """Recompute the static conditions (validity, expiry) from the current values."""
+    from .credentials import current_values
+    _, values = current_values(s, barrier, c)
+    set_conditions(c, _static(credtypes.get(c.type), values))
+    audit.record(s, actor, "credential.check", workspace=workspace, target=c.cred_id,
+                 details={"status": c.status})
+
+
 def verify_all(factory, barrier: Barrier, actor: Actor, workspace: str | None = None,
                timeout: float = 10.0) -> dict[str, int]:
     """Re-check every credential (for cron); one transaction per credential."""

@@ -7,7 +7,7 @@ from flask import current_app, jsonify
 
 from .. import credtypes
 from ..pipeline.names import CRED_ID
-from . import api
+from . import PUBLIC_ENDPOINTS, api
 
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["code", "message"],
@@ -42,7 +42,7 @@ QUERY = {
     "api.verify": [("wait", "boolean", "false: answer 202 at once and poll the credential "
                     "until its status leaves 'Checking…'; default true (at most 10 s)")],
 }
-ACCEPTED = {"api.sync_source", "api.verify"}  # may answer 202
+ACCEPTED = {"api.sync_source", "api.verify", "api.source_hook"}  # may answer 202
 
 
 def _values_schema(ctype: credtypes.CredentialType) -> dict:
@@ -86,7 +86,7 @@ def build_spec(app) -> dict:
             if rule.endpoint == "api.create_credential":
                 op["requestBody"]["content"]["application/json"]["schema"] = {
                     "$ref": "#/components/schemas/NewCredential"}
-            if rule.endpoint == "api.openapi":
+            if rule.endpoint in PUBLIC_ENDPOINTS:
                 op["security"] = []
             paths.setdefault(path, {})[method.lower()] = op
     new_cred = {"oneOf": [{

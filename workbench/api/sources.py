@@ -14,7 +14,7 @@ def list_sources():
     """Pipeline sources of the workspace with their last indexed commit and sync error."""
     with vault().factory() as s:
         return jsonify({"items": svc.list_sources(s, workspace(),
-                                                  sourcelock.root(vault().settings))})
+                                                  sourcelock.busy(vault()))})
 
 
 @api.post("/pipeline-sources")

@@ -17,7 +17,7 @@ from .output import emit, json_option, report, wants_json  # noqa: F401  (the co
 COMMAND_MODULES = ["workbench.cli.admin", "workbench.cli.creds", "workbench.cli.runs",
                    "workbench.cli.pipelines", "workbench.cli.settings", "workbench.cli.history",
                    "workbench.cli.completion",
-                   "workbench.cli.policy"]
+                   "workbench.cli.policy", "workbench.cli.jobs"]
 
 
 workspace_option = click.option("--workspace", "-w", default="default", show_default=True)

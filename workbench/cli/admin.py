@@ -99,7 +99,18 @@ def serve(host: str, port: int, workers: int, threads: int):
     # (two processes on one PostgreSQL socket or SQLite handle answer 500s at random).
     app.extensions["workbench"].close()
     click.echo(f"Workbench on http://{host}:{port}/")
-    run_gunicorn(lambda: app, host=host, port=port, workers=workers, threads=threads)
+    run_gunicorn(lambda: _with_jobs(app), host=host, port=port, workers=workers,
+                 threads=threads)
+
+
+def _with_jobs(app):
+    """In each server worker: on SQLite the periodic jobs tick in one of them (PostgreSQL
+    has ``workbench worker`` processes for that)."""
+    from .. import jobqueue
+    q = jobqueue.for_vault(app.extensions["workbench"])
+    if isinstance(q, jobqueue.InlineQueue):
+        q.start()
+    return app
 
 
 @click.group("user")

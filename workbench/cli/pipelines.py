@@ -92,7 +92,7 @@ def remove(source_ref, yes, workspace, as_json):
 def list_(workspace, as_json):
     """List pipeline sources."""
     with vault().factory() as s:
-        items = svc.list_sources(s, workspace, sourcelock.root(vault().settings))
+        items = svc.list_sources(s, workspace, sourcelock.busy(vault()))
     lines = [f"{'ID':>4}  {'NAME':<24} {'KIND':<5} {'COMMIT':<12} {'PIPES':>5}  URL"] + [
         f"{i['id']:>4}  {i['name']:<24} {i['kind']:<5} "
         f"{'syncing…' if i['syncing'] else (i['commit'] or '-')[:12]:<12} "

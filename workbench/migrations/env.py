@@ -14,13 +14,15 @@ target = Base.metadata
 def run() -> None:
     conn = config.attributes.get("connection")
     if conn is not None:
-        context.configure(connection=conn, target_metadata=target, render_as_batch=True)
+        context.configure(connection=conn, target_metadata=target, render_as_batch=True,
+                          include_name=model_modules.include_name)
         with context.begin_transaction():
             context.run_migrations()
         return
     engine = create_engine(config.get_main_option("sqlalchemy.url"))
     with engine.begin() as conn:
-        context.configure(connection=conn, target_metadata=target, render_as_batch=True)
+        context.configure(connection=conn, target_metadata=target, render_as_batch=True,
+                          include_name=model_modules.include_name)
         with context.begin_transaction():
             context.run_migrations()
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import random
+import time
 from typing import Sequence
 
 import requests
@@ -15,6 +17,11 @@ MAX_RESPONSE = 64 * 1024 * 1024
 MAX_REFS = 100
 MAX_RECORD = 1536 * 1024  # below the server's default 2 MiB request limit
 DROPPED = "[… earlier output dropped …]\n"
+# Both calls may be repeated: a resolve only reads (each answer has its own audit row) and a
+# run record replaces the run of the same ID.  So a call that failed on the way (no answer,
+# or an instance or the database restarting) is tried again after these pauses (± 50 %).
+RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)
+RETRY_STATUS = {500, 502, 503, 504}
 
 
 class _Client:
@@ -39,12 +46,18 @@ class _Client:
 
     def post(self, path: str, body: dict) -> dict:
         url = f"{self.server}{path}"
-        try:
-            resp = self.session.post(url, params={"workspace": self.workspace}, json=body,
-                                     timeout=TIMEOUT, allow_redirects=False)
-        except requests.RequestException as exc:
-            raise errors.ExecutionError(f"cannot reach {self.server} ({type(exc).__name__})"
-                                        ) from None
+        for pause in (*RETRIES, None):
+            try:
+                resp = self.session.post(url, params={"workspace": self.workspace}, json=body,
+                                         timeout=TIMEOUT, allow_redirects=False)
+            except requests.RequestException as exc:
+                if pause is None:
+                    raise errors.ExecutionError(f"cannot reach {self.server} "
+                                                f"({type(exc).__name__})") from None
+            else:
+                if resp.status_code not in RETRY_STATUS or pause is None:
+                    break
+            time.sleep(pause * (0.5 + random.random()))
         if resp.status_code >= 300:
             raise _error(resp)
         if len(resp.content) > MAX_RESPONSE:

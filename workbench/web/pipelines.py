@@ -26,7 +26,7 @@ def pipelines():
     ws = _workspace()
     with vault().factory() as s:
         # sources first: one not syncing then has its whole sync in the reads that follow
-        sources = srcs.list_sources(s, ws, sourcelock.root(vault().settings))
+        sources = srcs.list_sources(s, ws, sourcelock.busy(vault()))
         items = references.list_pipelines(s, ws)
         bad = references.dangling(s, ws)
         workspaces = _workspaces(s)
