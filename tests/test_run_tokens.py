@@ -375,3 +375,17 @@ def test_pages_show_who_may_receive_and_what_each_step_received(world, app, user
     r = post(web, "/admin/tokens", {"name": "ci-y", "kind": "runner", "allow": "Not An ID"},
              page="/admin/tokens")
     assert r.status_code == 422 and "credential IDs" in r.get_data(as_text=True)
+
+
+def test_a_refusal_by_a_release_rule_is_announced_to_webhooks(world, client, vault):
+    from workbench import webhooks
+    with vault.factory.begin() as s:
+        webhooks.add_webhook(s, vault.barrier, SYSTEM, "http://127.0.0.1:9/hook",
+                             ["run.refused"])
+    run = _open(world, ref="feature/x")
+    assert _resolve(client, run["token"], {"step": "deploy"})[0] == 403
+    _resolve(client, "wbrun_not-a-token", {"step": "deploy"})  # no run: nothing to announce
+    with vault.factory() as s:
+        sent = [d.payload for d in s.scalars(select(webhooks.WebhookDelivery))]
+    assert [(p["event"], p["target"], p["details"]) for p in sent] == [
+        ("run.refused", "ship", {"step": "deploy", "reason": "protected: prod-secret"})]

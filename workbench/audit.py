@@ -4,7 +4,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -122,8 +122,16 @@ def hot_unit(vault: Vault) -> Iterator[Raw]:
         raise
 
 
+# Registry: called with (session, event) for every refused attempt, in the transaction that
+# records it (webhooks subscribe to refusals by a release rule).
+REFUSAL_LISTENERS: list[Callable[[Session, dict], None]] = []
+
+
 def _record_refusal(factory: sessionmaker[Session], err: WorkbenchError) -> None:
     ev = getattr(err, "audit_event", None)
     if ev:
         with factory.begin() as s:
-            record(s, ev.pop("actor"), ev.pop("action"), **ev)
+            actor, action = ev.pop("actor"), ev.pop("action")
+            record(s, actor, action, **ev)
+            for listener in REFUSAL_LISTENERS:
+                listener(s, {"action": action, **ev})

@@ -128,9 +128,21 @@ def emit(s: Session, event: str, *, workspace: str = "", target: str = "",
 
 
 def run_refused(s: Session, *, workspace: str, pipeline: str, step: str, reason: str) -> None:
-    """The hook for the run policy: call it when a policy refuses a run."""
+    """A release rule refused a run's step a credential (``reason`` names the rule)."""
     emit(s, "run.refused", workspace=workspace, target=pipeline,
          details={"step": step, "reason": reason})
+
+
+def _on_refusal(s: Session, ev: dict) -> None:
+    """Refusals of a run-token resolve by a release rule become ``run.refused`` events."""
+    d = ev.get("details") or {}
+    if ev["action"] == "credential.resolve" and d.get("run") and d.get("rule") not in (
+            None, "run-closed", "run-expired", "workspace"):
+        run_refused(s, workspace=ev.get("workspace", ""), pipeline=d.get("pipeline", ""),
+                    step=d.get("step", ""), reason=f"{d['rule']}: {ev.get('target', '')}")
+
+
+audit.REFUSAL_LISTENERS.append(_on_refusal)
 
 
 def signature(secret: str, body: bytes) -> str:
