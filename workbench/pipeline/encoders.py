@@ -31,12 +31,10 @@ def shell_forms(text: str) -> set[str]:
 
 
 def _backslashed(text: str) -> str:
-    out = []
-    for i, c in enumerate(text):
-        if c in _SH_SPECIAL or (i == 0 and c in "#~") or (c == "~" and text[i - 1] in ":="):
-            out.append("\\")
-        out.append(c)
-    return "".join(out)
+    out = text.translate(_SH_TABLE)
+    if out[:1] in ("#", "~"):
+        out = "\\" + out
+    return out.replace(":~", ":\\~").replace("=~", "=\\~")
 
 
 def _ansi_c(text: str, *, octal_non_ascii: bool) -> str:
@@ -84,6 +82,8 @@ def quoting_forms(text: str) -> set[str]:
 def go_quoted(text: str, *, ascii_only: bool) -> str:
     """The inside of Go's ``%q`` (``strconv.Quote``), or ``%+q`` when ``ascii_only``; bytes that
     are not UTF-8 arrive as surrogate escapes and come out as ``\\xNN``."""
+    if text.isascii():  # the common case, as one table lookup per character
+        return text.translate(_GO_ASCII)
     out = []
     for c in text:
         n = ord(c)
@@ -105,7 +105,8 @@ def upper_hex_json(escaped: str) -> str:
 
 def dump_lines(raw: bytes) -> set[bytes]:
     """The lines of ``xxd -p`` (60 hex characters each) and of ``od`` (default: octal 16-bit
-    words; ``-t x1``; ``-c``) for ``raw`` printed on its own, without the address column."""
+    words; ``-t x1``) for ``raw`` printed on its own, without the address column.  ``od -c``
+    is left out, to keep the automaton small (see docs/masking.md)."""
     hexed = raw.hex().encode()
     lines = {hexed[i:i + XXD_WIDTH] for i in range(0, len(hexed), XXD_WIDTH)}
     for i in range(0, len(raw), OD_BYTES):
@@ -114,15 +115,9 @@ def dump_lines(raw: bytes) -> set[bytes]:
         words = struct.unpack(f"<{len(padded) // 2}H", padded)
         lines.add(" ".join(f"{w:06o}" for w in words).encode())
         lines.add(" ".join(f"{b:02x}" for b in chunk).encode())
-        lines.add("".join(_od_char(b) for b in chunk).lstrip().encode())
     return lines
 
 
-def _od_char(b: int) -> str:
-    """One column of ``od -c``."""
-    named = {0: "\\0", 7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f", 13: "\\r"}
-    if b in named:
-        return f"{named[b]:>4}"
-    if 0x20 <= b < 0x7f:
-        return f"{chr(b):>4}"
-    return f" {b:03o}"
+_SH_TABLE = {ord(c): "\\" + c for c in _SH_SPECIAL}
+_GO_ASCII = {**{n: f"\\x{n:02x}" for n in [*range(0x20), 0x7f]},
+             **{ord(c): e for c, e in _GO.items()}}

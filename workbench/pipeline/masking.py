@@ -34,12 +34,12 @@ class Masker:
 
     def _build(self) -> None:
         """The automaton over the patterns' prefixes and the detectors' triggers."""
-        groups: dict[bytes, tuple[list[bytes], list[detection.Detector]]] = {}
+        groups: dict[bytes, tuple[list[bytes], list[int]]] = {}
         for p in patterns_for(self._secrets):
             groups.setdefault(p[:self.PREFIX], ([], []))[0].append(p)
-        for det in self._detectors:
+        for i, det in enumerate(self._detectors):
             for trigger in det.triggers:
-                groups.setdefault(trigger, ([], []))[1].append(det)
+                groups.setdefault(trigger, ([], []))[1].append(i)
         # sorted, for the bisect in _tail_start: every pattern and trigger
         self._patterns = sorted({p for full, _ in groups.values() for p in full} |
                                 {t for d in self._detectors for t in d.triggers})
@@ -48,6 +48,10 @@ class Masker:
             return
         keys = list(groups)
         self._longest_key = max(map(len, keys))
+        # how far back a pattern or a detector's match may begin and still reach past the end
+        self._reach = max([len(p) for full, _ in groups.values() for p in full[:1]] +
+                          [self._detectors[i].max_len for _, rules in groups.values()
+                           for i in rules])
         # longest first: of the patterns starting at one place, the longest that matches
         # covers all the others
         self._full = [sorted(groups[k][0], key=len, reverse=True) for k in keys]
@@ -102,6 +106,7 @@ class Masker:
         # Every pattern starting before cut ends inside the buffer (else cut would be at or
         # before it), and so does every detector's line; one starting later is found again in
         # the next scan.
+        triggered: dict[int, list[int]] = {}  # detector index → where its triggers are
         for idx, start, _ in hits:
             if start < cut:
                 for pattern in self._full[idx]:
@@ -109,9 +114,9 @@ class Masker:
                         spans.append((start, start + len(pattern)))
                         break
                 for det in self._rules[idx]:
-                    span = det.span(buf, start)
-                    if span:
-                        spans.append(span)
+                    triggered.setdefault(det, []).append(start)
+        for det, starts in triggered.items():
+            spans.extend(self._detectors[det].spans(buf, starts, cut))
         spans.sort()
         pos = end = 0
         for start, stop in spans:
@@ -145,8 +150,11 @@ class Masker:
                 cut = size - k
                 break
         # earlier: a prefix the automaton found whose longer patterns run past the end, or a
-        # detector's trigger on a line that has not ended (up to the detector's longest match)
-        for idx, start, _ in hits:
+        # detector's trigger on a line that has not ended (up to the detector's longest match);
+        # hits come in the order they end, so only the last ones within reach can qualify
+        for idx, start, stop in reversed(hits):
+            if stop < size - self._reach:
+                break
             if start >= cut:
                 continue
             group = self._full[idx]
@@ -156,7 +164,7 @@ class Masker:
                     cut = start
                     continue
             for det in self._rules[idx]:
-                if size - start < det.max_len and _line_open(buf, start):
+                if size - start < self._detectors[det].max_len and _line_open(buf, start):
                     cut = start
                     break
         return cut
