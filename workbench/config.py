@@ -21,6 +21,7 @@ class Settings:
     git_timeout: float = 300.0  # seconds a pipeline-source fetch may take before it is stopped
     trusted_proxies: str = ""  # addresses/networks whose X-Forwarded-For is believed
     instance_from: str = "default"  # how the instance was chosen, for "no vault here" messages
+    oidc: dict[str, str] = field(default_factory=dict, repr=False)  # WORKBENCH_OIDC_* (sso.py)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -33,6 +34,8 @@ class Settings:
             overrides["git_timeout"] = _seconds("WORKBENCH_GIT_TIMEOUT", env["WORKBENCH_GIT_TIMEOUT"])
         if "trusted_proxies" not in overrides and env.get("WORKBENCH_TRUSTED_PROXIES"):
             overrides["trusted_proxies"] = env["WORKBENCH_TRUSTED_PROXIES"]
+        overrides.setdefault("oidc", {k: v for k, v in env.items()
+                                      if k.startswith("WORKBENCH_OIDC_")})
         s = cls(instance=instance, database_url=url,
                 master_key=overrides.pop("master_key", None) or env.get("WORKBENCH_MASTER_KEY"),
                 master_key_file=Path(key_file) if key_file else None,

@@ -1,7 +1,8 @@
 """Registry of modules that define ORM models, so migrations and tests see every table."""
 import importlib
 
-MODULES = ["workbench.models", "workbench.pipeline.records", "workbench.references"]
+MODULES = ["workbench.models", "workbench.pipeline.records", "workbench.references",
+           "workbench.sso"]
 
 
 def import_all() -> None:
