@@ -18,13 +18,15 @@ from sqlalchemy import select
 from tests.fixtures.oidc_provider import b64url, sso_env
 from tests.test_web import csrf
 from workbench import create_app, sso
+from workbench.config import Settings
 from workbench.errors import ConfigError
 from workbench.models import AuditEvent, User
 from workbench.sso import SsoIdentity
 
 
 def make_app(vault, provider=None, **kw):
-    settings = dataclasses.replace(vault.settings, oidc=sso_env(provider, **kw) if provider else {})
+    oidc = sso_env(provider, **kw) if provider else {}
+    settings = dataclasses.replace(vault.settings, oidc=oidc)
     return create_app(settings, vault=vault)
 
 
@@ -298,3 +300,13 @@ def test_half_configured_sso_stops_with_a_clear_message(change, says):
            "WORKBENCH_OIDC_CLIENT_SECRET": "s", "WORKBENCH_OIDC_ROLES": "ops=admin", **change}
     with pytest.raises(ConfigError, match=says):
         sso.load(env)
+
+
+def test_the_environment_reaches_the_app_and_a_bad_setting_stops_it(vault):
+    env = {"WORKBENCH_OIDC_ISSUER": "https://idp.example.com", "WORKBENCH_OIDC_CLIENT_ID": "wb",
+           "WORKBENCH_OIDC_CLIENT_SECRET": "zz-secret-1", "WORKBENCH_OIDC_ROLES": "ops=root"}
+    settings = Settings.from_env(env, instance=str(vault.settings.instance),
+                                 database_url=vault.settings.database_url)
+    assert settings.oidc == env and "zz-secret-1" not in repr(settings)
+    with pytest.raises(ConfigError, match="the role must be one of"):
+        create_app(settings, vault=vault)

@@ -111,20 +111,23 @@ def load(env: Mapping[str, str]) -> Provider | None:
     if not issuer:
         return None
     parts = urlsplit(issuer)
-    if parts.scheme != "https" and not (parts.scheme == "http" and _loopback(parts.hostname or "")):
+    local = parts.scheme == "http" and _loopback(parts.hostname or "")
+    if parts.scheme != "https" and not local:
         raise ConfigError(f"{PREFIX}ISSUER must be an https:// URL (http only on this machine)")
     secret = env.get(PREFIX + "CLIENT_SECRET", "")
     if env.get(PREFIX + "CLIENT_SECRET_FILE"):
         try:
             secret = Path(env[PREFIX + "CLIENT_SECRET_FILE"]).read_text().strip()
         except OSError as e:
-            raise ConfigError(f"{PREFIX}CLIENT_SECRET_FILE cannot be read ({e.strerror})") from None
+            raise ConfigError(f"{PREFIX}CLIENT_SECRET_FILE cannot be read "
+                              f"({e.strerror})") from None
     client_id = env.get(PREFIX + "CLIENT_ID", "").strip()
     if not client_id or not secret:
         raise ConfigError(f"{PREFIX}ISSUER needs {PREFIX}CLIENT_ID and {PREFIX}CLIENT_SECRET "
                           f"(or {PREFIX}CLIENT_SECRET_FILE)")
     optional = {k: env[PREFIX + k.upper()].strip() for k in
-                ("name", "groups_claim", "username_claim", "scopes") if env.get(PREFIX + k.upper())}
+                ("name", "groups_claim", "username_claim", "scopes")
+                if env.get(PREFIX + k.upper())}
     optional.setdefault("name", parts.hostname or issuer)
     if "openid" not in optional.get("scopes", "openid").split():
         raise ConfigError(f"{PREFIX}SCOPES must include openid")

@@ -14,6 +14,7 @@ from joserfc.errors import JoseError
 from .. import audit, sso as accounts_sso
 from ..audit import Actor
 from ..errors import PermissionDenied
+from .auth import _safe_next
 
 blueprint = Blueprint("sso", __name__, url_prefix="/sso")
 CLIENT = "oidc"
@@ -52,7 +53,6 @@ def login():
     """Send the browser to the provider (state, nonce and a PKCE challenge kept in the session)."""
     if current_user.is_authenticated:
         return redirect(url_for("web.credentials"))
-    from .auth import _safe_next
     session[NEXT] = _safe_next(request.args.get("next"))
     try:
         client = _client()
