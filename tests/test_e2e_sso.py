@@ -55,17 +55,19 @@ def page(chromium, sso_server, axe_script):
     assert axe.scanned and not axe.violations, axe.report()
 
 
-def through_provider(page, username):
+def through_provider(page, username, screenshot=None):
     page.goto("/")
     expect(page).to_have_url(re.compile(r"/login"))
+    if screenshot:
+        screenshot(page, "sso-sign-in")
     page.get_by_role("link", name="Sign in with Test IdP").click()
     expect(page).to_have_url(re.compile(r"^http://localhost:\d+/authorize\?"))
     page.get_by_label("Test IdP user").fill(username)
     page.get_by_role("button", name="Continue").click()
 
 
-def test_sign_in_with_the_provider_lands_signed_in_with_the_mapped_role(page, vault):
-    through_provider(page, "alice")
+def test_sign_in_with_the_provider_lands_signed_in_with_the_mapped_role(page, screenshot):
+    through_provider(page, "alice", screenshot)
     expect(page.get_by_role("heading", name=re.compile("^Credentials"))).to_be_visible()
     expect(page.locator(".who .user")).to_have_text("alice")
     expect(page.locator(".who .role")).to_have_text("admin")
@@ -79,9 +81,10 @@ def test_sign_in_with_the_provider_lands_signed_in_with_the_mapped_role(page, va
     expect(page.get_by_role("link", name="Users")).to_have_count(0)
 
 
-def test_a_person_in_no_mapped_group_is_refused(page):
+def test_a_person_in_no_mapped_group_is_refused(page, screenshot):
     through_provider(page, "mallory")
     expect(page.get_by_role("heading", name="Sign-in refused")).to_be_visible()
+    screenshot(page, "sso-refused")
     expect(page.get_by_role("alert")).to_contain_text(
         "Your Test IdP account is in no group that has a role in Workbench")
     page.get_by_role("link", name="Back to sign in").click()

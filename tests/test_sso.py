@@ -217,6 +217,19 @@ def test_a_callback_from_another_browser_is_refused(vault, oidc_provider, sso_cl
     assert events(vault, "auth.sso")[0][3]["reason"].startswith("mismatching_state")
 
 
+def test_a_refusal_at_the_provider_or_a_wrong_client_secret_is_refused(vault, oidc_provider,
+                                                                      sso_client):
+    authorize = start(sso_client)
+    state = dict(p.split("=", 1) for p in authorize.split("?", 1)[1].split("&"))["state"]
+    r = sso_client.get("/sso/callback", query_string={"error": "access_denied", "state": state})
+    assert r.status_code == 401
+    wrong = make_app(vault, oidc_provider, client_secret="not-the-secret").test_client()
+    assert sign_in(wrong, oidc_provider, "alice").status_code == 401
+    assert [e[3]["reason"].split(":")[0] for e in events(vault, "auth.sso")] == [
+        "access_denied", "invalid_client"]
+    assert user(vault, "alice") is None
+
+
 def test_a_local_account_of_the_same_name_is_not_taken_over(vault, oidc_provider, sso_client,
                                                             users):
     oidc_provider.people["admin1"] = {"sub": "sub-x", "groups": ["ops"], "email": "x@e.test"}
