@@ -27,7 +27,7 @@ class Actor:
     role: str = "viewer"  # admin | editor | viewer | runner
     source: str = ""  # remote address, or "cli"
     workspace: str | None = None  # runner tokens are scoped to one workspace
-    kind: str = "user"  # user | token | runner | system
+    kind: str = "user"  # user | token | runner | system | sso (an SSO provider)
     allow: tuple[str, ...] = ()  # runner tokens: credential IDs resolvable ad hoc ("*": any)
 
     @property

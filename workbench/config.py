@@ -22,6 +22,7 @@ class Settings:
     trusted_proxies: str = ""  # addresses/networks whose X-Forwarded-For is believed
     instance_from: str = "default"  # how the instance was chosen, for "no vault here" messages
     id_token_issuer: str | None = None  # the ``iss`` of step identity tokens (default: the URL asked)
+    oidc: dict[str, str] = field(default_factory=dict, repr=False)  # WORKBENCH_OIDC_* (sso.py)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -36,6 +37,8 @@ class Settings:
             overrides["trusted_proxies"] = env["WORKBENCH_TRUSTED_PROXIES"]
         if "id_token_issuer" not in overrides and env.get("WORKBENCH_ID_TOKEN_ISSUER"):
             overrides["id_token_issuer"] = env["WORKBENCH_ID_TOKEN_ISSUER"].rstrip("/")
+        overrides.setdefault("oidc", {k: v for k, v in env.items()
+                                      if k.startswith("WORKBENCH_OIDC_")})
         s = cls(instance=instance, database_url=url,
                 master_key=overrides.pop("master_key", None) or env.get("WORKBENCH_MASTER_KEY"),
                 master_key_file=Path(key_file) if key_file else None,

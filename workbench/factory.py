@@ -15,7 +15,7 @@ from .proxies import TrustedProxies
 from .vault import Vault
 
 ROOT = Path(__file__).resolve().parent.parent
-WEB_MODULES = ["workbench.web"]
+WEB_MODULES = ["workbench.web", "workbench.web.sso"]
 
 
 def _secret_key(settings: Settings, vault: Vault) -> str:
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, *, vault: Vault | None = None,
                       SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_SECURE=not settings.testing and not settings.insecure_cookies)
     app.extensions["workbench"] = vault
+    app.extensions["workbench_settings"] = settings  # may differ from the vault's (tests)
     app.session_interface = SessionInterface()
 
     from . import api, model_modules

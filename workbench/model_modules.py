@@ -3,7 +3,7 @@ import importlib
 
 MODULES = ["workbench.models", "workbench.pipeline.records", "workbench.references",
            "workbench.policy", "workbench.serverruns", "workbench.idtokens",
-           "workbench.sealed", "workbench.webhooks", "workbench.jobs"]
+           "workbench.sealed", "workbench.webhooks", "workbench.jobs", "workbench.sso"]
 
 
 def import_all() -> None:
