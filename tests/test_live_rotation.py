@@ -102,7 +102,8 @@ def test_rotation_while_four_workers_serve_loses_no_request(keyed_vault):
     with v.factory.begin() as s:
         create_user(s, SYSTEM, "ops", "a-long-password-1", "admin")
         admin = create_token(s, SYSTEM, "ops", username="ops").secret
-        runner = create_token(s, SYSTEM, "ci", kind="runner", workspace="default").secret
+        runner = create_token(s, SYSTEM, "ci", kind="runner", workspace="default",
+                              allow=["*"]).secret
     v.close()
     # The new key is prepared first (to be copied to other hosts): nothing uses it yet.
     prepared = _cli(settings, "keys", "rotate", "--prepare")

@@ -42,10 +42,10 @@ def _cred(vault, cred_id, versions=1, workspace="default"):
     with vault.factory.begin() as s:
         credentials.create_credential(s, vault.barrier, SYSTEM, workspace=workspace,
                                       cred_id=cred_id, type="secret_text",
-                                      values={"secret": "v1"})
+                                      values={"secret": "secret-value-1"})
         for n in range(2, versions + 1):
             credentials.update_credential(s, vault.barrier, SYSTEM, workspace=workspace,
-                                          cred_id=cred_id, changes={"values": {"secret": f"v{n}"}})
+                                          cred_id=cred_id, changes={"values": {"secret": f"secret-value-{n}"}})
 
 
 def test_every_reference_is_indexed_with_step_pin_and_binding(vault, local_repo):
