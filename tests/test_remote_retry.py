@@ -29,8 +29,9 @@ class Flaky:
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
-                self.wfile.write(b'{"id": "r1"}' if code == 201 else
-                                 b'{"error": {"code": "unavailable", "message": "busy"}}')
+                err = "unauthenticated" if code == 401 else "unavailable"
+                self.wfile.write(b'{"id": "r1"}' if code == 201 else json.dumps(
+                    {"error": {"code": err, "message": "busy"}}).encode())
 
             def log_message(self, *a):
                 pass

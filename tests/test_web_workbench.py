@@ -260,7 +260,7 @@ def test_breadcrumbs_name_the_workspace_and_no_script_delete_page(as_role):
     assert "data-close" not in html
 
 
-def test_add_a_pipeline_source_from_the_page(as_role, tmp_path):
+def test_add_a_pipeline_source_from_the_page(as_role, tmp_path, job_worker):
     (tmp_path / "pipelines").mkdir()
     (tmp_path / "pipelines" / "ship.yaml").write_text(
         "name: ship\nsteps:\n  - name: push\n    run: echo hi\n")
