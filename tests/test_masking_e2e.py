@@ -31,7 +31,7 @@ SPLIT = textwrap.dedent("""\
 TOOLS = ('{ bash -xc \': "$TOKEN"\'; dash -xc \': "$TOKEN"\'; busybox sh -xc \': "$TOKEN"\'; '
          'bash -c \'printf "%q\\n" "$TOKEN"\'; printf %s "$TOKEN" | xxd -p; '
          'printf %s "$TOKEN" | od -An -tx1; '
-         'printf %s "$TOKEN" | od; echo $MULTI; bash -xc \': "$CTL"\'; '
+         'echo $MULTI; bash -xc \': "$CTL"\'; '
          'bash -c \'printf "%q\\n" "$CTL"\'; } 2>&1 | {py} split.py')
 ONE_FORM = re.compile(rb"^([a-z0-9-]+): (.*)$")
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import html
 import re
-import struct
 
 # bash's printf %q puts a backslash before these anywhere, and before # and ~ at the start
 _SH_SPECIAL = frozenset(" \t\n!\"$&'()*,;<>?[\\]^`{|}")
@@ -104,17 +103,13 @@ def upper_hex_json(escaped: str) -> str:
 
 
 def dump_lines(raw: bytes) -> set[bytes]:
-    """The lines of ``xxd -p`` (60 hex characters each) and of ``od`` (default: octal 16-bit
-    words; ``-t x1``) for ``raw`` printed on its own, without the address column.  ``od -c``
-    is left out, to keep the automaton small (see docs/masking.md)."""
+    """The lines of ``xxd -p`` (60 hex characters each) and of ``od -t x1`` (16 bytes) for
+    ``raw`` printed on its own, without the address column.  ``od``'s default octal words and
+    ``od -c`` are left out, to keep the automaton small (see docs/masking.md)."""
     hexed = raw.hex().encode()
     lines = {hexed[i:i + XXD_WIDTH] for i in range(0, len(hexed), XXD_WIDTH)}
     for i in range(0, len(raw), OD_BYTES):
-        chunk = raw[i:i + OD_BYTES]
-        padded = chunk + b"\0" * (len(chunk) % 2)
-        words = struct.unpack(f"<{len(padded) // 2}H", padded)
-        lines.add(" ".join(f"{w:06o}" for w in words).encode())
-        lines.add(" ".join(f"{b:02x}" for b in chunk).encode())
+        lines.add(" ".join(f"{b:02x}" for b in raw[i:i + OD_BYTES]).encode())
     return lines
 
 
