@@ -6,7 +6,6 @@ from flask import jsonify, request
 from .. import accounts, audit
 from ..audit import unit
 from ..db import iso
-from ..errors import BadRequest
 from . import actor, api, body, vault
 from .credentials import int_arg
 
@@ -81,9 +80,7 @@ def audit_log():
     if me.role == "runner":
         accounts.require(me, "viewer")
     a = request.args
-    limit = int_arg("limit", 100)
-    if not 1 <= limit <= 1000:
-        raise BadRequest("limit must be 1–1000")
+    limit = int_arg("limit", 100, 1, 1000)
     with vault().factory() as s:
         evs = audit.query(s, workspace=a.get("workspace"), target=a.get("target"),
                           actor=a.get("actor"), action=a.get("action"),

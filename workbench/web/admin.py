@@ -96,7 +96,7 @@ def audit_log():
     """The audit log with filters (admin)."""
     require(actor(), "admin")
     filters = {k: request.args.get(k, "").strip()[:200] for k in AUDIT_FILTERS}
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = min(max(1, request.args.get("page", 1, type=int) or 1), 10**6)
     with vault().factory() as s:
         events = audit.query(s, **{k: v or None for k, v in filters.items()}, limit=101,
                              offset=(page - 1) * 100)

@@ -65,7 +65,7 @@ def pipeline(pipeline_id: int):
 def runs():
     """Runs, newest first, with per-step status."""
     ws = _workspace()
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = min(max(1, request.args.get("page", 1, type=int) or 1), 10**6)
     with vault().factory() as s:
         items = [records.run_to_dict(r) for r in records.list_runs(s, ws, limit=50,
                                                                   offset=(page - 1) * 50)]
