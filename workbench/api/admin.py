@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import jsonify, request
 
-from .. import accounts, audit
+from .. import accounts, audit, auditors
 from ..audit import unit
 from ..db import iso
 from . import actor, api, body, vault
@@ -76,9 +76,7 @@ def revoke_token(token_id: int):
 @api.get("/audit")
 def audit_log():
     """The audit log, newest first, filtered by workspace, target, actor, action, outcome."""
-    me = actor()
-    if me.role == "runner":
-        accounts.require(me, "viewer")
+    auditors.require_reader(vault().factory, actor())
     a = request.args
     limit = int_arg("limit", 100, 1, 1000)
     with vault().factory() as s:

@@ -6,7 +6,7 @@ import importlib
 from flask import abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from .. import audit, credentials as svc, credtypes
+from .. import audit, auditors, credentials as svc, credtypes
 from ..accounts import require
 from ..errors import Conflict, CredentialInUse, NotFound, ValidationError, WorkbenchError
 from ..models import Workspace
@@ -82,7 +82,8 @@ def credential(workspace: str, cred_id: str):
                    versions=svc.list_versions(s, workspace, cred_id),
                    refs=svc.references(s, workspace, cred_id),
                    runs=recent_runs(s, workspace, cred_id),
-                   events=audit.query(s, workspace=workspace, target=cred_id, limit=50))
+                   events=audit.query(s, workspace=workspace, target=cred_id, limit=50)
+                   if auditors.may_read(actor()) else [])
     return render_template("credentials/show.html", **ctx)
 
 
