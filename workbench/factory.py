@@ -7,7 +7,8 @@ from pathlib import Path
 
 from flask import Flask, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
-from werkzeug.exceptions import MethodNotAllowed, NotFound, RequestEntityTooLarge
+from sqlalchemy.exc import DataError
+from werkzeug.exceptions import BadRequest, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from .api.hotpath import PATH as HOT_PATH, HotPath
 from .config import Settings
@@ -71,6 +72,15 @@ def create_app(settings: Settings | None = None, *, vault: Vault | None = None,
             return jsonify({"error": {"code": "too_large", "message":
                                       f"request body over {settings.max_body_bytes} bytes"}}), 413
         return err
+
+    @app.errorhandler(DataError)
+    def _unstorable(err):  # e.g. a NUL character, which PostgreSQL text cannot hold
+        bad = BadRequest("a value in the request cannot be stored or searched for (a NUL "
+                         "character?)")
+        if request.path.startswith("/api/"):
+            payload, status = api.http_error(bad)
+            return jsonify(payload), status
+        return bad
 
     @app.errorhandler(NotFound)
     @app.errorhandler(MethodNotAllowed)

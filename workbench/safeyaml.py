@@ -55,18 +55,22 @@ def compose(text: str, fail: Fail, *, max_bytes: int = MAX_BYTES,
     """The document's node tree (None if empty), or ``fail(message, line)`` raised."""
     if len(text) > max_bytes or len(text.encode("utf-8", "replace")) > max_bytes:
         raise fail(f"larger than {max_bytes // 1024} KiB", None)
-    loader = _Loader(text, fail, max_depth)
+    loader = None
     try:
+        loader = _Loader(text, fail, max_depth)  # refuses non-printable characters at once
         return loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         # the problem text describes syntax only; it never quotes scalar values at length
         raise fail(f"YAML syntax error: {exc.problem or exc.context}",
                    mark.line + 1 if mark else None) from None
+    except yaml.reader.ReaderError as exc:
+        raise fail(f"character #x{exc.character:04x} is not allowed in YAML", None) from None
     except yaml.YAMLError as exc:
         raise fail(f"YAML error: {type(exc).__name__}", None) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def construct(node: yaml.Node, fail: Fail) -> Any:

@@ -123,6 +123,7 @@ class HotPath:
         qs = environ.get("QUERY_STRING")
         workspace = parse_qs(qs, keep_blank_values=True).get("workspace", ["default"])[0] \
             if qs else "default"
+        workspace = workspace.replace("\0", "\ufffd")  # PostgreSQL text holds no NUL
         try:
             status, payload = 200, resolve_request(
                 self.vault, json_body(environ, length), workspace=workspace,
