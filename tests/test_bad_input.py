@@ -140,3 +140,14 @@ def test_a_kubeconfig_with_a_control_character_is_a_422(api_as):
                                                "values": {"kubeconfig": "\x89C&"}})
     assert_api_error(r, 422)
     assert "not allowed" in r.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("post", "/tokens", {"name": "t", "kind": "personal", "user": 86400}),
+    ("post", "/tokens", {"name": ["a"], "kind": "personal"}),
+    ("post", "/tokens", {"name": "t", "kind": "runner", "workspace": 7}),
+    ("post", "/users", {"username": "u3", "password": ["long-enough-pw"]}),
+    ("post", "/pipeline-sources", {"name": "s", "kind": "git", "url": "https://h/r.git",
+                                   "credential_id": 5})])
+def test_numbers_and_lists_where_text_belongs_are_a_422(api_as, method, path, body):
+    assert_api_error(getattr(api_as("admin"), method)(path, body), 422)

@@ -8,6 +8,7 @@ from ..audit import unit
 from ..db import iso
 from . import actor, api, body, vault
 from .credentials import int_arg
+from .inputs import texts
 
 
 def _user(u) -> dict:
@@ -26,7 +27,7 @@ def list_users():
 @api.post("/users")
 def create_user():
     """Create a user with a role (admin)."""
-    d = body()
+    d = texts(body(), "username", "password", "role")
     with unit(vault().factory) as s:
         u = accounts.create_user(s, actor(), d.get("username", ""), d.get("password", ""),
                                  d.get("role", "viewer"))
@@ -37,7 +38,8 @@ def create_user():
 def update_user(username: str):
     """Change a user's role (admin)."""
     with unit(vault().factory) as s:
-        return jsonify(_user(accounts.set_role(s, actor(), username, body().get("role", ""))))
+        return jsonify(_user(accounts.set_role(s, actor(), username,
+                                               texts(body(), "role").get("role", ""))))
 
 
 @api.get("/tokens")
@@ -55,7 +57,7 @@ def list_tokens():
 def create_token():
     """Create a personal token, or a runner token scoped to a workspace (admin); the secret is
     in this response only."""
-    d = body()
+    d = texts(body(), "name", "kind", "user", "workspace")
     with unit(vault().factory) as s:
         issued = accounts.create_token(s, actor(), d.get("name", ""),
                                        kind=d.get("kind", "personal"), username=d.get("user"),

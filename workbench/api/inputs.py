@@ -11,7 +11,7 @@ from typing import Any
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.routing import IntegerConverter
 
-from ..errors import BadRequest
+from ..errors import BadRequest, ValidationError
 
 INT64_MAX = 2**63 - 1
 MAX_DEPTH = 32  # no API body nests deeper than 4; room for run records and contexts
@@ -81,6 +81,14 @@ def bounded_int(text: str | None, name: str, default: int, low: int, high: int) 
     if value is None or not low <= value <= high:
         raise BadRequest(f"{name} must be an integer from {low} to {high}", field=name)
     return value
+
+
+def texts(data: dict, *keys: str) -> dict:
+    """``data``, or a 422 naming the first of ``keys`` that is present but not text."""
+    for key in keys:
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise ValidationError(f"{key} must be text", field=key)
+    return data
 
 
 def install(app) -> None:
