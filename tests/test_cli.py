@@ -90,6 +90,7 @@ def test_missing_and_wrong_key_messages(wb):
     p = wb("cred", "list", check=False)
     assert p.returncode == 5 and ("not valid base64" in p.stderr or "must be 32 bytes" in p.stderr)
     key.write_text(saved)
+    key.chmod(0o600)  # write_text made it 0644, which start-up refuses (issue 16, item 5)
     assert wb("doctor").returncode == 0
 
 

@@ -23,8 +23,8 @@ from .models import ApiToken, User, Workspace
 from .pipeline.names import CRED_ID
 from .statements import Prepared, Raw
 
-ROLES = ("admin", "editor", "viewer")
-RANK = {"viewer": 0, "editor": 1, "admin": 2}
+ROLES = ("admin", "editor", "viewer", "auditor")
+RANK = {"viewer": 0, "auditor": 0, "editor": 1, "admin": 2}  # auditor: a viewer + the audit log
 TOUCH_EVERY = timedelta(minutes=1)  # granularity of the "last used" times
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _hasher = PasswordHasher()

@@ -114,9 +114,9 @@ def create_credential(s: Session, barrier: Barrier, actor: Actor, *, workspace: 
 
 
 def _check_text(name: str | None, description: str | None) -> None:
-    if name is not None and (len(name) > 200 or "\n" in name):
+    if name is not None and (not isinstance(name, str) or len(name) > 200 or "\n" in name):
         raise ValidationError("name: one line, up to 200 characters", field="name")
-    if description is not None and len(description) > 2000:
+    if description is not None and (not isinstance(description, str) or len(description) > 2000):
         raise ValidationError("description: up to 2,000 characters", field="description")
 
 

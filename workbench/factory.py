@@ -6,7 +6,8 @@ from pathlib import Path
 
 from flask import Flask, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
-from werkzeug.exceptions import RequestEntityTooLarge
+from sqlalchemy.exc import DataError
+from werkzeug.exceptions import BadRequest, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from .api.hotpath import PATH as HOT_PATH, HotPath
 from . import proxies
@@ -55,6 +56,8 @@ def create_app(settings: Settings | None = None, *, vault: Vault | None = None,
     app.session_interface = SessionInterface()
 
     from . import api, model_modules
+    from .api import inputs
+    inputs.install(app)  # bounded JSON bodies and 64-bit <int:…>, before any route exists
     model_modules.import_all()  # models register their hooks (e.g. the reference index's guard)
     api.register(app)
     for name in WEB_MODULES:
@@ -69,6 +72,23 @@ def create_app(settings: Settings | None = None, *, vault: Vault | None = None,
         if request.path.startswith("/api/"):
             return jsonify({"error": {"code": "too_large", "message":
                                       f"request body over {settings.max_body_bytes} bytes"}}), 413
+        return err
+
+    @app.errorhandler(DataError)
+    def _unstorable(err):  # e.g. a NUL character, which PostgreSQL text cannot hold
+        bad = BadRequest("a value in the request cannot be stored or searched for (a NUL "
+                         "character?)")
+        if request.path.startswith("/api/"):
+            payload, status = api.http_error(bad)
+            return jsonify(payload), status
+        return bad
+
+    @app.errorhandler(NotFound)
+    @app.errorhandler(MethodNotAllowed)
+    def _api_routing(err):  # no route matched, so the API blueprint's handlers never ran
+        if request.path.startswith("/api/"):
+            payload, status = api.http_error(err)
+            return jsonify(payload), status
         return err
 
     @app.get("/healthz")

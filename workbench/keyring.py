@@ -36,14 +36,27 @@ def _write_secret_file(path: Path, text: str) -> None:
         os.close(dfd)
 
 
+def check_private(path: Path, what: str) -> None:
+    """Refuse a file that others may read (a copied key, a database opened to the group)."""
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        raise ConfigError(f"{what} {path} can be read by other users (mode "
+                          f"{mode & 0o777:04o}); refusing to start. Fix: chmod 600 {path}")
+
+
 def _read_key(path: Path) -> bytes:
+    if path.is_dir():
+        raise ConfigError(f"master key file {path} is a directory; it must be the key file "
+                          "(move the directory away, or set WORKBENCH_MASTER_KEY_FILE)")
     try:
-        return crypto.decode_key(path.read_text())
+        key = crypto.decode_key(path.read_text())
     except CryptoError as e:
         raise ConfigError(f"master key file {path}: {e.message}") from None
-    except (OSError, UnicodeDecodeError) as e:  # a directory, no permission, binary junk
-        raise ConfigError(f"master key file {path} is not readable: "
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"master key file {path} cannot be read: "
                           f"{getattr(e, 'strerror', None) or type(e).__name__}") from None
+    check_private(path, "master key file")
+    return key
 
 
 def next_path(settings: Settings) -> Path:

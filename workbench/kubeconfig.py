@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import yaml
-
+from . import safeyaml
 from .errors import ValidationError
 
 FIELD = "kubeconfig"
 _FILE_KEYS = {"certificate-authority", "client-certificate", "client-key", "tokenFile"}
+MAX_DEPTH = 32  # exec plugins' env lists and extensions nest deeper than pipelines
 _SECRET_KEYS = {"token", "password", "client-key-data", "client-certificate-data"}
 
 
@@ -18,17 +18,13 @@ class Flag:
     message: str
 
 
-def load_yaml(text: str, what: str = "kubeconfig", field: str = FIELD):
-    """``safe_load`` with a message that gives the position but no snippet of the input."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ValidationError(f"{what} is not valid YAML: {e.problem or 'syntax error'}{where}",
-                              field=field) from None
-    except yaml.YAMLError:
-        raise ValidationError(f"{what} is not valid YAML", field=field) from None
+def load_yaml(text: str):
+    """The document under ``safeyaml``'s limits; a message gives the line, never a snippet."""
+    def fail(message: str, line: int | None) -> ValidationError:
+        where = f" at line {line}" if line else ""
+        return ValidationError(f"kubeconfig is not valid YAML for Workbench: {message}{where}",
+                               field=FIELD)
+    return safeyaml.load(text, fail, max_depth=MAX_DEPTH)
 
 
 def _named(doc: dict, key: str) -> dict[str, dict]:
@@ -95,8 +91,8 @@ def flags(doc: dict) -> list[Flag]:
 def secrets(text: str) -> list[str]:
     """The secret strings inside a kubeconfig (tokens, passwords, key and cert data)."""
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError:
+        doc = load_yaml(text)
+    except ValidationError:
         return []
     out: list[str] = []
     for u in (doc or {}).get("users") or [] if isinstance(doc, dict) else []:

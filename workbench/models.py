@@ -89,7 +89,7 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
-    role: Mapped[str] = mapped_column(String(16))  # admin | editor | viewer
+    role: Mapped[str] = mapped_column(String(16))  # admin | editor | viewer | auditor
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     disabled: Mapped[bool] = mapped_column(default=False)
     # part of the session cookie's user ID; signing out bumps it, so a copied cookie dies too

@@ -1,8 +1,10 @@
 """The opened vault: settings, database, sessions and the barrier, as one object."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import keyring, statements
@@ -36,12 +38,29 @@ def require_existing(settings: Settings) -> None:
                       "WORKBENCH_INSTANCE=DIR or `workbench config set instance DIR`")
 
 
+def _private_sqlite_file(url: str) -> None:
+    """Create a SQLite database file 0600 (SQLite would follow the umask, often 0644), and
+    refuse one that others may read; its WAL and shared-memory files take its mode."""
+    try:
+        database = make_url(url).database if url.startswith("sqlite") else None
+    except Exception:  # a malformed URL: make_engine below says which setting
+        return
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    keyring.check_private(path, "database file")
+
+
 class Vault:
     """Opened once per process; ``open`` migrates the schema and checks the master key."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         settings.instance.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private_sqlite_file(settings.database_url)
         try:
             self.engine = make_engine(settings.database_url)
             # the hot path's own pool (token checks, resolve): see workbench.statements

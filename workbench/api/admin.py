@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from flask import jsonify, request
 
-from .. import accounts, audit
+from .. import accounts, audit, auditors
 from ..audit import unit
 from ..db import iso
-from ..errors import BadRequest
 from . import actor, api, body, vault
 from .credentials import int_arg
+from .inputs import texts
 
 
 def _user(u) -> dict:
@@ -27,7 +27,7 @@ def list_users():
 @api.post("/users")
 def create_user():
     """Create a user with a role (admin)."""
-    d = body()
+    d = texts(body(), "username", "password", "role")
     with unit(vault().factory) as s:
         u = accounts.create_user(s, actor(), d.get("username", ""), d.get("password", ""),
                                  d.get("role", "viewer"))
@@ -38,7 +38,8 @@ def create_user():
 def update_user(username: str):
     """Change a user's role (admin)."""
     with unit(vault().factory) as s:
-        return jsonify(_user(accounts.set_role(s, actor(), username, body().get("role", ""))))
+        return jsonify(_user(accounts.set_role(s, actor(), username,
+                                               texts(body(), "role").get("role", ""))))
 
 
 @api.get("/tokens")
@@ -56,7 +57,7 @@ def list_tokens():
 def create_token():
     """Create a personal token, or a runner token scoped to a workspace (admin); the secret is
     in this response only."""
-    d = body()
+    d = texts(body(), "name", "kind", "user", "workspace")
     with unit(vault().factory) as s:
         issued = accounts.create_token(s, actor(), d.get("name", ""),
                                        kind=d.get("kind", "personal"), username=d.get("user"),
@@ -77,13 +78,9 @@ def revoke_token(token_id: int):
 @api.get("/audit")
 def audit_log():
     """The audit log, newest first, filtered by workspace, target, actor, action, outcome."""
-    me = actor()
-    if me.role == "runner":
-        accounts.require(me, "viewer")
+    auditors.require_reader(vault().factory, actor())
     a = request.args
-    limit = int_arg("limit", 100)
-    if not 1 <= limit <= 1000:
-        raise BadRequest("limit must be 1–1000")
+    limit = int_arg("limit", 100, 1, 1000)
     with vault().factory() as s:
         evs = audit.query(s, workspace=a.get("workspace"), target=a.get("target"),
                           actor=a.get("actor"), action=a.get("action"),

@@ -5,22 +5,20 @@ from flask import jsonify, request, url_for
 
 from .. import credentials as svc, credtypes
 from ..audit import unit
-from ..errors import BadRequest, ValidationError
-from . import actor, api, body, flag, hotpath, vault, workspace
+from ..errors import ValidationError
+from . import actor, api, body, flag, hotpath, inputs, vault, workspace
 
 
-def int_arg(name: str, default: int) -> int:
-    try:
-        return int(request.args.get(name, default))
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer") from None
+def int_arg(name: str, default: int, low: int = 0, high: int = inputs.INT64_MAX) -> int:
+    """An integer query parameter within [low, high], or a 400."""
+    return inputs.bounded_int(request.args.get(name), name, default, low, high)
 
 
 @api.get("/credentials")
 def list_credentials():
     """List credentials (metadata only), newest first; filter, search, sort, paginate."""
     a = request.args
-    limit, offset = int_arg("limit", 50), int_arg("offset", 0)
+    limit, offset = int_arg("limit", 50, 1, 500), int_arg("offset", 0)
     with vault().factory() as s:
         rows, total = svc.list_credentials(
             s, workspace=workspace(), q=a.get("q"), type=a.get("type"), status=a.get("status"),

@@ -23,6 +23,7 @@ from ..errors import AuthenticationRequired, BadRequest, ValidationError, Workbe
 from ..pipeline.resolve import Ref
 from ..statements import Raw
 from ..vault import Vault
+from . import inputs
 
 PATH = "/api/v1/resolve"
 log = logging.getLogger(__name__)
@@ -91,7 +92,8 @@ def parse_body(data: Any) -> tuple[list[Ref], dict]:
 def json_object(data: Any) -> dict[str, Any]:
     """A parsed request body that must be a JSON object (every API body is one)."""
     if not isinstance(data, dict):
-        raise BadRequest("the request body must be a JSON object")
+        raise BadRequest("the request body must be a JSON object (UTF-8 text, nested at most "
+                         f"{inputs.MAX_DEPTH} levels)")
     return data
 
 
@@ -102,8 +104,8 @@ def json_body(environ: dict, length: int) -> Any:
             (mimetype.startswith("application/") and mimetype.endswith("+json"))):
         return None
     try:
-        return json.loads(environ["wsgi.input"].read(length))
-    except ValueError:  # also UnicodeDecodeError
+        return inputs.loads(environ["wsgi.input"].read(length))
+    except ValueError:  # also UnicodeDecodeError, and JSON past inputs' limits
         return None
 
 
@@ -134,6 +136,7 @@ class HotPath:
         qs = environ.get("QUERY_STRING")
         workspace = parse_qs(qs, keep_blank_values=True).get("workspace", ["default"])[0] \
             if qs else "default"
+        workspace = workspace.replace("\0", "\ufffd")  # PostgreSQL text holds no NUL
         try:
             status, payload = 200, resolve_request(
                 self.vault, json_body(environ, length), workspace=workspace,

@@ -6,8 +6,11 @@ import re
 from flask import current_app, jsonify
 
 from .. import credtypes
+from ..credentials import SORT_JOINS, SORTABLE
 from ..pipeline.names import CRED_ID
 from . import PUBLIC_ENDPOINTS, api
+from .contract import BODIES, CREATED, OBJECT, path_params
+from .inputs import INT64_MAX
 
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["code", "message"],
@@ -17,20 +20,24 @@ _ERRORS = {"400": "Bad request", "401": "No or invalid token", "403": "Role or s
            "404": "Not found", "409": "Conflict (e.g. referenced by pipelines)",
            "413": "Body too large", "422": "Invalid input"}
 
-# Query parameters beyond ``workspace``: endpoint → (name, JSON type, description).
-_PAGE = [("limit", "integer", "page size"), ("offset", "integer", "rows to skip")]
+# Query parameters beyond ``workspace``: endpoint → (name, JSON type or schema, description).
+_OFFSET = ("offset", {"type": "integer", "minimum": 0, "maximum": INT64_MAX}, "rows to skip")
+_PAGE = [("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size"), _OFFSET]
+_SORT = {"type": "string", "enum": [p + k for k in [*SORTABLE, *SORT_JOINS] for p in ("", "-")]}
 _FORCE = [("force", "boolean", "go ahead although pipelines reference it (admins)")]
 QUERY = {
     "api.list_credentials": [("q", "string", "substring of ID, name or description"),
                              ("type", "string", "credential type"),
                              ("status", "string", "status summary"),
-                             ("sort", "string", "column, '-' first for descending"), *_PAGE],
+                             ("sort", _SORT, "column, '-' first for descending"), *_PAGE],
     "api.update_credential": _FORCE, "api.delete_credential": _FORCE,
     "api.prune_versions": _FORCE, "api.list_runs": _PAGE,
     "api.audit_log": [("target", "string", "credential ID or other target"),
                       ("actor", "string", "user, or token:/runner:NAME"),
                       ("action", "string", "e.g. credential.resolve"),
-                      ("outcome", "string", "ok, denied or failed"), *_PAGE],
+                      ("outcome", "string", "ok, denied or failed"),
+                      ("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),
+                      _OFFSET],
     "api.explain_policy": [("pipeline", "string", "pipeline name"), ("step", "string", "step"),
                            ("credential", "string", "credential ID"),
                            ("ref", "string", "git ref of the run"),
@@ -68,21 +75,23 @@ def build_spec(app) -> dict:
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             op = {"operationId": rule.endpoint.split(".")[-1] + "_" + method.lower(),
                   "summary": summary,
-                  "parameters": [{"name": p, "in": "path", "required": True,
-                                  "schema": {"type": "string"}} for p in rule.arguments]
+                  "parameters": path_params(rule.rule)
                   + [{"name": "workspace", "in": "query", "schema": {"type": "string",
                                                                        "default": "default"}}]
-                  + [{"name": n, "in": "query", "schema": {"type": t}, "description": d}
+                  + [{"name": n, "in": "query", "description": d,
+                      "schema": t if isinstance(t, dict) else {"type": t}}
                      for n, t, d in QUERY.get(rule.endpoint, [])],
-                  "responses": {"200": {"description": "OK"},
+                  "responses": {"201" if rule.endpoint in CREATED else "200": {
+                                    "description": "Created" if rule.endpoint in CREATED
+                                    else "OK"},
                                 **{c: {"description": d, "content": {"application/json": {
                                     "schema": {"$ref": "#/components/schemas/Error"}}}}
                                    for c, d in _ERRORS.items()}}}
             if rule.endpoint in ACCEPTED:
                 op["responses"]["202"] = {"description": "Started in the background"}
-            if method in ("POST", "PATCH"):
-                op["requestBody"] = {"content": {"application/json": {"schema": {
-                    "type": "object"}}}}
+            if method in ("POST", "PATCH", "PUT"):
+                op["requestBody"] = {"required": rule.endpoint in BODIES, "content": {
+                    "application/json": {"schema": BODIES.get(rule.endpoint, OBJECT)}}}
             if rule.endpoint == "api.create_credential":
                 op["requestBody"]["content"]["application/json"]["schema"] = {
                     "$ref": "#/components/schemas/NewCredential"}

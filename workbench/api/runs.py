@@ -47,7 +47,8 @@ def list_runs():
     """Runs, newest first."""
     _read_access()
     with vault().factory() as s:
-        runs = records.list_runs(s, workspace(), int_arg("limit", 50), int_arg("offset", 0))
+        runs = records.list_runs(s, workspace(), int_arg("limit", 50, 1, 500),
+                                 int_arg("offset", 0))
         return jsonify({"items": [records.run_to_dict(r) for r in runs],
                         "total": records.count_runs(s, workspace())})
 

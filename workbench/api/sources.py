@@ -7,6 +7,7 @@ from .. import background, references as idx, sourcelock, sources as svc
 from ..audit import unit
 from ..errors import ValidationError
 from . import actor, api, body, flag, vault, workspace
+from .inputs import texts
 
 
 @api.get("/pipeline-sources")
@@ -20,7 +21,7 @@ def list_sources():
 @api.post("/pipeline-sources")
 def add_source():
     """Add a local folder or git repository (url, branch, path_glob, credential_id)."""
-    data = body()
+    data = texts(body(), "name", "kind", "url", "branch", "path_glob", "credential_id")
     unknown = set(data) - {"name", "kind", "url", "branch", "path_glob", "credential_id"}
     if unknown:
         raise ValidationError(f"unknown field(s) {sorted(unknown)}", field=sorted(unknown)[0])

@@ -238,7 +238,7 @@ def to_json(values: dict[str, Any]) -> dict[str, Any]:
 def get(name: str) -> CredentialType:
     try:
         return TYPES[name]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: not hashable (a JSON object or list)
         raise ValidationError(f"unknown credential type {str(name)[:64]!r}; "
                               f"expected one of {sorted(TYPES)}", field="type") from None
 

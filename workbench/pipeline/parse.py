@@ -1,4 +1,4 @@
-"""Pipeline YAML → ``Pipeline``: size/depth/alias limits and errors that name file, line, field."""
+"""Pipeline YAML → ``Pipeline`` under ``safeyaml``'s limits; errors name file, line, field."""
 from __future__ import annotations
 
 import difflib
@@ -7,14 +7,14 @@ from pathlib import Path
 
 import yaml
 
-from .. import credtypes
+from .. import credtypes, safeyaml
 from ..errors import PipelineError
 from .maskopts import MaskingOptions, parse_mask_flag, parse_masking
 from .names import (FORBIDDEN, FORBIDDEN_PREFIXES, IMAGE, NAME,  # noqa: F401 - re-exported
                     env_name_problem, parse_ref, parse_timeout)
 from .resolve import Ref
 
-MAX_BYTES = 1024 * 1024
+MAX_BYTES = safeyaml.MAX_BYTES
 MAX_DEPTH = 16
 MAX_STEPS = 200
 MAX_CREDENTIALS = 50
@@ -80,43 +80,9 @@ def parse_pipeline(text: str, *, filename: str) -> Pipeline:
     return _Parser(filename).pipeline(root)
 
 
-class _Loader(yaml.SafeLoader):
-    """A SafeLoader that refuses anchors/aliases (billion laughs) and deep nesting."""
-
-    def __init__(self, stream, filename: str):
-        super().__init__(stream)
-        self.filename = filename
-        self.depth = 0
-
-    def compose_node(self, parent, index):
-        event = self.peek_event()
-        line = event.start_mark.line + 1
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise PipelineError("YAML anchors and aliases (&name, *name) are not allowed",
-                                file=self.filename, line=line)
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise PipelineError(f"nesting deeper than {MAX_DEPTH} levels", file=self.filename,
-                                line=line)
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-
 def _compose(text: str, filename: str) -> yaml.Node:
-    loader = _Loader(text, filename)
-    try:
-        node = loader.get_single_node()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        # the problem text describes syntax only; it never quotes scalar values at length
-        raise PipelineError(f"YAML syntax error: {exc.problem or exc.context}", file=filename,
-                            line=mark.line + 1 if mark else None) from None
-    except yaml.YAMLError as exc:
-        raise PipelineError(f"YAML error: {type(exc).__name__}", file=filename) from None
-    finally:
-        loader.dispose()
+    node = safeyaml.compose(text, lambda message, line: PipelineError(
+        message, file=filename, line=line), max_depth=MAX_DEPTH)
     if node is None:
         raise PipelineError("pipeline is empty", file=filename, line=1)
     return node
@@ -140,6 +106,8 @@ class _Parser:
             return self.constructor.construct_object(node)
         except yaml.YAMLError:
             self.fail(f"{field or 'value'}: unsupported YAML tag {node.tag[:64]!r}", node, field)
+        except (ValueError, OverflowError):  # an integer of more than 4,300 digits
+            self.fail(f"{field or 'value'} cannot be read (a number too large?)", node, field)
 
     def text(self, node: yaml.Node, field: str) -> str:
         value = self.scalar(node, field)

@@ -5,13 +5,20 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
-from .. import accounts, audit
+from .. import accounts, audit, auditors
 from ..accounts import require
 from ..errors import Conflict, NotFound, ValidationError
 from ..models import Workspace
 from . import actor, vault, web
 
 AUDIT_FILTERS = ("actor", "action", "outcome", "workspace", "target")
+
+
+@web.app_context_processor
+def _audit_link():
+    """``can_read_audit()`` in templates: the same rule as the page and the API."""
+    return {"can_read_audit": lambda: current_user.is_authenticated and auditors.may_read(
+        actor())}
 
 
 @web.route("/admin/users", methods=["GET", "POST"])
@@ -102,10 +109,10 @@ def revoke_token(token_id: int):
 
 @web.get("/admin/audit")
 def audit_log():
-    """The audit log with filters (admin)."""
-    require(actor(), "admin")
+    """The audit log with filters (admins and auditors)."""
+    auditors.require_reader(vault().factory, actor())
     filters = {k: request.args.get(k, "").strip()[:200] for k in AUDIT_FILTERS}
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = min(max(1, request.args.get("page", 1, type=int) or 1), 10**6)
     with vault().factory() as s:
         events = audit.query(s, **{k: v or None for k, v in filters.items()}, limit=101,
                              offset=(page - 1) * 100)

@@ -17,9 +17,10 @@ WRONG = "Wrong username or password."
 
 
 def _safe_next(target: str | None) -> str:
-    """Only same-site paths: never redirect to another host after sign-in."""
+    """Only same-site paths: never redirect to another host after sign-in (nor a control
+    character, which cannot go in a Location header)."""
     if not target or not target.startswith("/") or target.startswith("//") \
-            or urlsplit(target).netloc or "\\" in target:
+            or not target.isprintable() or urlsplit(target).netloc or "\\" in target:
         return url_for("web.credentials")
     return target
 

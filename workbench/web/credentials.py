@@ -7,7 +7,7 @@ from datetime import datetime
 from flask import abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from .. import audit, checking, checks, credentials as svc, credtypes, policy, references, status
+from .. import audit, auditors, checking, checks, credentials as svc, credtypes, policy, references, status
 from ..accounts import require
 from ..errors import (Busy, Conflict, CredentialInUse, NotFound, ValidationError,
                       WorkbenchError)
@@ -101,7 +101,8 @@ def credential(workspace: str, cred_id: str):
                    runs=recent_runs(s, workspace, cred_id), used_at=used_at, by_run=by_run,
                    keys=pairs.key_names(s, c) if c.type == pairs.GENERIC else [],
                    receivers=policy.receivers(s, workspace, cred_id),
-                   events=audit.query(s, workspace=workspace, target=cred_id, limit=50))
+                   events=audit.query(s, workspace=workspace, target=cred_id, limit=50)
+                   if auditors.may_read(actor()) else [])
     return render_template("credentials/show.html", **ctx)
 
 

@@ -103,7 +103,7 @@ def pipeline(pipeline_id: int):
 def runs():
     """Runs, newest first, with per-step status."""
     ws = _workspace()
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = min(max(1, request.args.get("page", 1, type=int) or 1), 10**6)
     with vault().factory() as s:
         total = records.count_runs(s, ws)
         page = min(page, max(1, -(-total // 50)))  # past the end: the last page
