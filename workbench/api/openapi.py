@@ -17,7 +17,9 @@ _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "properties": {"code": {"type": "string"}, "message": {"type": "string"},
                    "details": {"type": "object"}}}}}
 _ERRORS = {"400": "Bad request", "401": "No or invalid token", "403": "Role or scope refused",
-           "404": "Not found", "409": "Conflict (e.g. referenced by pipelines)",
+           "404": "Not found",
+           "405": "Method not allowed (also: an ID past int64 where another method has the route)",
+           "409": "Conflict (e.g. referenced by pipelines)",
            "413": "Body too large", "422": "Invalid input"}
 
 # Query parameters beyond ``workspace``: endpoint → (name, JSON type or schema, description).
