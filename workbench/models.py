@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
-                        UniqueConstraint, event)
+                        UniqueConstraint, event, false)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .db import Base, utcnow
@@ -90,6 +90,8 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(default=False)
     # part of the session cookie's user ID; signing out bumps it, so a copied cookie dies too
     session_epoch: Mapped[int] = mapped_column(default=0, server_default="0")
+    # set for a generated or admin-chosen password: the next sign-in must change it
+    must_change_password: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     # Flask-Login protocol, kept here so the web layer needs no wrapper class
     is_authenticated = True

@@ -14,7 +14,8 @@ from ..audit import Actor
 from ..errors import ConfigError, WorkbenchError
 
 # Modules that contribute commands: each exposes ``commands`` (a list of click commands).
-COMMAND_MODULES = ["workbench.cli.admin", "workbench.cli.creds", "workbench.cli.runs",
+COMMAND_MODULES = ["workbench.cli.admin", "workbench.cli.people", "workbench.cli.creds",
+                   "workbench.cli.runs",
                    "workbench.cli.pipelines"]
 
 

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 
 import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from .. import accounts, audit, crypto, keyring
+from .. import accounts, audit, crypto, keyring, passwords
 from ..audit import unit
 from ..config import Settings
 from ..errors import ConfigError, CryptoError
@@ -27,10 +26,10 @@ def init(admin_name: str):
     with unit(v.factory) as s:
         accounts.get_workspace(s, "default", create=True)
         if s.scalar(select(User.id).limit(1)) is None:
-            password = secrets.token_urlsafe(15)
+            password = passwords.generate()
             accounts.create_user(s, cli_actor(), admin_name, password, "admin")
-            click.echo(f"Created admin user {admin_name!r}. One-time password (shown once, "
-                       f"change it after signing in):\n\n    {password}\n")
+            click.echo(f"Created admin user {admin_name!r}. One-time password (shown once; "
+                       f"the first sign-in asks for a new one):\n\n    {password}\n")
     click.echo(f"Instance: {settings.instance}")
     click.echo(f"Database: {v.engine.url.render_as_string(hide_password=True)}")
     click.echo(f"Master key: {'WORKBENCH_MASTER_KEY' if settings.master_key else settings.key_path}")
