@@ -43,16 +43,13 @@ def require(actor: Actor, role: str, action: str = "", *, workspace: str = "",
         raise err
 
 
-def get_workspace(s: Session, name: str, *, create: bool = False) -> Workspace:
+def get_workspace(s: Session, name: str) -> Workspace:
+    """The workspace (scope) called ``name``, or a 404 that says how to create it: nothing
+    creates one implicitly (a typo must not become a new workspace)."""
     ws = s.scalar(select(Workspace).where(Workspace.name == name))
     if ws is None:
-        if not create:
-            raise NotFound(f"workspace {name[:63]!r} does not exist")
-        if not CRED_ID.match(name):  # workspace names follow the credential-ID rules
-            raise ValidationError("workspace names use a-z, 0-9, '.', '_', '-'", field="workspace")
-        ws = Workspace(name=name)
-        s.add(ws)
-        s.flush()
+        raise NotFound(f"workspace {str(name)[:63]!r} does not exist (an admin creates it: "
+                       f"`workbench scope create NAME` or POST /api/v1/scopes)")
     return ws
 
 
@@ -167,7 +164,7 @@ def create_token(s: Session, actor: Actor, name: str, *, kind: str = "personal",
     """Personal tokens act as their user; runner tokens may only resolve in one workspace."""
     if kind == "runner":
         require(actor, "admin")
-        ws = get_workspace(s, workspace or "default", create=True)
+        ws = get_workspace(s, workspace or "default")
         owner = None
     elif kind == "personal":
         owner = find_user(s, username or actor.name)

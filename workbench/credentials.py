@@ -95,7 +95,7 @@ def create_credential(s: Session, barrier: Barrier, actor: Actor, *, workspace: 
     ctype = credtypes.get(type)
     clean, _ = ctype.validate(values)
     _check_text(name, description)
-    ws = get_workspace(s, workspace, create=True)
+    ws = get_workspace(s, workspace)
     if s.scalar(select(Credential.pk).where(Credential.workspace_id == ws.id,
                                              Credential.cred_id == cred_id)):
         raise Conflict(f"credential {cred_id!r} already exists in workspace {workspace!r}")

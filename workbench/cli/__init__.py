@@ -14,9 +14,8 @@ from ..audit import Actor
 from ..errors import ConfigError, WorkbenchError
 
 # Modules that contribute commands: each exposes ``commands`` (a list of click commands).
-COMMAND_MODULES = ["workbench.cli.admin", "workbench.cli.people", "workbench.cli.creds",
-                   "workbench.cli.runs",
-                   "workbench.cli.pipelines"]
+COMMAND_MODULES = ["workbench.cli.admin", "workbench.cli.people", "workbench.cli.scopes",
+                   "workbench.cli.creds", "workbench.cli.runs", "workbench.cli.pipelines"]
 
 
 workspace_option = click.option("--workspace", "-w", default="default", show_default=True)

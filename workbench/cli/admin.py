@@ -8,7 +8,7 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from .. import accounts, audit, crypto, keyring, passwords
+from .. import accounts, audit, crypto, keyring, passwords, scopes
 from ..audit import unit
 from ..config import Settings
 from ..errors import ConfigError, CryptoError
@@ -24,7 +24,7 @@ def init(admin_name: str):
     settings = Settings.from_env()
     v = Vault(settings).open()
     with unit(v.factory) as s:
-        accounts.get_workspace(s, "default", create=True)
+        scopes.ensure_default(s)
         if s.scalar(select(User.id).limit(1)) is None:
             password = passwords.generate()
             accounts.create_user(s, cli_actor(), admin_name, password, "admin")

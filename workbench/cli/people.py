@@ -20,7 +20,7 @@ def _user_row(u) -> dict:
             "must_change_password": u.must_change_password, "created_at": iso(u.created_at)}
 
 
-def _table(rows: list[dict], columns: list[str]) -> str:
+def table(rows: list[dict], columns: list[str]) -> str:
     """Plain aligned columns for people to read (``--json`` for scripts)."""
     cells = [columns] + [["" if r[c] is None else str(r[c]) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
@@ -47,7 +47,7 @@ def user_list(as_json: bool):
     """List users, their roles and state."""
     with vault().factory() as s:
         rows = [_user_row(u) for u in accounts.list_users(s)]
-    emit(rows, as_json, _table(rows, ["username", "role", "disabled", "must_change_password",
+    emit(rows, as_json, table(rows, ["username", "role", "disabled", "must_change_password",
                                       "created_at"]))
 
 
@@ -134,7 +134,7 @@ def token_list(username: str | None, as_json: bool):
     with vault().factory() as s:
         rows = [accounts.token_to_dict(t) for t in accounts.list_tokens(s)
                 if username is None or (t.user and t.user.username == username)]
-    emit(rows, as_json, _table(rows, ["id", "kind", "name", "prefix", "user", "workspace",
+    emit(rows, as_json, table(rows, ["id", "kind", "name", "prefix", "user", "workspace",
                                       "last_used_at", "revoked"]))
 
 

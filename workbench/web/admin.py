@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from .. import accounts, audit
 from ..accounts import require
-from ..errors import Conflict, ValidationError
+from ..errors import Conflict, NotFound, ValidationError
 from ..models import Workspace
 from . import actor, vault, web
 
@@ -102,6 +102,8 @@ def tokens():
                 issued = (out.token.name, out.secret)
         except ValidationError as e:
             errors[e.field or "name"] = e.message
+        except NotFound as e:  # the workspace: never created by a typo
+            errors["workspace"] = e.message
     with vault().factory() as s:
         items = [accounts.token_to_dict(t) for t in _visible_tokens(s)]
         workspaces = list(s.scalars(select(Workspace.name).order_by(Workspace.name)))

@@ -47,8 +47,9 @@ def new_credential():
                                       cred_id=meta["id"], type=type_name, values=values,
                                       name=meta["name"].strip(),
                                       description=meta["description"])
-        except (ValidationError, Conflict) as e:
-            errors[_field_of(e)] = e.message
+        except (ValidationError, Conflict, NotFound) as e:
+            # a NotFound here is the workspace: nothing creates one by accident
+            errors["workspace" if isinstance(e, NotFound) else _field_of(e)] = e.message
             shown = forms.shown_on_error(ctype, f)
         else:
             flash(f"Credential {meta['id']} created.", "success")
