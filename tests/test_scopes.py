@@ -26,7 +26,8 @@ def test_create_list_rename_and_delete_through_the_api(api_as, vault):
     assert admin.post("/scopes", {"id": "Team A!"}).status_code == 422
     items = {i["id"]: i for i in api_as("viewer").get("/scopes").get_json()["items"]}
     assert set(items) == {"default", "team-a"} and items["team-a"]["title"] == "Team A"
-    assert items["team-a"]["contents"] == {"credentials": 0, "sources": 0, "runner_tokens": 0}
+    assert items["team-a"]["contents"] == {"scopes": 0, "credentials": 0, "sources": 0,
+                                           "runner_tokens": 0}
 
     renamed = admin.patch("/scopes/team-a", {"title": "Team Alpha"})
     assert renamed.status_code == 200 and renamed.get_json()["title"] == "Team Alpha"

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
-                        UniqueConstraint, event, false)
+                        UniqueConstraint, event, false, true)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .db import Base, utcnow
@@ -21,6 +21,9 @@ class Workspace(Base):
     title: Mapped[str] = mapped_column(String(200), default="", server_default="")
     created_by: Mapped[str] = mapped_column(String(100), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    # the scope tree: credentials of a scope are visible in every scope below it
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("workspaces.id"), nullable=True,
+                                                  index=True)
 
 
 class Credential(Base):
@@ -48,6 +51,8 @@ class Credential(Base):
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
+    # False: only runs of this very scope see it, not those of the scopes below
+    inherit: Mapped[bool] = mapped_column(default=True, server_default=true())
 
     workspace: Mapped[Workspace] = relationship(lazy="joined")
     versions: Mapped[list["CredentialVersion"]] = relationship(

@@ -12,17 +12,18 @@ from . import actor, api, body, vault
 def list_scopes():
     """Every workspace, with what it holds."""
     with vault().factory() as s:
-        return jsonify({"items": [scopes.to_dict(ws, scopes.contents(s, ws))
+        by_id = scopes.names(s)
+        return jsonify({"items": [scopes.to_dict(ws, scopes.contents(s, ws), by_id)
                                   for ws in scopes.list_scopes(s)]})
 
 
 @api.post("/scopes")
 def create_scope():
-    """Create a workspace: ``id`` (immutable) and an optional ``title`` (admin)."""
+    """Create a workspace: ``id`` (immutable), an optional ``title`` and ``parent`` (admin)."""
     d = body()
     with unit(vault().factory) as s:
-        return jsonify(scopes.to_dict(scopes.create_scope(s, actor(), d.get("id"),
-                                                          d.get("title", "")))), 201
+        ws = scopes.create_scope(s, actor(), d.get("id"), d.get("title", ""), d.get("parent"))
+        return jsonify(scopes.to_dict(ws, None, scopes.names(s))), 201
 
 
 @api.get("/scopes/<scope_id>")
@@ -30,14 +31,23 @@ def get_scope(scope_id: str):
     """One workspace and what it holds."""
     with vault().factory() as s:
         ws = scopes.get_scope(s, scope_id)
-        return jsonify(scopes.to_dict(ws, scopes.contents(s, ws)))
+        return jsonify(scopes.to_dict(ws, scopes.contents(s, ws), scopes.names(s)))
+
+
+@api.get("/scopes/<scope_id>/credentials/<cred_id>")
+def effective_credential(scope_id: str, cred_id: str):
+    """Which credential ``cred_id`` a pipeline in this workspace gets (``gets``: its own
+    workspace, or the nearest one above it) and the ones above it that it shadows."""
+    with vault().factory() as s:
+        return jsonify(scopes.explain(s, scope_id, cred_id))
 
 
 @api.patch("/scopes/<scope_id>")
 def update_scope(scope_id: str):
     """Change a workspace's title (admin); its ID never changes."""
     with unit(vault().factory) as s:
-        return jsonify(scopes.to_dict(scopes.update_scope(s, actor(), scope_id, body())))
+        ws = scopes.update_scope(s, actor(), scope_id, body())
+        return jsonify(scopes.to_dict(ws, None, scopes.names(s)))
 
 
 @api.delete("/scopes/<scope_id>")

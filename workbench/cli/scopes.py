@@ -21,20 +21,24 @@ def scope():
 def scope_list(as_json: bool):
     """List workspaces and what they hold."""
     with vault().factory() as s:
-        rows = [scopes.to_dict(ws, scopes.contents(s, ws)) for ws in scopes.list_scopes(s)]
+        by_id = scopes.names(s)
+        rows = [scopes.to_dict(ws, scopes.contents(s, ws), by_id)
+                for ws in scopes.list_scopes(s)]
     flat = [{**r, **r["contents"]} for r in rows]
-    emit(rows, as_json, table(flat, ["id", "title", "credentials", "sources", "runner_tokens",
-                                     "created_at"]))
+    emit(rows, as_json, table(flat, ["id", "parent", "title", "scopes", "credentials", "sources",
+                                     "runner_tokens", "created_at"]))
 
 
 @scope.command("create")
 @click.argument("scope_id")
 @click.option("--title", default="", help="a display name (can be changed later)")
+@click.option("--parent", default=None, help="the scope above it (its credentials are seen "
+              "here); fixed for good")
 @with_appcontext
-def scope_create(scope_id: str, title: str):
-    """Create a workspace; its ID never changes."""
+def scope_create(scope_id: str, title: str, parent: str | None):
+    """Create a workspace; its ID and parent never change."""
     with unit(vault().factory) as s:
-        scopes.create_scope(s, cli_actor(), scope_id, title)
+        scopes.create_scope(s, cli_actor(), scope_id, title, parent)
     click.echo(f"workspace {scope_id} created")
 
 

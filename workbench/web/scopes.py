@@ -5,7 +5,7 @@ from flask import flash, redirect, render_template, request, url_for
 
 from .. import audit, scopes
 from ..accounts import require
-from ..errors import Conflict, PermissionDenied, ValidationError
+from ..errors import Conflict, NotFound, PermissionDenied, ValidationError
 from . import actor, vault, web
 
 
@@ -13,21 +13,23 @@ from . import actor, vault, web
 def scopes_page():
     """List workspaces; create one (admin)."""
     errors: dict[str, str] = {}
-    form = {"id": "", "title": ""}
+    form = {"id": "", "title": "", "parent": ""}
     if request.method == "POST":
         form = {k: request.form.get(k, "").strip() for k in form}
         try:
             with audit.unit(vault().factory) as s:
-                scopes.create_scope(s, actor(), form["id"], form["title"])
-        except (ValidationError, Conflict) as e:
-            errors[getattr(e, "field", None) or "id"] = e.message
+                scopes.create_scope(s, actor(), form["id"], form["title"], form["parent"] or None)
+        except (ValidationError, Conflict, NotFound) as e:
+            errors["parent" if isinstance(e, NotFound) else getattr(e, "field", None) or "id"] \
+                = e.message
         else:
             flash(f"Workspace {form['id']} created.", "success")
             return redirect(url_for("web.scopes_page"))
     with vault().factory() as s:
         items = [(ws, scopes.contents(s, ws)) for ws in scopes.list_scopes(s)]
+        by_id = scopes.names(s)
     return render_template("admin/scopes.html", items=items, form=form, errors=errors,
-                           default=scopes.DEFAULT), 422 if errors else 200
+                           default=scopes.DEFAULT, by_id=by_id), 422 if errors else 200
 
 
 @web.post("/admin/scopes/<scope_id>/rename")
