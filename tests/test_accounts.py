@@ -3,6 +3,7 @@ the last active admin who can never be removed (web, API; on SQLite and PostgreS
 import pytest
 
 from workbench import audit, passwords
+from workbench.audit import SYSTEM
 from workbench.models import User
 from tests.test_web import as_role, csrf, login, post  # noqa: F401 (as_role: a fixture)
 
@@ -179,3 +180,40 @@ def test_the_last_admin_cannot_demote_themselves_on_the_web(as_role, users, vaul
     assert _user(vault, me).role == "admin"
     assert admin.get("/admin/users").status_code == 200
     assert csrf(admin, "/admin/users")
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(vault, users, db_url):
+    """PostgreSQL: the second demotion waits for the first's row locks, then sees its change."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite runs one write transaction at a time")
+    import threading
+    from workbench import accounts
+    from workbench.audit import Actor
+    from workbench.errors import Conflict
+    with vault.factory.begin() as s:
+        accounts.set_role(s, SYSTEM, users["editor"][0], "admin")
+    first = vault.factory()
+    first.begin()
+    accounts.set_role(first, Actor("admin1", role="admin"), users["admin"][0], "viewer")
+    first.flush()  # holds the admin rows' locks until it commits
+    outcome = []
+
+    def second():
+        try:
+            with vault.factory.begin() as s:
+                accounts.set_role(s, Actor("editor1", role="admin"), users["editor"][0],
+                                  "viewer")
+            outcome.append("demoted")
+        except Conflict as e:
+            outcome.append(e.message)
+    t = threading.Thread(target=second)
+    t.start()
+    t.join(1.0)
+    assert t.is_alive()  # waiting for the first transaction's locks
+    first.commit()
+    first.close()
+    t.join(30)
+    assert outcome == ["'editor1' is the last active admin; make another user admin first"]
+    with vault.factory() as s:
+        admins = [u.username for u in accounts.list_users(s) if u.role == "admin"]
+    assert admins == ["editor1"]

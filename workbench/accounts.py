@@ -76,10 +76,11 @@ def _keep_an_admin(s: Session, actor: Actor, user: User, action: str) -> None:
     """Refuse to demote, disable or delete the last active admin (nobody could undo it)."""
     if user.role != "admin" or user.disabled:
         return
-    # FOR UPDATE: two admins demoting each other at once cannot both pass (PostgreSQL)
-    others = s.scalars(select(User.id).where(User.role == "admin", User.disabled.is_(False),
-                                             User.id != user.id).with_for_update()).all()
-    if not others:
+    # FOR UPDATE on every active admin, in one order: two admins demoting each other at once
+    # take turns (no deadlock), and the second sees the first's change (PostgreSQL)
+    active = s.scalars(select(User.id).where(User.role == "admin", User.disabled.is_(False))
+                       .order_by(User.id).with_for_update()).all()
+    if not [i for i in active if i != user.id]:
         raise audit.refused(Conflict(f"{user.username!r} is the last active admin; make "
                                      "another user admin first"),
                             actor, action, target=user.username)
