@@ -187,16 +187,20 @@ def last_used(s: Session, workspace: str, cred_ids: Iterable[str]) -> dict[str, 
     return out
 
 
-def _dangling_clause(workspace: str):
-    """(join, missing, pruned): outer-join each reference to its credential and pinned
-    version; ``missing``/``pruned`` are the conditions that make it dangle."""
+def _dangling_clause(s: Session, workspace: str):
+    """(join, missing, pruned): outer-join each reference to the credential a run in the
+    workspace gets and its pinned version; ``missing``/``pruned`` make it dangle."""
     cred = aliased(Credential)
     ver = aliased(CredentialVersion)
-    # the credential a run in the workspace gets: its own or the nearest inherited one
-    got = scopes.nearest(PipelineReference.credential_id, workspace)
+    ws_id, parent = s.execute(select(Workspace.id, Workspace.parent_id)
+                              .where(Workspace.name == workspace)).first() or (None, None)
+    if parent is None:  # a top-level workspace has its own credentials only: a plain join
+        on = and_(cred.workspace_id == ws_id, cred.cred_id == PipelineReference.credential_id)
+    else:  # its own, or the nearest inherited one (a subquery per reference)
+        on = cred.pk == scopes.nearest(PipelineReference.credential_id, workspace)
 
     def join(stmt):
-        return (stmt.outerjoin(cred, cred.pk == got)
+        return (stmt.outerjoin(cred, on)
                 .outerjoin(ver, and_(ver.credential_pk == cred.pk,
                                      ver.version == PipelineReference.version)))
     missing = cred.pk.is_(None)
@@ -206,7 +210,7 @@ def _dangling_clause(workspace: str):
 
 def dangling(s: Session, workspace: str, pipeline_id: int | None = None) -> list[dict]:
     """References to IDs that do not exist, or to pinned versions that do not (any longer)."""
-    join, missing, pruned = _dangling_clause(workspace)
+    join, missing, pruned = _dangling_clause(s, workspace)
     q = join(_ref_select().add_columns(missing.label("missing"))) \
         .where(PipelineReference.workspace == workspace, missing | pruned)
     if pipeline_id is not None:
@@ -260,7 +264,7 @@ def _pipeline_dict(p, source: str, n_dangling: int = 0) -> dict:
 
 def list_pipelines(s: Session, workspace: str) -> list[dict]:
     """Every indexed pipeline with its source, commit, parse error and dangling count."""
-    join, missing, pruned = _dangling_clause(workspace)
+    join, missing, pruned = _dangling_clause(s, workspace)
     counts = dict(s.execute(join(select(PipelineReference.pipeline_id, func.count())
                                  .select_from(PipelineReference))
                             .where(PipelineReference.workspace == workspace, missing | pruned)

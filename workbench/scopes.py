@@ -52,27 +52,23 @@ def nearest(cred_id, name=None) -> ColumnElement:
 def receivers(s: Session, workspace: str, cred_id: str) -> list[str]:
     """The scopes whose runs get this credential: its own, and the scopes below it where no
     nearer credential with the same ID shadows it (none if it is not inherited)."""
-    row = s.execute(select(Credential.pk, Credential.inherit)
-                    .join(Workspace, Workspace.id == Credential.workspace_id)
-                    .where(Workspace.name == workspace, Credential.cred_id == cred_id)).first()
+    row = s.execute(_CREDENTIAL, {"workspace": workspace, "cred_id": cred_id}).first()
     if row is None:
         return [workspace]
     if not row.inherit:
         return [workspace]
     return [d for d in descendants(s, workspace)
-            if d == workspace or s.scalar(select(nearest(cred_id, d))) == row.pk]
+            if d == workspace or s.scalar(_NEAREST, {"cred_id": cred_id, "workspace": d})
+            == row.pk]
 
 
 def explain(s: Session, workspace: str, cred_id: str) -> dict:
     """Which credential ``cred_id`` a pipeline in ``workspace`` gets, and what it shadows:
     every credential with that ID in the scope and above, nearest first."""
-    chain = ancestry(workspace)
-    rows = s.execute(select(Workspace.name, Credential.inherit, chain.c.depth)
-                     .join(chain, chain.c.id == Workspace.id)
-                     .join(Credential, Credential.workspace_id == Workspace.id)
-                     .where(Credential.cred_id == cred_id).order_by(chain.c.depth)).all()
-    if not s.scalar(select(chain.c.id).where(chain.c.depth == 0)):
+    rows = s.execute(_ALONG_CHAIN, {"workspace": workspace, "cred_id": cred_id}).all()
+    if not rows:
         get_scope(s, workspace)  # the 404 for a workspace that does not exist
+    rows = [r for r in rows if r.pk is not None]
     usable = [r.name for r in rows if r.depth == 0 or r.inherit]
     return {"id": cred_id, "workspace": workspace, "gets": usable[0] if usable else None,
             "inherited": bool(usable) and usable[0] != workspace,
@@ -80,15 +76,40 @@ def explain(s: Session, workspace: str, cred_id: str) -> dict:
                                                       if r.depth and not r.inherit]}
 
 
-def descendants(s: Session, name: str) -> list[str]:
-    """The names of the scope ``name`` and of every scope below it (any depth)."""
-    here = select(_ws.c.id, literal(0).label("depth")).where(_ws.c.name == name) \
+def _descendants_query():
+    here = select(_ws.c.id, literal(0).label("depth")).where(_ws.c.name == bindparam("scope")) \
         .cte("down", recursive=True)
     sub = _ws.alias("sub")
     tree = here.union_all(select(sub.c.id, here.c.depth + 1)
                           .where(sub.c.parent_id == here.c.id, here.c.depth < MAX_DEPTH))
-    return list(s.scalars(select(_ws.c.name).join(tree, tree.c.id == _ws.c.id)
-                          .order_by(tree.c.depth, _ws.c.name)))
+    return select(_ws.c.name).join(tree, tree.c.id == _ws.c.id).order_by(tree.c.depth,
+                                                                         _ws.c.name)
+
+
+def _along_chain_query():
+    """Every credential ``cred_id`` in the scope and above (depth, inherit), nearest first;
+    an outer join, so the scope itself is a row (with NULLs) even where it has none."""
+    chain = ancestry()
+    return (select(_ws.c.name, Credential.inherit, chain.c.depth, Credential.pk)
+            .select_from(_ws.join(chain, chain.c.id == _ws.c.id)
+                         .outerjoin(Credential, (Credential.workspace_id == _ws.c.id)
+                                    & (Credential.cred_id == bindparam("cred_id"))))
+            .order_by(chain.c.depth))
+
+
+# Built once: building a recursive CTE costs more Python than running it.
+_DESCENDANTS = _descendants_query()
+_NEAREST = select(nearest(bindparam("cred_id")))
+_ALONG_CHAIN = _along_chain_query()
+_CREDENTIAL = (select(Credential.pk, Credential.inherit)
+               .join(Workspace, Workspace.id == Credential.workspace_id)
+               .where(Workspace.name == bindparam("workspace"),
+                      Credential.cred_id == bindparam("cred_id")))
+
+
+def descendants(s: Session, name: str) -> list[str]:
+    """The names of the scope ``name`` and of every scope below it (any depth)."""
+    return list(s.scalars(_DESCENDANTS, {"scope": name}))
 
 
 def ensure_default(s: Session) -> None:
