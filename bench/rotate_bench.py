@@ -47,8 +47,8 @@ def fill(env: dict[str, str], rows: int, sample: int = 500) -> tuple[bytes, dict
     keep = set(random.sample(range(1, rows + 1), min(sample, rows)))
     expected: dict[str, dict] = {}
     with v.engine.begin() as conn:
-        ws = conn.execute(insert(Workspace.__table__).values(name="default", created_at=now)
-                          ).inserted_primary_key[0]
+        # the default workspace exists once the vault is open
+        ws = conn.execute(select(Workspace.id).where(Workspace.name == "default")).scalar_one()
         creds, versions = [], []
         for i in range(1, rows + 1):
             cid = f"cred-{i:06d}"

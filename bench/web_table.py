@@ -51,8 +51,7 @@ def build(n: int, url: str, inst: Path):
     vault = Vault(settings).open()
     now = utcnow()
     with vault.factory.begin() as s:
-        ws = Workspace(name="default")
-        s.add(ws)
+        ws = s.scalars(select(Workspace).where(Workspace.name == "default")).one()  # made by open
         s.add(User(username="bench", password_hash=PasswordHasher().hash("bench-password"),
                    role="viewer"))
         s.flush()

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.fixtures.pipelines import DictResolver, canary
+from tests.fixtures.vault import add_scopes
 from workbench.pipeline.parse import parse_pipeline
 from workbench.pipeline.runner import Recorder, run_pipeline
 
@@ -317,6 +318,7 @@ def test_http_resolver_against_the_real_api(vault, tmp_path):
     from workbench.pipeline.resolve import Ref
 
     content = canary("pem").encode() + b"\n\x00\xff"
+    add_scopes(vault, "team")
     with vault.factory.begin() as s:
         credentials.create_credential(s, vault.barrier, SYSTEM, workspace="team", cred_id="cert",
                                       type="secret_file",

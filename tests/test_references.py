@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from sqlalchemy import event
 
 from tests.fixtures.pipeline_repo import pipeline_yaml
+from tests.fixtures.vault import add_scopes
 from workbench import credentials, references as idx, sources
 from workbench.audit import SYSTEM
 from workbench.pipeline import records
@@ -39,6 +40,7 @@ def _index(vault, repo, files: dict[str, str], workspace: str = "default") -> in
 
 
 def _cred(vault, cred_id, versions=1, workspace="default"):
+    add_scopes(vault, workspace)
     with vault.factory.begin() as s:
         credentials.create_credential(s, vault.barrier, SYSTEM, workspace=workspace,
                                       cred_id=cred_id, type="secret_text",

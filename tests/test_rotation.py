@@ -42,8 +42,8 @@ def keyed_vault(db_url, tmp_path):
               for i in range(ROWS)}
     now = utcnow()
     with v.engine.begin() as conn:
-        ws = conn.execute(insert(Workspace.__table__).values(name="default", created_at=now)
-                          ).inserted_primary_key[0]
+        # the default workspace exists once the vault is open
+        ws = conn.execute(select(Workspace.id).where(Workspace.name == "default")).scalar_one()
         conn.execute(insert(Credential.__table__), [
             {"workspace_id": ws, "cred_id": cid, "name": cid, "type": "username_password",
              "current_version": 1, "public": {}, "created_at": now, "updated_at": now}

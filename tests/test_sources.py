@@ -7,6 +7,7 @@ import pytest
 
 from tests.fixtures.pipeline_repo import (add_source, make_credential, pipeline_yaml,
                                           pipelines_by_path, refs_of, sync)
+from tests.fixtures.vault import add_scopes
 from workbench import audit, credentials, references as idx, sources
 from workbench.audit import SYSTEM
 from workbench.errors import PermissionDenied
@@ -154,6 +155,7 @@ def test_path_globs_match_like_a_shell(glob, path, expected):
 
 def test_sources_and_pipelines_of_another_workspace_stay_out_of_sight(api_as, vault, local_repo):
     local_repo.commit({"pipelines/a.yaml": pipeline_yaml("a", {"s": ["x"]})})
+    add_scopes(vault, "team-b")
     with vault.factory.begin() as s:
         sid = sources.add_source(s, SYSTEM, "team-b", kind="git", url=local_repo.url,
                                  name="b").id

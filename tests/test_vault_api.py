@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from tests.fixtures.vault import add_scopes
+
 KUBECONFIG = """apiVersion: v1
 kind: Config
 clusters:
@@ -174,7 +176,8 @@ def test_list_search_filter_sort_paginate(api_as):
     assert editor.get("/credentials?sort=password").status_code == 422
 
 
-def test_workspaces_are_separate(api_as):
+def test_workspaces_are_separate(api_as, vault):
+    add_scopes(vault, "team-a")
     editor = api_as("editor")
     editor.post("/credentials?workspace=team-a", {"id": "x", "type": "secret_text",
                                                   "values": {"secret": "aaaaaa"}})

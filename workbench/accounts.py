@@ -10,12 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import bindparam, case, false, or_, select, true, update
+from sqlalchemy import bindparam, case, delete, false, or_, select, true, update
 from sqlalchemy.orm import Session
 
-from . import audit
+from . import audit, passwords
 from .audit import Actor
 from .db import iso, utcnow
 from .errors import AuthenticationRequired, Conflict, NotFound, PermissionDenied, ValidationError
@@ -27,13 +25,12 @@ ROLES = ("admin", "editor", "viewer", "auditor")
 RANK = {"viewer": 0, "auditor": 0, "editor": 1, "admin": 2}  # auditor: a viewer + the audit log
 TOUCH_EVERY = timedelta(minutes=1)  # granularity of the "last used" times
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-_hasher = PasswordHasher()
 
 
 @functools.cache
 def _dummy_hash() -> str:
     """A hash to verify against when the user does not exist, so timing does not reveal it."""
-    return _hasher.hash("workbench-no-such-user")
+    return passwords.hash_password("workbench-no-such-user")
 
 
 def require(actor: Actor, role: str, action: str = "", *, workspace: str = "",
@@ -46,44 +43,88 @@ def require(actor: Actor, role: str, action: str = "", *, workspace: str = "",
         raise err
 
 
-def get_workspace(s: Session, name: str, *, create: bool = False) -> Workspace:
+def get_workspace(s: Session, name: str) -> Workspace:
+    """The workspace (scope) called ``name``, or a 404 that says how to create it: nothing
+    creates one implicitly (a typo must not become a new workspace)."""
     ws = s.scalar(select(Workspace).where(Workspace.name == name))
     if ws is None:
-        if not create:
-            raise NotFound(f"workspace {name[:63]!r} does not exist")
-        if not CRED_ID.match(name):  # workspace names follow the credential-ID rules
-            raise ValidationError("workspace names use a-z, 0-9, '.', '_', '-'", field="workspace")
-        ws = Workspace(name=name)
-        s.add(ws)
-        s.flush()
+        raise NotFound(f"workspace {str(name)[:63]!r} does not exist (an admin creates it: "
+                       f"`workbench scope create NAME` or POST /api/v1/scopes)")
     return ws
 
 
-def create_user(s: Session, actor: Actor, username: str, password: str, role: str) -> User:
+def create_user(s: Session, actor: Actor, username: str, password: str, role: str, *,
+                must_change: bool = True) -> User:
+    """An admin creates an account; the password they chose must be changed at first sign-in."""
     require(actor, "admin")
-    if not USERNAME.match(username or ""):
+    if not isinstance(username, str) or not USERNAME.match(username):
         raise ValidationError("username: letters, digits, '.', '_', '@', '-'", field="username")
     if role not in ROLES:
         raise ValidationError(f"role must be one of {', '.join(ROLES)}", field="role")
-    if len(password or "") < 10:
-        raise ValidationError("password must be at least 10 characters", field="password")
+    passwords.check(password, username)
     if s.scalar(select(User).where(User.username == username)):
         raise Conflict(f"user {username!r} already exists")
-    user = User(username=username, password_hash=_hasher.hash(password), role=role)
+    user = User(username=username, password_hash=passwords.hash_password(password), role=role,
+                must_change_password=must_change)
     s.add(user)
     s.flush()
     audit.record(s, actor, "user.create", target=username, details={"role": role})
     return user
 
 
+def _keep_an_admin(s: Session, actor: Actor, user: User, action: str) -> None:
+    """Refuse to demote, disable or delete the last active admin (nobody could undo it)."""
+    if user.role != "admin" or user.disabled:
+        return
+    # FOR UPDATE on every active admin, in one order: two admins demoting each other at once
+    # take turns (no deadlock), and the second sees the first's change (PostgreSQL)
+    active = s.scalars(select(User.id).where(User.role == "admin", User.disabled.is_(False))
+                       .order_by(User.id).with_for_update()).all()
+    if not [i for i in active if i != user.id]:
+        raise audit.refused(Conflict(f"{user.username!r} is the last active admin; make "
+                                     "another user admin first"),
+                            actor, action, target=user.username)
+
+
 def set_role(s: Session, actor: Actor, username: str, role: str) -> User:
-    require(actor, "admin")
+    require(actor, "admin", "user.role", target=str(username))
     user = find_user(s, username)
     if role not in ROLES:
         raise ValidationError(f"role must be one of {', '.join(ROLES)}", field="role")
+    if role != "admin":
+        _keep_an_admin(s, actor, user, "user.role")
     user.role = role
     audit.record(s, actor, "user.role", target=username, details={"role": role})
     return user
+
+
+def set_disabled(s: Session, actor: Actor, username: str, disabled: bool) -> User:
+    """Disable (every session and personal token stops at once) or re-enable a user."""
+    require(actor, "admin", "user.disable" if disabled else "user.enable", target=str(username))
+    user = find_user(s, username)
+    if disabled:
+        _keep_an_admin(s, actor, user, "user.disable")
+        user.session_epoch += 1  # a re-enabled user signs in again: old cookies stay dead
+    if user.disabled != disabled:
+        user.disabled = disabled
+        audit.record(s, actor, "user.disable" if disabled else "user.enable", target=username)
+    return user
+
+
+def delete_user(s: Session, actor: Actor, username: str) -> None:
+    """Delete an account and its personal tokens (the audit log keeps its name)."""
+    require(actor, "admin", "user.delete", target=str(username))
+    user = find_user(s, username)
+    _keep_an_admin(s, actor, user, "user.delete")
+    s.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
+    s.delete(user)
+    audit.record(s, actor, "user.delete", target=username)
+
+
+def reset_password(s: Session, actor: Actor, username: str, password: str) -> User:
+    """An admin sets a user's password; they must change it at their next sign-in."""
+    require(actor, "admin", "user.password_reset", target=str(username))
+    return passwords.reset(s, actor, find_user(s, username), password)
 
 
 def find_user(s: Session, username: str) -> User:
@@ -100,9 +141,7 @@ def list_users(s: Session) -> list[User]:
 def authenticate(s: Session, username: str, password: str) -> User:
     """Check a password; the error is the same whether or not the user exists."""
     user = s.scalar(select(User).where(User.username == username))
-    try:
-        _hasher.verify(user.password_hash if user else _dummy_hash(), password)
-    except (VerificationError, InvalidHashError):
+    if not passwords.verify(user, password, _dummy_hash()):
         user = None
     if user is None or user.disabled:
         raise AuthenticationRequired("wrong username or password")
@@ -130,7 +169,7 @@ def create_token(s: Session, actor: Actor, name: str, *, kind: str = "personal",
         raise ValidationError("only runner tokens take an allow-list", field="allow")
     if kind == "runner":
         require(actor, "admin")
-        ws = get_workspace(s, workspace or "default", create=True)
+        ws = get_workspace(s, workspace or "default")
         owner = None
         allow = _allow_list(allow)
     elif kind == "personal":

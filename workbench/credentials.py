@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable
 from sqlalchemy import Select, String, cast, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from . import audit, credtypes, crypto, keyterms
+from . import audit, credtypes, crypto, keyterms, scopes
 from .accounts import get_workspace, require
 from .audit import Actor
 from .crypto import Barrier
@@ -90,26 +90,29 @@ def _add_version(s: Session, barrier: Barrier, actor: Actor, c: Credential, ws: 
 
 def create_credential(s: Session, barrier: Barrier, actor: Actor, *, workspace: str,
                       cred_id: str, type: str, values: dict[str, Any], name: str = "",
-                      description: str = "") -> Credential:
+                      description: str = "", inherit: bool = True) -> Credential:
     """Validate everything first; nothing is stored on failure."""
     require(actor, "editor", "credential.create", workspace=workspace, target=str(cred_id))
     check_id(cred_id)
     ctype = credtypes.get(type)
     clean, _ = ctype.validate(values)
     _check_text(name, description)
-    ws = get_workspace(s, workspace, create=True)
+    if not isinstance(inherit, bool):
+        raise ValidationError("inherit must be true or false", field="inherit")
+    ws = get_workspace(s, workspace)
     if s.scalar(select(Credential.pk).where(Credential.workspace_id == ws.id,
                                              Credential.cred_id == cred_id)):
         raise Conflict(f"credential {cred_id!r} already exists in workspace {workspace!r}")
     c = Credential(workspace=ws, cred_id=cred_id, name=name or cred_id, description=description,
                    type=type, current_version=1, public=_public(ctype, clean),
-                   created_by=actor.label)
+                   created_by=actor.label, inherit=inherit)
     s.add(c)
     _add_version(s, barrier, actor, c, workspace, 1, type, clean)
     status_service.on_save(c, ctype, clean)
     s.flush()
     audit.record(s, actor, "credential.create", workspace=workspace, target=cred_id,
-                 details={"type": type, "version": 1, "fields": sorted(clean)})
+                 details={"type": type, "version": 1, "fields": sorted(clean),
+                          **({} if inherit else {"inherit": False})})
     return c
 
 
@@ -137,7 +140,8 @@ def update_credential(s: Session, barrier: Barrier, actor: Actor, *, workspace: 
     ones) and ``type`` create version N+1.  ``id`` and ``workspace`` can never change."""
     require(actor, "editor", "credential.update", workspace=workspace, target=cred_id)
     c = get_credential(s, workspace, cred_id)
-    unknown = set(changes) - {"id", "workspace", "name", "description", "values", "type"}
+    unknown = set(changes) - {"id", "workspace", "name", "description", "values", "type",
+                              "inherit"}
     if unknown:
         raise ValidationError(f"unknown field(s) {sorted(unknown)}", field=sorted(unknown)[0])
     for key, current in (("id", c.cred_id), ("workspace", workspace)):
@@ -169,6 +173,8 @@ def update_credential(s: Session, barrier: Barrier, actor: Actor, *, workspace: 
         audit.record(s, actor, "credential.update", workspace=workspace, target=cred_id,
                      details={"version": version, "type": new_type,
                               "fields": sorted(new_values)})
+    if "inherit" in changes and changes["inherit"] != c.inherit:
+        _change_inheritance(s, actor, c, workspace, changes["inherit"], force)
     renamed = {k: changes[k] for k in ("name", "description")
                if k in changes and changes[k] != getattr(c, k)}
     if renamed:
@@ -192,20 +198,40 @@ def _require_secret_for_target(ctype, old: dict, new: dict) -> None:
                                   field=missing[0])
 
 
+def _change_inheritance(s: Session, actor: Actor, c: Credential, workspace: str,
+                        inherit: Any, force: bool) -> None:
+    """Stop (or start) handing the credential to the scopes below; stopping is guarded by
+    the pipelines there that use it."""
+    if not isinstance(inherit, bool):
+        raise ValidationError("inherit must be true or false", field="inherit")
+    if not inherit:
+        below = [r for r in references(s, workspace, c.cred_id) if r["workspace"] != workspace]
+        if below:
+            guard_references(s, actor, workspace, c.cred_id, force=force,
+                             change="inheritance change", refs=below)
+    c.inherit = inherit
+    audit.record(s, actor, "credential.inherit", workspace=workspace, target=c.cred_id,
+                 details={"inherit": inherit})
+
+
 def references(s: Session, workspace: str, cred_id: str) -> list[dict]:
-    return [r for finder in REFERENCE_FINDERS for r in finder(s, workspace, cred_id)]
+    """Pipeline steps that get this credential, in its scope and in the scopes below."""
+    return [{**r, "workspace": scope} for scope in scopes.receivers(s, workspace, cred_id)
+            for finder in REFERENCE_FINDERS for r in finder(s, scope, cred_id)]
 
 
 def guard_references(s: Session, actor: Actor, workspace: str, cred_id: str, *, force: bool,
-                     change: str, versions: set[int] | None = None) -> list[dict]:
+                     change: str, versions: set[int] | None = None,
+                     refs: list[dict] | None = None) -> list[dict]:
     """Refuse a breaking change while pipelines reference the credential (admins may force)."""
-    refs = references(s, workspace, cred_id)
+    refs = references(s, workspace, cred_id) if refs is None else refs
     if versions is not None:
         refs = [r for r in refs if r.get("version") in versions]
     if refs and not force:
         raise audit.refused(CredentialInUse(
             f"{change} of credential {cred_id!r} would break {len(refs)} reference(s) in "
-            f"{len({r.get('pipeline') for r in refs})} pipeline(s)", references=refs),
+            f"{len({(r.get('workspace'), r.get('pipeline')) for r in refs})} pipeline(s)",
+            references=refs),
             actor, f"credential.{change.split()[0]}", workspace=workspace, target=cred_id,
             details={"references": refs}, outcome="refused")
     if refs and force and actor.role != "admin":
@@ -304,7 +330,7 @@ def to_dict(c: Credential) -> dict:
     return {"id": c.cred_id, "workspace": c.workspace.name, "name": c.name,
             "description": c.description, "type": c.type, "version": c.current_version,
             "fields": c.public, "status": c.status, "status_message": c.status_message,
-            "conditions": c.conditions, "created_by": c.created_by,
+            "conditions": c.conditions, "inherit": c.inherit, "created_by": c.created_by,
             "created_at": iso(c.created_at), "updated_at": iso(c.updated_at),
             "last_used_at": iso(c.last_used_at)}
 

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
-                        UniqueConstraint, event, func)
+                        UniqueConstraint, event, false, func, true)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .db import Base, utcnow
@@ -17,8 +17,13 @@ TS = DateTime(timezone=True)
 class Workspace(Base):
     __tablename__ = "workspaces"
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)  # the ID: never changes
+    title: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    created_by: Mapped[str] = mapped_column(String(100), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    # the scope tree: credentials of a scope are visible in every scope below it
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("workspaces.id"), nullable=True,
+                                                  index=True)
 
 
 class Credential(Base):
@@ -46,6 +51,8 @@ class Credential(Base):
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
+    # False: only runs of this very scope see it, not those of the scopes below
+    inherit: Mapped[bool] = mapped_column(default=True, server_default=true())
 
     workspace: Mapped[Workspace] = relationship(lazy="joined")
     versions: Mapped[list["CredentialVersion"]] = relationship(
@@ -94,6 +101,8 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(default=False)
     # part of the session cookie's user ID; signing out bumps it, so a copied cookie dies too
     session_epoch: Mapped[int] = mapped_column(default=0, server_default="0")
+    # set for a generated or admin-chosen password: the next sign-in must change it
+    must_change_password: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     # Flask-Login protocol, kept here so the web layer needs no wrapper class
     is_authenticated = True

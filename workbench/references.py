@@ -5,10 +5,10 @@ from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import (DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
-                        and_, delete, func, insert, select, text)
+                        and_, delete, func, insert, or_, select, text)
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
-from . import credentials
+from . import credentials, scopes
 from .db import Base, aware, iso, utcnow
 from .errors import NotFound
 from .models import Credential, CredentialVersion, Workspace
@@ -192,16 +192,20 @@ def last_used(s: Session, workspace: str, cred_ids: Iterable[str]) -> dict[str, 
     return out
 
 
-def _dangling_clause(workspace: str):
-    """(join, missing, pruned): outer-join each reference to its credential and pinned
-    version; ``missing``/``pruned`` are the conditions that make it dangle."""
+def _dangling_clause(s: Session, workspace: str):
+    """(join, missing, pruned): outer-join each reference to the credential a run in the
+    workspace gets and its pinned version; ``missing``/``pruned`` make it dangle."""
     cred = aliased(Credential)
     ver = aliased(CredentialVersion)
-    ws_id = select(Workspace.id).where(Workspace.name == workspace).scalar_subquery()
+    ws_id, parent = s.execute(select(Workspace.id, Workspace.parent_id)
+                              .where(Workspace.name == workspace)).first() or (None, None)
+    if parent is None:  # a top-level workspace has its own credentials only: a plain join
+        on = and_(cred.workspace_id == ws_id, cred.cred_id == PipelineReference.credential_id)
+    else:  # its own, or the nearest inherited one (a subquery per reference)
+        on = cred.pk == scopes.nearest(PipelineReference.credential_id, workspace)
 
     def join(stmt):
-        return (stmt.outerjoin(cred, and_(cred.workspace_id == ws_id,
-                                          cred.cred_id == PipelineReference.credential_id))
+        return (stmt.outerjoin(cred, on)
                 .outerjoin(ver, and_(ver.credential_pk == cred.pk,
                                      ver.version == PipelineReference.version)))
     missing = cred.pk.is_(None)
@@ -211,7 +215,7 @@ def _dangling_clause(workspace: str):
 
 def dangling(s: Session, workspace: str, pipeline_id: int | None = None) -> list[dict]:
     """References to IDs that do not exist, or to pinned versions that do not (any longer)."""
-    join, missing, pruned = _dangling_clause(workspace)
+    join, missing, pruned = _dangling_clause(s, workspace)
     q = join(_ref_select().add_columns(missing.label("missing"))) \
         .where(PipelineReference.workspace == workspace, missing | pruned)
     if pipeline_id is not None:
@@ -231,14 +235,21 @@ def check_refs(s: Session, workspace: str, refs: Iterable[tuple[str, int | None]
     """Why each (credential ID, pinned version) would dangle; resolvable ones are left out."""
     refs = set(refs)
     have: dict[str, set] = {}
+    nearest: dict[str, int] = {}  # credential ID → depth of the scope it comes from
     ids = sorted({cid for cid, _ in refs})
     for i in range(0, len(ids), 500):
-        q = (select(Credential.cred_id, CredentialVersion.version)
-             .join(Workspace, Workspace.id == Credential.workspace_id)
+        chain = scopes.ancestry(workspace)
+        q = (select(Credential.cred_id, CredentialVersion.version, chain.c.depth)
+             .join(chain, chain.c.id == Credential.workspace_id)
              .outerjoin(CredentialVersion, CredentialVersion.credential_pk == Credential.pk)
-             .where(Workspace.name == workspace, Credential.cred_id.in_(ids[i:i + 500])))
-        for cid, version in s.execute(q):
-            have.setdefault(cid, set()).add(version)
+             .where(Credential.cred_id.in_(ids[i:i + 500]),
+                    or_(chain.c.depth == 0, Credential.inherit)))
+        for cid, version, depth in s.execute(q):
+            if depth < nearest.get(cid, depth + 1):  # a nearer one shadows what was seen
+                nearest[cid] = depth
+                have[cid] = set()
+            if depth == nearest[cid]:
+                have[cid].add(version)
     out = {}
     for cid, version in refs:
         if cid not in have:
@@ -258,7 +269,7 @@ def _pipeline_dict(p, source: str, n_dangling: int = 0) -> dict:
 
 def list_pipelines(s: Session, workspace: str) -> list[dict]:
     """Every indexed pipeline with its source, commit, parse error and dangling count."""
-    join, missing, pruned = _dangling_clause(workspace)
+    join, missing, pruned = _dangling_clause(s, workspace)
     counts = dict(s.execute(join(select(PipelineReference.pipeline_id, func.count())
                                  .select_from(PipelineReference))
                             .where(PipelineReference.workspace == workspace, missing | pruned)
@@ -291,6 +302,12 @@ def get_pipeline(s: Session, workspace: str, pipeline_id: int) -> dict:
             "credential_id": r.credential_id, "version": r.version, "binding": r.binding,
             "kind": r.kind, "line": r.line, "dangling": reason is not None, "reason": reason,
             "stale": p.error is not None})
+    # which scope's credential each ID is (its own workspace's, or inherited from above)
+    came = {cid: scopes.explain(s, workspace, cid)["gets"]
+            for cid in {u["credential_id"] for uses in steps.values() for u in uses}}
+    for uses in steps.values():
+        for u in uses:
+            u["scope"] = came[u["credential_id"]]
     out = _pipeline_dict(p, source, len(bad))
     out["steps"] = [{"name": name, "credentials": uses} for name, uses in steps.items()]
     return out

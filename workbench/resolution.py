@@ -18,6 +18,7 @@ from .models import Credential, CredentialVersion, Workspace
 from .pipeline import names
 from .pipeline.resolve import Ref, ResolvedCredential, Resolver
 from .policy import CredentialPolicy
+from .scopes import nearest
 from .statements import Prepared, Raw
 from .vault import Vault
 
@@ -58,6 +59,7 @@ def resolve(raw: Raw, barrier: Barrier, actor: Actor, *, workspace: str, refs: S
     out: dict[Ref, ResolvedCredential] = {}
     missing: list[str] = []
     touch: list[int] = []  # credential pks whose "last used" is worth rewriting
+    inherited: dict[str, str] = {}  # credential ID → the scope above it came from
     now = utcnow()
     cutoff = now - TOUCH_EVERY
     for ref in refs:
@@ -74,7 +76,7 @@ def resolve(raw: Raw, barrier: Barrier, actor: Actor, *, workspace: str, refs: S
                 f"credential {row.cred_id!r} is protected: it is released only to runs on "
                 "protected refs, never ad hoc"), actor, "credential.resolve",
                 workspace=workspace, target=row.cred_id, details={**ctx, "rule": "protected"})
-        aad = crypto.binding(workspace, row.cred_id, row.version, row.type)
+        aad = crypto.binding(row.owner, row.cred_id, row.version, row.type)  # its own scope
         try:
             plaintext = barrier.open(row.wrapped_key, row.ciphertext, aad)
         except CryptoError:
@@ -85,6 +87,8 @@ def resolve(raw: Raw, barrier: Barrier, actor: Actor, *, workspace: str, refs: S
                 details={**ctx, "version": row.version}, outcome="failed") from None
         out[ref] = ResolvedCredential(row.cred_id, row.version, row.type,
                                       decode_values(plaintext))
+        if row.owner != workspace:
+            inherited[row.cred_id] = row.owner
         if row.stale:
             touch.append(row.pk)
     if missing:
@@ -95,25 +99,28 @@ def resolve(raw: Raw, barrier: Barrier, actor: Actor, *, workspace: str, refs: S
     if touch:
         raw.many(_TOUCH, [{"pk": pk, "now": now} for pk in touch])
     audit.append(raw, actor, "credential.resolve",
-                 [(rc.id, {**ctx, "version": rc.version}) for rc in out.values()],
+                 [(rc.id, {**ctx, "version": rc.version,
+                           **({"from": inherited[rc.id]} if rc.id in inherited else {})})
+                  for rc in out.values()],
                  workspace=workspace)
     return out
 
 
 def _version_query(pinned: bool):
-    """The pinned (or current) version of one credential, with what resolve needs of it."""
+    """The pinned (or current) version of the credential a run in the scope gets (its own,
+    else the nearest inherited one: ``scopes.nearest``), with what resolve needs of it."""
     c, v, w = Credential.__table__.c, CredentialVersion.__table__.c, Workspace.__table__.c
     p = CredentialPolicy.__table__.c
     want = bindparam("version") if pinned else c.current_version
-    return (select(c.pk, c.cred_id, stale(c.last_used_at).label("stale"), v.version, v.type,
-                   v.wrapped_key, v.ciphertext,
+    return (select(c.pk, c.cred_id, w.name.label("owner"), stale(c.last_used_at).label("stale"),
+                   v.version, v.type, v.wrapped_key, v.ciphertext,
                    func.coalesce(p.protected, false()).label("protected"))
             .select_from(Credential.__table__
                          .join(Workspace.__table__, w.id == c.workspace_id)
                          .join(CredentialVersion.__table__,
                                (v.credential_pk == c.pk) & (v.version == want))
                          .outerjoin(CredentialPolicy.__table__, p.credential_pk == c.pk))
-            .where(w.name == bindparam("workspace"), c.cred_id == bindparam("cred_id")))
+            .where(c.pk == nearest(bindparam("cred_id"))))
 
 
 def _with_token(pinned: bool) -> Prepared:

@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import audit, credentials, gitsource, sourcelock
-from .accounts import require
+from .accounts import get_workspace, require
 from .audit import Actor
 from .db import iso, utcnow
 from .errors import Conflict, NotFound, PipelineError, ValidationError, WorkbenchError
@@ -59,6 +59,7 @@ def add_source(s: Session, actor: Actor, workspace: str, *, kind: str, url: str 
                credential_id: str | None = None, name: str) -> PipelineSource:
     """Register a source (nothing is fetched until the first sync)."""
     require(actor, "editor", "source.add", workspace=workspace, target=str(name)[:100])
+    get_workspace(s, workspace)  # a 404 for a workspace that does not exist
     if not isinstance(name, str) or not NAME.match(name):
         raise ValidationError("name: 1-100 letters, digits, '.', '_', '-'", field="name")
     if kind not in KINDS:

@@ -12,6 +12,7 @@ from .config import Settings
 from .crypto import Barrier
 from .db import make_engine, make_sessionmaker
 from .errors import ConfigError
+from .scopes import ensure_default
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -83,6 +84,8 @@ class Vault:
         if migrate:
             self.migrate()
         self._barrier = keyring.load_barrier(self.settings, self.factory, create=create)
+        with self.factory.begin() as s:
+            ensure_default(s)
         return self
 
     @property

@@ -16,8 +16,8 @@ from .hotpath import check_token, json_object
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 # Route modules (each adds its routes to ``api``); optional ones may not exist yet.
-ROUTE_MODULES = ["credentials", "admin", "runs", "sources", "hooks", "policy", "oidc",
-                 "openapi"]
+ROUTE_MODULES = ["credentials", "admin", "scopes", "runs", "sources", "hooks", "policy",
+                 "oidc", "openapi"]
 PUBLIC_ENDPOINTS = {"api.openapi"}
 # Runner tokens exist to resolve values and report runs; nothing else.
 RUNNER_ENDPOINTS = {"api.resolve", "api.store_run"}

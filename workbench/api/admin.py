@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from flask import jsonify, request
 
-from .. import accounts, audit, auditors
+from .. import accounts, audit, auditors, passwords
 from ..audit import unit
 from ..db import iso
+from ..errors import BadRequest, PermissionDenied, ValidationError
 from . import actor, api, body, vault
 from .credentials import int_arg
 from .inputs import texts
@@ -13,7 +14,7 @@ from .inputs import texts
 
 def _user(u) -> dict:
     return {"username": u.username, "role": u.role, "disabled": u.disabled,
-            "created_at": iso(u.created_at)}
+            "must_change_password": u.must_change_password, "created_at": iso(u.created_at)}
 
 
 @api.get("/users")
@@ -36,10 +37,48 @@ def create_user():
 
 @api.patch("/users/<username>")
 def update_user(username: str):
-    """Change a user's role (admin)."""
+    """Change a user's role and/or disable or re-enable them (admin)."""
+    d = texts(body(), "role")
+    if not {"role", "disabled"} & set(d):
+        raise ValidationError("send role and/or disabled", field="role")
+    if "disabled" in d and not isinstance(d["disabled"], bool):
+        raise ValidationError("disabled must be true or false", field="disabled")
     with unit(vault().factory) as s:
-        return jsonify(_user(accounts.set_role(s, actor(), username,
-                                               texts(body(), "role").get("role", ""))))
+        u = accounts.find_user(s, username)
+        if "role" in d:
+            u = accounts.set_role(s, actor(), username, d["role"])
+        if "disabled" in d:
+            u = accounts.set_disabled(s, actor(), username, d["disabled"])
+        return jsonify(_user(u))
+
+
+@api.delete("/users/<username>")
+def delete_user(username: str):
+    """Delete a user and their personal tokens (admin; never the last active admin)."""
+    with unit(vault().factory) as s:
+        accounts.delete_user(s, actor(), username)
+    return jsonify({"deleted": username})
+
+
+@api.post("/users/<username>/password")
+def reset_password(username: str):
+    """Set a user's password (admin); they must change it at their next sign-in."""
+    with unit(vault().factory) as s:
+        return jsonify(_user(accounts.reset_password(
+            s, actor(), username, texts(body(), "password").get("password", ""))))
+
+
+@api.post("/account/password")
+def change_password():
+    """Change the calling user's own password: ``current_password`` and ``password``."""
+    d = texts(body(), "current_password", "password")
+    me = actor()
+    if me.kind != "user":
+        raise PermissionDenied("only a person's token can change that person's password")
+    with unit(vault().factory) as s:
+        u = passwords.change_own(s, me, accounts.find_user(s, me.name),
+                                 str(d.get("current_password", "")), d.get("password", ""))
+        return jsonify(_user(u))
 
 
 @api.get("/tokens")

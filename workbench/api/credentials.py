@@ -37,7 +37,8 @@ def create_credential():
         c = svc.create_credential(
             s, vault().barrier, actor(), workspace=workspace(), cred_id=data.get("id"),
             type=type_name, values=credtypes.from_json(type_name, data.get("values", {})),
-            name=data.get("name", ""), description=data.get("description", ""))
+            name=data.get("name", ""), description=data.get("description", ""),
+            inherit=data.get("inherit", True))
         return jsonify(svc.to_dict(c)), 201
 
 

@@ -14,9 +14,9 @@ from ..errors import WorkbenchError
 from .output import emit, json_option, report, wants_json  # noqa: F401  (the commands' helpers)
 
 # Modules that contribute commands: each exposes ``commands`` (a list of click commands).
-COMMAND_MODULES = ["workbench.cli.admin", "workbench.cli.creds", "workbench.cli.runs",
-                   "workbench.cli.pipelines", "workbench.cli.settings", "workbench.cli.history",
-                   "workbench.cli.completion",
+COMMAND_MODULES = ["workbench.cli.admin", "workbench.cli.people", "workbench.cli.scopes",
+                   "workbench.cli.creds", "workbench.cli.runs", "workbench.cli.pipelines",
+                   "workbench.cli.settings", "workbench.cli.history", "workbench.cli.completion",
                    "workbench.cli.policy", "workbench.cli.jobs"]
 
 

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 
 import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from .. import accounts, audit, crypto, idtokens, keyring
+from .. import accounts, audit, crypto, idtokens, keyring, passwords, scopes
 from ..audit import unit
 from ..config import Settings
 from ..errors import ConfigError, CryptoError
@@ -30,13 +29,13 @@ def init(admin_name: str, pipelines_dir: str | None, as_json: bool):
     v = Vault(settings).open()
     out, lines = {"admin": None}, []
     with unit(v.factory) as s:
-        accounts.get_workspace(s, "default", create=True)
+        scopes.ensure_default(s)
         if s.scalar(select(User.id).limit(1)) is None:
-            password = secrets.token_urlsafe(15)
+            password = passwords.generate()
             accounts.create_user(s, cli_actor(), admin_name, password, "admin")
             out["admin"] = {"username": admin_name, "one_time_password": password}
-            lines.append(f"Created admin user {admin_name!r}. One-time password (shown once, "
-                         f"change it after signing in):\n\n    {password}\n")
+            lines.append(f"Created admin user {admin_name!r}. One-time password (shown once; "
+                         f"the first sign-in asks for a new one):\n\n    {password}\n")
     out.update(instance=str(settings.instance),
                database=v.engine.url.render_as_string(hide_password=True),
                master_key="WORKBENCH_MASTER_KEY" if settings.master_key else str(settings.key_path))

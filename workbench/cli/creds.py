@@ -33,17 +33,20 @@ LIST_COLUMNS = [("ID", "id"), ("TYPE", "type"), ("VERSION", "version"), ("STATUS
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE", help="non-secret fields")
 @click.option("--file", "files", multiple=True, metavar="FIELD=PATH", help="a field from a file")
 @click.option("--values-stdin", is_flag=True, help="read a JSON object of values from stdin")
+@click.option("--no-inherit", is_flag=True, help="only runs of this workspace get it, not "
+              "those of the workspaces below")
 @workspace_option
 @json_option
 @with_appcontext
-def add(cred_id, type_name, name, description, sets, files, values_stdin, workspace, as_json):
-    """Create a credential; missing fields are prompted for (secrets hidden)."""
+def add(cred_id, type_name, name, description, sets, files, values_stdin, no_inherit,
+        workspace, as_json):
+    """Create a credential (seen by this workspace and every one below it)."""
     ctype = credtypes.get(type_name)
     values = collect(ctype, sets, files, values_stdin, prompt_missing=not values_stdin)
     with unit(vault().factory) as s:
         c = svc.create_credential(s, vault().barrier, cli_actor(), workspace=workspace,
                                   cred_id=cred_id, type=type_name, values=values, name=name,
-                                  description=description)
+                                  description=description, inherit=not no_inherit)
         warn = f"\n{c.status}: {c.status_message}" if c.status in ("Issues found", "Warning") \
             else ""
         emit(svc.to_dict(c), as_json, f"created {cred_id} ({type_name}), version 1{warn}")

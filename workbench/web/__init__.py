@@ -17,7 +17,7 @@ from ..vault import Vault
 
 web = Blueprint("web", __name__)
 # View modules, each adding its routes to ``web``.
-VIEW_MODULES = ["auth", "table", "credentials", "pipelines", "admin"]
+VIEW_MODULES = ["auth", "account", "table", "credentials", "pipelines", "admin", "scopes"]
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 

@@ -52,10 +52,38 @@ def set_role(username: str):
     try:
         with audit.unit(vault().factory) as s:
             accounts.set_role(s, actor(), username, request.form.get("role", ""))
-    except ValidationError as e:
+    except (ValidationError, Conflict) as e:
         flash(e.message, "error")
     else:
         flash(f"{username} is now {request.form.get('role')}.", "success")
+    return redirect(url_for("web.users"))
+
+
+# user actions of the Users page: (service call, message); each is one POST with a CSRF token
+USER_ACTIONS = {
+    "disable": (lambda s, name: accounts.set_disabled(s, actor(), name, True),
+                "{} is disabled: their sessions and tokens stopped working."),
+    "enable": (lambda s, name: accounts.set_disabled(s, actor(), name, False),
+               "{} is enabled again."),
+    "delete": (lambda s, name: accounts.delete_user(s, actor(), name), "{} is deleted."),
+    "password": (lambda s, name: accounts.reset_password(s, actor(), name,
+                                                         request.form.get("password", "")),
+                 "{}'s password is set; they must change it at their next sign-in."),
+}
+
+
+@web.post("/admin/users/<username>/<any(disable, enable, delete, password):action>")
+def user_action(username: str, action: str):
+    """Disable, enable, delete a user or set their password (admin)."""
+    require(actor(), "admin")
+    call, message = USER_ACTIONS[action]
+    try:
+        with audit.unit(vault().factory) as s:
+            call(s, username)
+    except (ValidationError, Conflict) as e:
+        flash(e.message, "error")
+    else:
+        flash(message.format(username), "success")
     return redirect(url_for("web.users"))
 
 
@@ -83,6 +111,8 @@ def tokens():
                 issued = (out.token.name, out.secret)
         except (ValidationError, Conflict) as e:
             errors[getattr(e, "field", None) or "name"] = e.message
+        except NotFound as e:  # the workspace: never created by a typo
+            errors["workspace"] = e.message
     with vault().factory() as s:
         items = [accounts.token_to_dict(t) for t in _visible_tokens(s)]
         workspaces = list(s.scalars(select(Workspace.name).order_by(Workspace.name)))

@@ -43,7 +43,8 @@ def new_credential():
     meta = {"id": f.get("id", "").strip(), "name": f.get("name", ""),
             "description": f.get("description", ""),
             "workspace": f.get("workspace", "").strip() or request.args.get("workspace",
-                                                                             "default")}
+                                                                             "default"),
+            "no_inherit": bool(f.get("no_inherit"))}
     errors: dict[str, str] = {}
     shown: dict = {}
     if request.method == "POST":
@@ -53,9 +54,11 @@ def new_credential():
                 svc.create_credential(s, vault().barrier, actor(), workspace=meta["workspace"],
                                       cred_id=meta["id"], type=type_name, values=values,
                                       name=meta["name"].strip(),
-                                      description=meta["description"])
-        except (ValidationError, Conflict) as e:
-            errors[_field_of(e)] = e.message
+                                      description=meta["description"],
+                                      inherit=not meta["no_inherit"])
+        except (ValidationError, Conflict, NotFound) as e:
+            # a NotFound here is the workspace: nothing creates one by accident
+            errors["workspace" if isinstance(e, NotFound) else _field_of(e)] = e.message
             shown = forms.shown_on_error(ctype, f, request.files)
         else:
             flash(f"Credential {meta['id']} created.", "success")
