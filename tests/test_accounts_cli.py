@@ -26,7 +26,7 @@ def test_users_and_tokens_from_the_cli(wb):  # noqa: F811
     for args in (("user", "disable", "admin"), ("user", "set-role", "admin", "viewer"),
                  ("user", "delete", "admin", "--yes")):
         p = wb(*args, check=False)
-        assert p.returncode == 2 and "last active admin" in p.stderr, args
+        assert p.returncode == 4 and "last active admin" in p.stderr, args  # refused
 
     wb("user", "add", "bob", "--role", "editor", "--password-stdin", input="bobs-first-pw-9\n")
     reset = wb("user", "reset-password", "bob").stdout
@@ -45,6 +45,6 @@ def test_users_and_tokens_from_the_cli(wb):  # noqa: F811
     wb("token", "revoke", str(made["id"]))
     assert json.loads(wb("token", "list", "--json").stdout)[0]["revoked"] is True
     missing = wb("token", "revoke", "999", check=False)
-    assert missing.returncode == 2 and "token 999 does not exist" in missing.stderr
+    assert missing.returncode == 3 and "token 999 does not exist" in missing.stderr
     wb("user", "delete", "bob", "--yes")
     assert "bob" not in wb("user", "list").stdout

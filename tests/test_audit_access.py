@@ -11,7 +11,8 @@ READS = {"admin": True, "auditor": True, "editor": False, "viewer": False}
 @pytest.fixture
 def auditor(vault, users):
     with vault.factory.begin() as s:
-        accounts.create_user(s, SYSTEM, "auditor1", "auditor-password-1", "auditor")
+        accounts.create_user(s, SYSTEM, "auditor1", "auditor-password-1", "auditor",
+                             must_change=False)
     users["auditor"] = ("auditor1", "auditor-password-1")
     return users
 

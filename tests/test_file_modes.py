@@ -47,12 +47,12 @@ def test_the_cli_says_the_key_is_a_directory_without_a_traceback(wb):  # noqa: F
     key.unlink()
     key.mkdir()
     p = wb("cred", "list", check=False)
-    assert p.returncode == 2 and "is a directory" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 5 and "is a directory" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
     key.rmdir()
     key.write_text(saved)
     p = wb("cred", "list", check=False)
-    assert p.returncode == 2 and "chmod 600" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 5 and "chmod 600" in p.stderr and "Traceback" not in p.stderr
     key.chmod(0o600)
     assert wb("doctor").returncode == 0
 
@@ -66,5 +66,5 @@ def test_a_new_sqlite_database_is_private_and_a_readable_one_is_refused(wb):  # 
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     os.chmod(files[0], 0o644)
     p = wb("cred", "list", check=False)
-    assert p.returncode == 2 and "database file" in p.stderr and "chmod 600" in p.stderr
+    assert p.returncode == 5 and "database file" in p.stderr and "chmod 600" in p.stderr
     assert "Traceback" not in p.stderr

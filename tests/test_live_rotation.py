@@ -159,6 +159,8 @@ def test_rotation_while_four_workers_serve_loses_no_request(keyed_vault):
     other.mkdir()
     (other / "master.key").write_text(Path(f"{settings.key_path}.1").read_text())
     (other / "master.key.next").write_text(settings.key_path.read_text())
+    for key in other.iterdir():
+        key.chmod(0o600)  # a key file others can read is refused
     elsewhere = Settings.from_env({}, instance=str(other), database_url=settings.database_url)
     v = Vault(elsewhere)
     try:

@@ -123,12 +123,12 @@ def test_scopes_from_the_cli(wb):
     assert "team-a" in wb("scope", "list").stdout
     typo = wb("cred", "add", "x", "--type", "secret_text", "--workspace", "team-z",
               "--values-stdin", input='{"secret": "cli-canary-3"}', check=False)
-    assert typo.returncode == 2 and "workspace 'team-z' does not exist" in typo.stderr
+    assert typo.returncode == 3 and "workspace 'team-z' does not exist" in typo.stderr
     assert "team-z" not in wb("scope", "list").stdout
     wb("scope", "rename", "team-a", "Team Alpha")
     assert "Team Alpha" in wb("scope", "list").stdout
     wb("scope", "delete", "team-a")
     assert "team-a" not in wb("scope", "list", "--json").stdout
     gone = wb("scope", "delete", "default", check=False)
-    assert gone.returncode == 2 and "cannot be deleted" in gone.stderr
+    assert gone.returncode == 4 and "cannot be deleted" in gone.stderr
 

@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import json
 import logging
+import re
 import time
 
 import pytest
@@ -81,7 +82,7 @@ def test_first_sign_in_creates_the_user_with_the_role_of_their_group(vault, oidc
     r = sign_in(sso_client, oidc_provider, "alice")
     assert r.status_code == 302 and r.headers["Location"] == "/"
     page = sso_client.get("/").data.decode()
-    assert '<span class="user">alice</span>' in page and "role-admin" in page
+    assert re.search(r'<a class="user"[^>]*>alice</a>', page) and "role-admin" in page
     alice = user(vault, "alice")
     assert alice.role == "admin" and alice.password_hash == sso.NO_PASSWORD
     with vault.factory() as s:

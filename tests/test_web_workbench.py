@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 
 from tests.fixtures.kube_api import CertAuthority
+from tests.fixtures.vault import add_scopes
 from tests.test_web import (KUBECONFIG, add_reference, as_role, create, post,  # noqa: F401
                             wait_for_sync)
 from workbench import audit, credentials as svc, status
@@ -245,7 +246,8 @@ def test_audit_log_to_the_second_with_an_action_list(as_role):
     assert "auth.login</td>" not in filtered and "credential.create</td>" in filtered
 
 
-def test_breadcrumbs_name_the_workspace_and_no_script_delete_page(as_role):
+def test_breadcrumbs_name_the_workspace_and_no_script_delete_page(as_role, vault):
+    add_scopes(vault, "team-a")
     c = as_role("editor")
     create(c, "secret_text", "crumb", workspace="team-a")
     for path in ("/credentials/team-a/crumb", "/credentials/team-a/crumb/edit",
