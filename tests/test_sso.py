@@ -108,8 +108,26 @@ def test_an_sso_user_cannot_sign_in_with_a_password(vault, oidc_provider, sso_cl
     assert other.get("/").status_code == 302
 
 
-def test_the_role_is_derived_again_at_each_sign_in(vault, oidc_provider, sso_client):
+def test_the_last_active_admin_is_not_demoted_by_the_provider(vault, oidc_provider,
+                                                               sso_client):
     sign_in(sso_client, oidc_provider, "alice")
+    oidc_provider.people["alice"]["groups"] = ["dev"]
+    again = make_app(vault, oidc_provider).test_client()
+    assert sign_in(again, oidc_provider, "alice").status_code == 302  # signed in, still admin
+    assert user(vault, "alice").role == "admin"
+    assert events(vault, "user.role") == [("alice", "denied", "alice", {
+        "role": "editor", "was": "admin", "via": "sso", "reason": "last active admin"})]
+
+
+def test_an_sso_account_has_no_password_to_reset(vault, oidc_provider, sso_client, api_as):
+    sign_in(sso_client, oidc_provider, "dave")
+    r = api_as("admin").post("/users/dave/password", {"password": "a-long-new-password-9"})
+    assert r.status_code == 422 and "single sign-on" in r.get_json()["error"]["message"]
+    assert user(vault, "dave").password_hash == sso.NO_PASSWORD
+
+
+def test_the_role_is_derived_again_at_each_sign_in(vault, oidc_provider, sso_client, users):
+    sign_in(sso_client, oidc_provider, "alice")  # users: admin1 stays an admin
     oidc_provider.people["alice"]["groups"] = ["dev"]
     again = make_app(vault, oidc_provider).test_client()
     assert sign_in(again, oidc_provider, "alice").status_code == 302

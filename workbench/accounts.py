@@ -72,15 +72,23 @@ def create_user(s: Session, actor: Actor, username: str, password: str, role: st
     return user
 
 
-def _keep_an_admin(s: Session, actor: Actor, user: User, action: str) -> None:
-    """Refuse to demote, disable or delete the last active admin (nobody could undo it)."""
+SSO_ONLY = "!sso"  # the password hash of an account that signs in only through SSO
+
+
+def is_last_admin(s: Session, user: User) -> bool:
+    """Whether ``user`` is the only active admin (locks the admin rows until commit)."""
     if user.role != "admin" or user.disabled:
-        return
+        return False
     # FOR UPDATE on every active admin, in one order: two admins demoting each other at once
     # take turns (no deadlock), and the second sees the first's change (PostgreSQL)
     active = s.scalars(select(User.id).where(User.role == "admin", User.disabled.is_(False))
                        .order_by(User.id).with_for_update()).all()
-    if not [i for i in active if i != user.id]:
+    return not [i for i in active if i != user.id]
+
+
+def _keep_an_admin(s: Session, actor: Actor, user: User, action: str) -> None:
+    """Refuse to demote, disable or delete the last active admin (nobody could undo it)."""
+    if is_last_admin(s, user):
         raise audit.refused(Conflict(f"{user.username!r} is the last active admin; make "
                                      "another user admin first"),
                             actor, action, target=user.username)
@@ -124,7 +132,11 @@ def delete_user(s: Session, actor: Actor, username: str) -> None:
 def reset_password(s: Session, actor: Actor, username: str, password: str) -> User:
     """An admin sets a user's password; they must change it at their next sign-in."""
     require(actor, "admin", "user.password_reset", target=str(username))
-    return passwords.reset(s, actor, find_user(s, username), password)
+    user = find_user(s, username)
+    if user.password_hash == SSO_ONLY:
+        raise ValidationError(f"{user.username!r} signs in through single sign-on: it has no "
+                              "password here to reset", field="password")
+    return passwords.reset(s, actor, user, password)
 
 
 def find_user(s: Session, username: str) -> User:

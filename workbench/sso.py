@@ -21,7 +21,7 @@ from .models import User
 
 PREFIX = "WORKBENCH_OIDC_"
 # Not an argon2 hash, so no password ever verifies against it: SSO accounts have no password.
-NO_PASSWORD = "!sso"
+NO_PASSWORD = accounts.SSO_ONLY
 ANY_GROUP = "*"
 
 
@@ -166,6 +166,12 @@ def derive(rules: tuple[tuple[str, Grant], ...], groups: list[str]) -> Grants | 
 def apply_grants(s: Session, user: User, grants: Grants, actor: Actor) -> None:
     """The one place a sign-in's grants become roles (scope roles will be applied here too)."""
     if user.role != grants.role:
+        if grants.role != "admin" and accounts.is_last_admin(s, user):
+            # the provider would leave no active admin, and nobody could undo it: keep this one
+            audit.record(s, actor, "user.role", outcome="denied", target=user.username,
+                         details={"role": grants.role, "was": user.role, "via": "sso",
+                                  "reason": "last active admin"})
+            return
         audit.record(s, actor, "user.role", target=user.username,
                      details={"role": grants.role, "was": user.role, "via": "sso"})
         user.role = grants.role
