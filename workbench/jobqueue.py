@@ -11,6 +11,7 @@ import fcntl
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -20,6 +21,7 @@ from sqlalchemy.engine import make_url
 log = logging.getLogger(__name__)
 TASKS: dict[str, Callable[..., Any]] = {}
 TICK = 60  # seconds between periodic ticks (due syncs, checks, webhook retries)
+JOB_THREADS = 4  # jobs at once in one process on the embedded default (SQLite)
 SYNC = "sync_source"
 SOURCE_LOCK = "source:"  # + source ID: the lock and queueing lock of its sync jobs
 
@@ -178,6 +180,9 @@ class InlineQueue:
         self._locks: dict[str, threading.Lock] = {}
         self._mutex = threading.Lock()
         self._ticker: threading.Thread | None = None
+        # A bounded pool, not a thread per job: a tick that queues a check of every credential
+        # must not flood one server process with threads that starve its requests.
+        self._pool = ThreadPoolExecutor(max_workers=JOB_THREADS, thread_name_prefix="job")
 
     def defer(self, name: str, *, lock: str | None = None, queueing_lock: str | None = None,
               delay: float = 0, **args) -> bool:
@@ -205,9 +210,12 @@ class InlineQueue:
                 with self._mutex:
                     self._running.discard(lock)
 
-        t = threading.Timer(delay, run) if delay else threading.Thread(target=run)
-        t.name, t.daemon = f"job-{name}", True
-        t.start()
+        if delay:
+            t = threading.Timer(delay, self._pool.submit, (run,))
+            t.name, t.daemon = f"job-{name}-timer", True
+            t.start()
+        else:
+            self._pool.submit(run)
         return True
 
     def pending_sources(self) -> set[int]:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ForeignKey, String, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from . import audit, checks, sources, status, webhooks
+from . import audit, checking, checks, sources, status, webhooks
 from .audit import SYSTEM, Actor
 from .db import Base, aware, utcnow
 from .errors import WorkbenchError
@@ -107,14 +107,23 @@ def _events(row: CheckSchedule, conds: dict[str, dict]) -> list[tuple[str, dict]
 def check_credential(vault, credential_pk: int) -> list[str]:
     """Re-check one credential: its connectivity test if its type has one, its expiry
     always; notify what became worse.  Returns the events sent."""
-    with audit.unit(vault.factory) as s:
+    with vault.factory() as s:
         c = s.get(Credential, credential_pk)
         if c is None:
             return []
         ws = s.scalar(select(Workspace.name).where(Workspace.id == c.workspace_id))
-        if c.type in checks.CHECKS:
-            status.verify_credential(s, vault.barrier, SYSTEM, ws, c.cred_id)
-        else:
+        cred_id, type_name, version = c.cred_id, c.type, c.current_version
+    if type_name in checks.CHECKS:
+        # outside any transaction: a slow target never holds the database's write lock
+        try:
+            checking.run(vault, SYSTEM, ws, cred_id, version)
+        except WorkbenchError:
+            return []  # deleted, or does not decrypt: the next tick tries again
+    with audit.unit(vault.factory) as s:
+        c = s.get(Credential, credential_pk)
+        if c is None:
+            return []
+        if type_name not in checks.CHECKS:
             status.recheck(s, vault.barrier, SYSTEM, ws, c)
         row = s.get(CheckSchedule, c.pk) or CheckSchedule(credential_pk=c.pk, failed=False,
                                                           expiry="")
