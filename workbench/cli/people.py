@@ -12,6 +12,7 @@ from ..audit import unit
 from ..db import iso
 from ..errors import ValidationError
 from . import cli_actor, emit, json_option, vault
+from .output import table
 from .admin import token, user
 
 
@@ -20,12 +21,9 @@ def _user_row(u) -> dict:
             "must_change_password": u.must_change_password, "created_at": iso(u.created_at)}
 
 
-def table(rows: list[dict], columns: list[str]) -> str:
-    """Plain aligned columns for people to read (``--json`` for scripts)."""
-    cells = [columns] + [["" if r[c] is None else str(r[c]) for c in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip()
-                     for row in cells)
+def _columns(*keys: str) -> list[tuple[str, str]]:
+    """(header, key) pairs for ``output.table``; the header is the key as written."""
+    return [(k, k) for k in keys]
 
 
 def _read_passwords(count: int, from_stdin: bool, prompts: list[str]) -> list[str]:
@@ -47,8 +45,8 @@ def user_list(as_json: bool):
     """List users, their roles and state."""
     with vault().factory() as s:
         rows = [_user_row(u) for u in accounts.list_users(s)]
-    emit(rows, as_json, table(rows, ["username", "role", "disabled", "must_change_password",
-                                      "created_at"]))
+    emit(rows, as_json, table(rows, _columns("username", "role", "disabled",
+                                             "must_change_password", "created_at")))
 
 
 @user.command("disable")
@@ -134,8 +132,8 @@ def token_list(username: str | None, as_json: bool):
     with vault().factory() as s:
         rows = [accounts.token_to_dict(t) for t in accounts.list_tokens(s)
                 if username is None or (t.user and t.user.username == username)]
-    emit(rows, as_json, table(rows, ["id", "kind", "name", "prefix", "user", "workspace",
-                                      "last_used_at", "revoked"]))
+    emit(rows, as_json, table(rows, _columns("id", "kind", "name", "prefix", "user", "workspace",
+                                             "last_used_at", "revoked")))
 
 
 @token.command("revoke")
