@@ -75,6 +75,11 @@ def table(items: list[dict], columns: list[tuple[str, str]], empty: str = "") ->
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
+def columns(*keys: str) -> list[tuple[str, str]]:
+    """(header, key) pairs for ``table`` whose header is the key as written."""
+    return [(k, k) for k in keys]
+
+
 def fields(d: dict, skip: tuple[str, ...] = ()) -> str:
     """``key: value`` lines, aligned, for one object."""
     keys = [k for k in d if k not in skip]

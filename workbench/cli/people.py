@@ -12,18 +12,13 @@ from ..audit import unit
 from ..db import iso
 from ..errors import ValidationError
 from . import cli_actor, emit, json_option, vault
-from .output import table
+from .output import columns, table
 from .admin import token, user
 
 
 def _user_row(u) -> dict:
     return {"username": u.username, "role": u.role, "disabled": u.disabled,
             "must_change_password": u.must_change_password, "created_at": iso(u.created_at)}
-
-
-def _columns(*keys: str) -> list[tuple[str, str]]:
-    """(header, key) pairs for ``output.table``; the header is the key as written."""
-    return [(k, k) for k in keys]
 
 
 def _read_passwords(count: int, from_stdin: bool, prompts: list[str]) -> list[str]:
@@ -45,7 +40,7 @@ def user_list(as_json: bool):
     """List users, their roles and state."""
     with vault().factory() as s:
         rows = [_user_row(u) for u in accounts.list_users(s)]
-    emit(rows, as_json, table(rows, _columns("username", "role", "disabled",
+    emit(rows, as_json, table(rows, columns("username", "role", "disabled",
                                              "must_change_password", "created_at")))
 
 
@@ -132,7 +127,7 @@ def token_list(username: str | None, as_json: bool):
     with vault().factory() as s:
         rows = [accounts.token_to_dict(t) for t in accounts.list_tokens(s)
                 if username is None or (t.user and t.user.username == username)]
-    emit(rows, as_json, table(rows, _columns("id", "kind", "name", "prefix", "user", "workspace",
+    emit(rows, as_json, table(rows, columns("id", "kind", "name", "prefix", "user", "workspace",
                                              "last_used_at", "revoked")))
 
 

@@ -7,7 +7,7 @@ from flask.cli import with_appcontext
 from .. import scopes
 from ..audit import unit
 from . import cli_actor, emit, json_option, vault
-from .people import table
+from .output import columns, table
 
 
 @click.group("scope")
@@ -25,8 +25,8 @@ def scope_list(as_json: bool):
         rows = [scopes.to_dict(ws, scopes.contents(s, ws), by_id)
                 for ws in scopes.list_scopes(s)]
     flat = [{**r, **r["contents"]} for r in rows]
-    emit(rows, as_json, table(flat, ["id", "parent", "title", "scopes", "credentials", "sources",
-                                     "runner_tokens", "created_at"]))
+    emit(rows, as_json, table(flat, columns("id", "parent", "title", "scopes", "credentials",
+                                            "sources", "runner_tokens", "created_at")))
 
 
 @scope.command("create")
