@@ -50,7 +50,7 @@ def seed(env: dict[str, str]):
                 values={"username": f"user{i}", "password": uuid.uuid4().hex})
         for _, scope in CASES:
             tokens[scope] = accounts.create_token(s, SYSTEM, f"bench-{scope}", kind="runner",
-                                                  workspace=scope).secret
+                                                  workspace=scope, allow=["*"]).secret
     return create_app(settings, vault=v), v, tokens
 
 

@@ -116,8 +116,9 @@ def seed(env: dict[str, str]) -> str:
                 s, v.barrier, SYSTEM, workspace="default", cred_id=f"cred-{i:03d}",
                 type="username_password",
                 values={"username": f"user{i}", "password": uuid.uuid4().hex})
+        # ad hoc (no run): since run tokens, a runner token needs an allow-list for that
         token = accounts.create_token(s, SYSTEM, "bench", kind="runner",
-                                      workspace="default").secret
+                                      workspace="default", allow=["*"]).secret
     v.close()
     return token
 
