@@ -1,14 +1,12 @@
 """Connectivity tests: one overall deadline, and run off the request workers."""
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import requests
 
-from tests.fixtures._net import free_port
+from tests.fixtures._net import start_serve
 from workbench import checks
 from workbench.accounts import create_token, create_user
 from workbench.audit import SYSTEM
@@ -91,19 +89,7 @@ def _serve(settings: Settings, workers: int):
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("WORKBENCH_")}
     env.update(WORKBENCH_INSTANCE=str(settings.instance), PYTHONPATH=str(ROOT),
                WORKBENCH_DATABASE_URL=settings.database_url)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port),
-                             "--workers", str(workers)], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return proc, url
-        except requests.ConnectionError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.2)
+    return start_serve(env, ROOT, workers)
 
 
 def test_two_slow_checks_do_not_stop_a_two_worker_server(db_url, tmp_path):

@@ -1,8 +1,6 @@
 """Key rotation while a real `workbench serve` (4 worker processes) serves resolves and creates."""
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -10,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fixtures._net import free_port
+from tests.fixtures._net import start_serve, stop_serve
 from tests.test_rotation import ROWS, _cli, _env, keyed_vault  # noqa: F401 (a fixture)
 from workbench.accounts import create_token, create_user
 from workbench.audit import SYSTEM
@@ -22,30 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _serve(settings, workers: int):
     """Start `workbench serve` and wait until it answers; (process, base URL)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port),
-                             "--workers", str(workers)], env=_env(settings), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return proc, url
-        except requests.ConnectionError:
-            pass
-        assert proc.poll() is None, "server exited"
-        assert time.monotonic() < deadline, "server did not answer within 60 s"
-        time.sleep(0.2)
+    return start_serve(_env(settings), ROOT, workers)
 
 
-def _stop(proc) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
+_stop = stop_serve
 
 
 class Load:
