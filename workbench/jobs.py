@@ -3,7 +3,6 @@ expiry checks, and webhook deliveries.  Each runs as ``fn(vault, **arguments)`` 
 (PostgreSQL) or in a thread (SQLite); see ``jobqueue``."""
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import datetime, timedelta
 
 from sqlalchemy import ForeignKey, String, select
