@@ -24,11 +24,13 @@ class Actor:
     """Who is acting: a user, a token or the CLI, and from where."""
 
     name: str
-    role: str = "viewer"  # admin | editor | viewer | runner
+    role: str = "viewer"  # admin | editor | viewer | auditor | none | runner
     source: str = ""  # remote address, or "cli"
     workspace: str | None = None  # runner tokens are scoped to one workspace
     kind: str = "user"  # user | token | runner | system | sso (an SSO provider)
     allow: tuple[str, ...] = ()  # runner tokens: credential IDs resolvable ad hoc ("*": any)
+    # users: (scope, role) grants, loaded once per request; None: not loaded (access loads them)
+    grants: tuple[tuple[str, str], ...] | None = None
 
     @property
     def label(self) -> str:
