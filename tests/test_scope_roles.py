@@ -153,7 +153,7 @@ def test_scope_admins_create_rename_and_delete_below_their_scope(person, tree):
     assert ann.get("/webhooks").status_code == 403
 
 
-def test_a_scope_auditor_reads_only_the_audit_rows_of_its_subtree(person, tree):
+def test_a_scope_auditor_reads_only_the_audit_rows_of_its_subtree(person, tree, client):
     admin = person("root", role="admin")
     for ws in ("team", "proj", "sib"):
         assert admin.post(f"/credentials?workspace={ws}", cred(f"c-{ws}")).status_code == 201
@@ -165,8 +165,19 @@ def test_a_scope_auditor_reads_only_the_audit_rows_of_its_subtree(person, tree):
     # an auditor is a viewer of its scopes otherwise
     assert aud.get("/credentials/c-proj?workspace=proj").status_code == 200
     assert aud.post("/credentials?workspace=proj", cred("x")).status_code == 403
+    # the web: the Audit log page and a credential's trail, for its subtree only
+    assert login(client, "aud", PASSWORD).status_code == 302
+    page = client.get("/admin/audit").get_data(as_text=True)
+    assert "c-proj" in page and "c-sib" not in page
+    assert "Audit trail" in client.get("/credentials/proj/c-proj").get_data(as_text=True)
+    assert client.get("/credentials/sib/c-sib").status_code == 404
     # an editor of a scope reads no audit log; an instance auditor reads all of it
-    assert person("ed", team="editor").get("/audit").status_code == 403
+    ed = person("ed", team="editor")
+    assert ed.get("/audit").status_code == 403
+    other = client.application.test_client()
+    assert login(other, "ed", PASSWORD).status_code == 302
+    assert "Audit trail" not in other.get("/credentials/proj/c-proj").get_data(as_text=True)
+    assert other.get("/admin/audit").status_code == 403
     everything = person("iaud", role="auditor").get("/audit?limit=1000").get_json()["items"]
     assert {"sib", ""} <= {r["workspace"] for r in everything}
 
