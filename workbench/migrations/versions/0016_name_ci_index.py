@@ -5,12 +5,12 @@ expression index, so ``ix_credentials_name_ci`` (``lower(name), pk``, issue 20's
 lost on every SQLite vault migrated through 0010. PostgreSQL kept it: IF NOT EXISTS.
 
 Revision ID: 0016_name_ci_index
-Revises: 0010_scopes_accounts
+Revises: 0014_scope_roles
 """
 from alembic import op
 
 revision = '0016_name_ci_index'
-down_revision = '0010_scopes_accounts'
+down_revision = '0014_scope_roles'
 branch_labels = None
 depends_on = None
 
