@@ -1,0 +1,279 @@
+"""The authorisation matrix (issue 19): every route of the app (API and web pages) × one user per
+role (admin, editor, viewer, auditor) × position of its one grant (own = the target's scope,
+parent, child, sibling), plus a user with no grant and an instance admin as the control.
+
+Each request is real (a personal token, or a signed-in session with its CSRF token) and valid,
+so what decides is the caller's role.  Let in: a 2xx, a redirect that is not to the sign-in
+page and flashes no error, or the case's validation status after the check; for a list, the
+target is in it; for a change, an ``ok`` audit row of it by the caller.  Every mismatch is
+collected and reported at once; an unexpected allow is a security bug.  An allowed answer
+must not name a scope the caller cannot see (nor its credentials or audit rows) unless the
+request named it."""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+from sqlalchemy import select
+
+from tests.fixtures._authz_routes import (ACCOUNT, CASES, INSTANCE, PUBLIC, RUNNER, Case,
+                                          expected)
+from tests.fixtures._authz_world import (CRED, INSTANCE_MARK, ORG, PROJ, PROJ2, TEAM, TEAM2,
+                                         TEAM2_CRED, TEAM_MARK, Person, World, build, people)
+from tests.fixtures.vault import BACKENDS, _empty
+from tests.test_web import csrf
+from workbench import accounts, create_app, crypto
+from workbench.audit import SYSTEM
+from workbench.config import Settings
+from workbench.models import User
+from workbench.vault import Vault
+
+# what finding a scope's markers in an answer shows: that scope, its credential, its audit row
+MARKERS = {ORG: [ORG], TEAM: [TEAM, CRED, TEAM_MARK], PROJ: [PROJ], PROJ2: [PROJ2],
+           TEAM2: [TEAM2, TEAM2_CRED]}
+# Denies accepted for now, each with its reason: {(case name, person label or "*"): reason}.
+# Never an allow: an unexpected allow always fails.
+ACCEPTED_DENIES: dict[tuple[str, str], str] = {}
+
+
+@dataclass
+class Caller:
+    person: Person
+    token: str
+    web: object  # a signed-in test client
+    csrf: str = ""
+
+
+@dataclass
+class Matrix:
+    app: object
+    world: World
+    callers: list[Caller]
+    password: str
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def matrix(request, _migrated, tmp_path_factory):
+    """One app per backend, the world built once, every person signed in once."""
+    root = tmp_path_factory.mktemp("authz")
+    settings = Settings.from_env({}, instance=str(root / "instance"),
+                                 database_url=_migrated(request.param),
+                                 master_key=crypto.encode_key(crypto.generate_key()),
+                                 testing=True)
+    vault = Vault(settings)
+    _empty(vault)
+    vault.open(migrate=False)
+    app = create_app(settings, vault=vault)
+    password = secrets.token_urlsafe(16)
+    # cheap hash parameters: a wrong current password is checked against it 36 times
+    world = build(vault, root / "source",
+                  PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(password))
+    callers = []
+    for p in people():
+        with vault.factory.begin() as s:
+            token = accounts.create_token(s, SYSTEM, f"matrix-{p.username}",
+                                          username=p.username).secret
+            user = s.scalar(select(User).where(User.username == p.username))
+        callers.append(Caller(p, token, _signed_in(app, user), ""))
+        callers[-1].csrf = csrf(callers[-1].web, "/account/password")
+    yield Matrix(app, world, callers, password)
+    vault.close()
+
+
+def _signed_in(app, user):
+    """A test client with the session cookie a sign-in gives ``user`` (signing in itself, with
+    its slow password check and throttling, is tested in test_web.py)."""
+    web = app.test_client()
+    with web.session_transaction() as sess:
+        sess["_user_id"], sess["_fresh"] = user.get_id(), True
+    return web
+
+
+def _format(value, ctx: dict):
+    if isinstance(value, str):
+        return value.format(**ctx)
+    if isinstance(value, dict):
+        return {k: _format(v, ctx) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_format(v, ctx) for v in value]
+    return value
+
+
+def send(m: Matrix, case: Case, caller: Caller, ctx: dict):
+    """The case's request as ``caller``: its token (API) or its session (web)."""
+    path, body = _format(case.path, ctx), _format(case.body, ctx)
+    headers = case.headers(m.world) if case.headers else {}
+    if case.web:
+        data = None
+        if case.method != "GET":
+            data = {**(body or {}), "csrf_token": caller.csrf}
+        return caller.web.open(path, method=case.method, data=data, headers=headers), path, body
+    client = m.app.test_client()
+    if case.scope != PUBLIC:
+        headers["Authorization"] = f"Bearer {caller.token}"
+    if case.raw is not None:
+        return client.open(path, method=case.method, data=case.raw, headers=headers), path, body
+    return client.open(path, method=case.method, json=body, headers=headers), path, body
+
+
+def _flashed_error(caller: Caller) -> str | None:
+    with caller.web.session_transaction() as sess:
+        flashes = sess.pop("_flashes", [])
+    errors = [msg for cat, msg in flashes if cat == "error"]
+    return errors[0] if errors else None
+
+
+def judge(m: Matrix, case: Case, caller: Caller, resp, ctx: dict, since: int):
+    """(let in?, what showed it) — None for an answer that is neither (a 5xx)."""
+    status, text = resp.status_code, resp.get_data(as_text=True)
+    if status >= 500:
+        return None, f"{status} {text[:120]!r}"
+    if case.action:
+        if m.world.audited(since, caller.person.username, case.action):
+            return True, f"{status}, audited {case.action}"
+        if status in case.ok:
+            return True, f"{status} (input refused after the check)"
+        return False, f"{status}, no {case.action} row"
+    if 300 <= status < 400:
+        where = resp.headers.get("Location", "")
+        if "/login" in where and case.endpoint not in ("web.login", "web.logout"):
+            return False, f"{status} to sign-in"
+        error = _flashed_error(caller) if case.web else None
+        if error:
+            return False, f"{status}, flashed {error[:80]!r}"
+        return True, f"{status}"
+    if 200 <= status < 300:
+        if case.reveals:
+            marker = _format(case.reveals, ctx)
+            shown = re.search(marker[3:], text) if marker.startswith("re:") else marker in text
+            return bool(shown), f"{status}, {'shows' if shown else 'hides'} {marker}"
+        return True, f"{status}"
+    if status in case.ok:
+        return True, f"{status} (input refused after the check)"
+    return False, f"{status}"
+
+
+def leaks(caller: Caller, resp, path: str, body) -> list[str]:
+    """Markers of scopes the caller cannot see in an allowed answer (unless it asked)."""
+    if not 200 <= resp.status_code < 300 or caller.person.instance_admin:
+        return []
+    text, asked = resp.get_data(as_text=True), f"{path} {body}"
+    return [mark for scope, marks in MARKERS.items() if not caller.person.sees(scope)
+            for mark in marks if mark in text and mark not in asked]
+
+
+@dataclass
+class Report:
+    allows: list = field(default_factory=list)
+    denies: list = field(default_factory=list)
+    accepted: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+    leaks: list = field(default_factory=list)
+    checked: int = 0
+
+    def table(self, backend: str) -> str:
+        out = [f"authorisation matrix on {backend}: {self.checked} requests"]
+        for title, rows in (("UNEXPECTED ALLOWS (security bugs)", self.allows),
+                            ("UNEXPECTED DENIES", self.denies),
+                            ("ERRORS (5xx)", self.errors),
+                            ("LEAKS (an invisible scope named in an allowed answer)",
+                             self.leaks),
+                            ("accepted denies", self.accepted)):
+            if rows:
+                out.append(f"\n{title}: {len(rows)}")
+                out += [f"  {line}" for line in _grouped(rows)]
+        return "\n".join(out)
+
+
+def _grouped(rows: list[tuple[str, str, str]]) -> list[str]:
+    """One line per route and outcome, naming every person it happened to."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for case, who, what in rows:
+        groups.setdefault((case, re.sub(r"-\d+\b", "-N", what)), []).append(who)
+    width = max(len(case) for case, _ in groups)
+    return [f"{case:<{width}}  {what}: {', '.join(who)}" for (case, what), who in groups.items()]
+
+
+def run_matrix(m: Matrix) -> Report:
+    rep = Report()
+    ordered = [c for c in CASES if not c.last] + [c for c in CASES if c.last]
+    for case in ordered:
+        for caller in m.callers:
+            me = caller.person.username
+            ctx = {**m.world.ids, "me": me, "u": m.world.unique("m")}
+            if case.fresh:
+                ctx.update(case.fresh(m.world, me))
+            since = m.world.last_audit_id() if case.action else 0
+            resp, path, body = send(m, case, caller, ctx)
+            got, detail = judge(m, case, caller, resp, ctx, since)
+            want = expected(case, caller.person)
+            rep.checked += 1
+            row = (case.name, caller.person.label,
+                   f"expected {'allow' if want else 'deny'}, got {detail}")
+            if got is None:
+                rep.errors.append(row)
+            elif got and not want:
+                rep.allows.append(row)
+            elif want and not got:
+                reason = ACCEPTED_DENIES.get((case.name, caller.person.label)) or \
+                    ACCEPTED_DENIES.get((case.name, "*"))
+                (rep.accepted if reason else rep.denies).append(
+                    row[:2] + (row[2] + (f" — accepted: {reason}" if reason else ""),))
+            if got:
+                found = leaks(caller, resp, path, body)
+                if found:
+                    rep.leaks.append((case.name, caller.person.label,
+                                      f"{resp.status_code} names {', '.join(found)}"))
+    return rep
+
+
+def test_every_route_is_in_the_matrix(matrix):
+    """A new route cannot escape the matrix: every rule of the URL map (each method but HEAD
+    and OPTIONS) has a row, and every row still names a route."""
+    have = {(r.endpoint, meth) for r in matrix.app.url_map.iter_rules()
+            for meth in r.methods - {"HEAD", "OPTIONS"}}
+    table = {(c.endpoint, c.method) for c in CASES}
+    assert not have - table, f"routes missing from the authorisation matrix: {sorted(have - table)}"
+    assert not table - have, f"matrix rows naming no route: {sorted(table - have)}"
+
+
+def test_every_route_role_and_position(matrix, request):
+    """Every case × every person; one assertion listing every mismatch."""
+    rep = run_matrix(matrix)
+    backend = request.node.callspec.params["matrix"]
+    text = rep.table(backend)
+    out = os.environ.get("WORKBENCH_AUTHZ_REPORT")
+    if out:
+        Path(f"{out}.{backend}").write_text(text + "\n")
+    assert rep.checked == len(CASES) * len(matrix.callers)
+    assert not (rep.allows or rep.denies or rep.errors or rep.leaks), text
+
+
+def test_the_table_is_honest():
+    """The table's own rules: runner routes let nobody in; instance rows only the control."""
+    everyone = people()
+    for case in CASES:
+        allowed = {p.label for p in everyone if expected(case, p)}
+        if case.scope == RUNNER:
+            assert not allowed, case.name
+        elif case.scope == INSTANCE:
+            assert allowed == {"instance-admin"}, case.name
+        elif case.scope in (ACCOUNT, PUBLIC):
+            assert len(allowed) == len(everyone), case.name
+        else:
+            assert "instance-admin" in allowed and "no-grant" not in allowed, case.name
+            assert not {p.label for p in everyone if p.position in ("child", "sibling")} \
+                & allowed, case.name
+
+
+def _served(app):
+    from werkzeug.serving import make_server
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
