@@ -277,3 +277,61 @@ def _served(app):
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def _wb(*args: str, env: dict, cwd: Path):
+    import subprocess
+    import sys
+    env = {"PATH": os.environ["PATH"], "HOME": str(cwd),
+           "PYTHONPATH": str(Path(__file__).parents[1]), **env}
+    return subprocess.run([sys.executable, "-m", "workbench", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _runner_token(m: Matrix, caller: Caller, scope: str) -> tuple[int, str | None]:
+    """A runner token of ``scope`` asked for by ``caller`` (any credential, ad hoc)."""
+    r = m.app.test_client().post("/api/v1/tokens", headers={
+        "Authorization": f"Bearer {caller.token}"}, json={
+        "name": m.world.unique("cli"), "kind": "runner", "workspace": scope, "allow": ["*"]})
+    return r.status_code, (r.get_json() or {}).get("token")
+
+
+def test_cli_through_a_server_has_the_token_scope(matrix, tmp_path):
+    """The CLI has no roles of its own.  Locally it is the operator (it holds the master key:
+    every scope); through a server (``--server``: ``run`` and ``exec``) it holds a runner token
+    of one scope, which only an admin of that scope (or above) may issue, and which gets the
+    credentials of its scope and those inherited from above, never a sibling's or a child's."""
+    m = matrix
+    by = {c.person.label: c for c in m.callers}
+    status, team_token = _runner_token(m, by["admin@own"], TEAM)
+    assert status == 201, "an admin of team issues team's runner tokens"
+    assert _runner_token(m, by["admin@sibling"], TEAM)[0] in (403, 404)
+    assert _runner_token(m, by["editor@own"], TEAM)[0] == 403
+    tokens = {TEAM: team_token}
+    for scope in (PROJ, TEAM2):
+        tokens[scope] = _runner_token(m, by["instance-admin"], scope)[1]
+    server = _served(m.app)
+    url = f"http://127.0.0.1:{server.server_port}"
+    check = ("sh", "-c", 'test "$V" = s3cret-value')
+    try:
+        def exec_as(token_scope: str, workspace: str):
+            return _wb("exec", "--server", url, "--workspace", workspace, "--cred",
+                       f"{CRED}:env=V", "--", *check,
+                       env={"WORKBENCH_RUNNER_TOKEN": tokens[token_scope]}, cwd=tmp_path)
+        got = {(t, w): exec_as(t, w) for t, w in ((TEAM, TEAM), (PROJ, PROJ), (TEAM2, TEAM2),
+                                                  (TEAM2, TEAM))}
+    finally:
+        server.shutdown()
+    assert got[(TEAM, TEAM)].returncode == 0, got[(TEAM, TEAM)].stderr
+    assert got[(PROJ, PROJ)].returncode == 0, got[(PROJ, PROJ)].stderr  # inherited from team
+    for key in ((TEAM2, TEAM2), (TEAM2, TEAM)):
+        assert got[key].returncode not in (0, 1), (key, got[key].stderr)  # refused, not run
+        assert "s3cret-value" not in got[key].stdout + got[key].stderr
+    assert "scoped to workspace" in got[(TEAM2, TEAM)].stderr
+    # locally, with the key, the CLI sees every scope
+    settings = m.world.vault.settings
+    local = _wb("cred", "list", "--workspace", TEAM, "-o", "json", cwd=tmp_path, env={
+        "WORKBENCH_INSTANCE": str(settings.instance),
+        "WORKBENCH_DATABASE_URL": settings.database_url,
+        "WORKBENCH_MASTER_KEY": settings.master_key})
+    assert local.returncode == 0 and CRED in local.stdout, local.stderr
