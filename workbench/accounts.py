@@ -187,7 +187,9 @@ def create_token(s: Session, actor: Actor, name: str, *, kind: str = "personal",
     if allow is not None and kind != "runner":
         raise ValidationError("only runner tokens take an allow-list", field="allow")
     if kind == "runner":
-        require(actor, "admin")
+        from . import access  # access builds on this module
+        access.require_on(s, actor, "admin", "token.create", workspace=workspace or "default",
+                          target=str(name)[:100])
         ws = get_workspace(s, workspace or "default")
         owner = None
         allow = _allow_list(allow)
@@ -273,15 +275,33 @@ def token_actor(raw: Raw, secret: str, source: str = "", *,
     return Actor(row.username, role=row.role, source=source, kind="user")
 
 
-def list_tokens(s: Session) -> list[ApiToken]:
-    return list(s.scalars(select(ApiToken).order_by(ApiToken.id.desc())))
+def list_tokens(s: Session, actor: Actor | None = None) -> list[ApiToken]:
+    """Every token, or those ``actor`` may see: its own, and (admins of a scope) the runner
+    tokens of the scopes it is admin of; an instance admin sees all."""
+    toks = list(s.scalars(select(ApiToken).order_by(ApiToken.id.desc())))
+    if actor is None or actor.role == "admin":
+        return toks
+    from . import access  # access builds on this module
+    admin_of = {name for name in {t.workspace.name for t in toks if t.workspace}
+                if access.role_on(s, actor, name) == "admin"}
+    return [t for t in toks if (t.user and t.user.username == actor.name)
+            or (t.workspace and t.workspace.name in admin_of)]
 
 
 def revoke_token(s: Session, actor: Actor, token_id: int) -> ApiToken:
     tok = s.get(ApiToken, token_id)
     if tok is None:
         raise NotFound(f"token {token_id} does not exist")
-    if not (tok.user and tok.user.username == actor.name):
+    if tok.workspace is not None:
+        from . import access  # access builds on this module
+        try:
+            access.require_on(s, actor, "admin", "token.revoke", workspace=tok.workspace.name,
+                              target=tok.name)
+        except NotFound:  # a token of a scope it may not see does not exist for it either
+            raise audit.refused(NotFound(f"token {token_id} does not exist"), actor,
+                                "token.revoke", workspace=tok.workspace.name,
+                                target=tok.name) from None
+    elif not (tok.user and tok.user.username == actor.name):
         require(actor, "admin")
     if tok.revoked_at is None:
         tok.revoked_at = utcnow()

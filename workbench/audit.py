@@ -70,8 +70,12 @@ def appending(actor: Actor, action: str, events: list[tuple[str, dict[str, Any]]
 
 def query(s: Session, *, workspace: str | None = None, target: str | None = None,
           actor: str | None = None, action: str | None = None, outcome: str | None = None,
-          since: datetime | None = None, limit: int = 100, offset: int = 0) -> list[AuditEvent]:
+          since: datetime | None = None, limit: int = 100, offset: int = 0,
+          workspaces: set[str] | None = None) -> list[AuditEvent]:
+    """Events, newest first; ``workspaces``: only those of these scopes (None: all)."""
     stmt = select(AuditEvent).order_by(AuditEvent.id.desc())
+    if workspaces is not None:
+        stmt = stmt.where(AuditEvent.workspace.in_(sorted(workspaces)))
     for column, value in ((AuditEvent.workspace, workspace), (AuditEvent.target, target),
                           (AuditEvent.actor, actor), (AuditEvent.action, action),
                           (AuditEvent.outcome, outcome)):
