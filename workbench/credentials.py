@@ -290,11 +290,12 @@ def prune_versions(s: Session, actor: Actor, *, workspace: str, cred_id: str, ke
 
 def list_credentials(s: Session, *, workspace: str | None = "default", q: str | None = None,
                      type: str | None = None, status: str | None = None, sort: str = "-created_at",
-                     limit: int = 50, offset: int = 0, where: Iterable = ()
-                     ) -> tuple[list[Credential], int]:
+                     limit: int = 50, offset: int = 0, where: Iterable = (),
+                     workspaces: set[str] | None = None) -> tuple[list[Credential], int]:
     """One page of credentials and the total count.  Pages are found by primary key alone (a
     deferred join), so a deep page walks an index instead of whole rows.  ``where`` adds SQL
-    conditions (see ``credential_filters``)."""
+    conditions (see ``credential_filters``); ``workspaces``: only those of these scopes (the
+    ones a user may see; None: all)."""
     key = sort.lstrip("-")
     if not sortable(key):
         raise ValidationError(f"cannot sort by {key[:32]!r}; use one of "
@@ -303,6 +304,9 @@ def list_credentials(s: Session, *, workspace: str | None = "default", q: str | 
     if workspace:
         ids = ids.where(Credential.workspace_id == select(Workspace.id)
                         .where(Workspace.name == workspace).scalar_subquery())
+    if workspaces is not None:
+        ids = ids.where(Credential.workspace_id.in_(
+            select(Workspace.id).where(Workspace.name.in_(sorted(workspaces)))))
     if type:
         ids = ids.where(Credential.type == type)
     if status:
