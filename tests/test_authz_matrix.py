@@ -37,6 +37,10 @@ from workbench.vault import Vault
 # what finding a scope's markers in an answer shows: that scope, its credential, its audit row
 MARKERS = {ORG: [ORG], TEAM: [TEAM, CRED, TEAM_MARK], PROJ: [PROJ], PROJ2: [PROJ2],
            TEAM2: [TEAM2, TEAM2_CRED]}
+# The IDs (only) of the scopes above a scope the caller sees may be named: a scope's page and
+# list row give its parent, and its members list the grants inherited from above, which is
+# where the caller's own role may come from.  Their credentials and audit rows may not.
+ABOVE = {ORG: set(), TEAM: {ORG}, PROJ: {TEAM, ORG}, PROJ2: {TEAM, ORG}, TEAM2: {ORG}}
 # Denies accepted for now, each with its reason: {(case name, person label or "*"): reason}.
 # Never an allow: an unexpected allow always fails.
 ACCEPTED_DENIES: dict[tuple[str, str], str] = {}
@@ -129,7 +133,7 @@ def _flashed_error(caller: Caller) -> str | None:
     return errors[0] if errors else None
 
 
-def judge(m: Matrix, case: Case, caller: Caller, resp, ctx: dict, since: int):
+def judge(m: Matrix, case: Case, caller: Caller, resp, ctx: dict, since: int, asked: str):
     """(let in?, what showed it) — None for an answer that is neither (a 5xx)."""
     status, text = resp.status_code, resp.get_data(as_text=True)
     if status >= 500:
@@ -151,6 +155,8 @@ def judge(m: Matrix, case: Case, caller: Caller, resp, ctx: dict, since: int):
     if 200 <= status < 300:
         if case.reveals:
             marker = _format(case.reveals, ctx)
+            assert marker.removeprefix("re:") not in asked, \
+                f"{case.name}: the request itself holds the marker it looks for"
             shown = re.search(marker[3:], text) if marker.startswith("re:") else marker in text
             return bool(shown), f"{status}, {'shows' if shown else 'hides'} {marker}"
         return True, f"{status}"
@@ -164,8 +170,9 @@ def leaks(caller: Caller, resp, path: str, body) -> list[str]:
     if not 200 <= resp.status_code < 300 or caller.person.instance_admin:
         return []
     text, asked = resp.get_data(as_text=True), f"{path} {body}"
+    path_ids = set().union(*(ABOVE[s] for s in MARKERS if caller.person.sees(s)))
     return [mark for scope, marks in MARKERS.items() if not caller.person.sees(scope)
-            for mark in marks if mark in text and mark not in asked]
+            for mark in marks if mark in text and mark not in asked and mark not in path_ids]
 
 
 @dataclass
@@ -211,7 +218,7 @@ def run_matrix(m: Matrix) -> Report:
                 ctx.update(case.fresh(m.world, me))
             since = m.world.last_audit_id() if case.action else 0
             resp, path, body = send(m, case, caller, ctx)
-            got, detail = judge(m, case, caller, resp, ctx, since)
+            got, detail = judge(m, case, caller, resp, ctx, since, f"{path} {body}")
             want = expected(case, caller.person)
             rep.checked += 1
             row = (case.name, caller.person.label,
