@@ -286,13 +286,23 @@ def _served(app):
     return server
 
 
-def _wb(*args: str, env: dict, cwd: Path):
-    import subprocess
-    import sys
-    env = {"PATH": os.environ["PATH"], "HOME": str(cwd),
-           "PYTHONPATH": str(Path(__file__).parents[1]), **env}
-    return subprocess.run([sys.executable, "-m", "workbench", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+@pytest.fixture
+def wb(monkeypatch, capfd, tmp_path):
+    """``wb(*args, env={...})`` → (exit code, stdout, stderr) of the real ``workbench``
+    command, run in this process (its steps are processes of their own)."""
+    from workbench.cli import main
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    def run(*args: str, env: dict) -> tuple[int, str, str]:
+        with monkeypatch.context() as mp:
+            for k, v in env.items():
+                mp.setenv(k, v)
+            capfd.readouterr()
+            code = main(list(args))
+            out = capfd.readouterr()
+        return code, out.out, out.err
+    return run
 
 
 def _runner_token(m: Matrix, caller: Caller, scope: str) -> tuple[int, str | None]:
@@ -303,7 +313,7 @@ def _runner_token(m: Matrix, caller: Caller, scope: str) -> tuple[int, str | Non
     return r.status_code, (r.get_json() or {}).get("token")
 
 
-def test_cli_through_a_server_has_the_token_scope(matrix, tmp_path):
+def test_cli_through_a_server_has_the_token_scope(matrix, wb):
     """The CLI has no roles of its own.  Locally it is the operator (it holds the master key:
     every scope); through a server (``--server``: ``run`` and ``exec``) it holds a runner token
     of one scope, which only an admin of that scope (or above) may issue, and which gets the
@@ -323,23 +333,25 @@ def test_cli_through_a_server_has_the_token_scope(matrix, tmp_path):
     check = ("sh", "-c", 'test "$V" = s3cret-value')
     try:
         def exec_as(token_scope: str, workspace: str):
-            return _wb("exec", "--server", url, "--workspace", workspace, "--cred",
-                       f"{cli_cred}:env=V", "--", *check,
-                       env={"WORKBENCH_RUNNER_TOKEN": tokens[token_scope]}, cwd=tmp_path)
+            return wb("exec", "--server", url, "--workspace", workspace, "--cred",
+                      f"{cli_cred}:env=V", "--", *check,
+                      env={"WORKBENCH_RUNNER_TOKEN": tokens[token_scope]})
         got = {(t, w): exec_as(t, w) for t, w in ((TEAM, TEAM), (PROJ, PROJ), (TEAM2, TEAM2),
                                                   (TEAM2, TEAM))}
     finally:
         server.shutdown()
-    assert got[(TEAM, TEAM)].returncode == 0, got[(TEAM, TEAM)].stderr
-    assert got[(PROJ, PROJ)].returncode == 0, got[(PROJ, PROJ)].stderr  # inherited from team
+    assert got[(TEAM, TEAM)][0] == 0, got[(TEAM, TEAM)]
+    assert got[(PROJ, PROJ)][0] == 0, got[(PROJ, PROJ)]  # inherited from team
     for key in ((TEAM2, TEAM2), (TEAM2, TEAM)):
-        assert got[key].returncode not in (0, 1), (key, got[key].stderr)  # refused, not run
-        assert "s3cret-value" not in got[key].stdout + got[key].stderr
-    assert "scoped to workspace" in got[(TEAM2, TEAM)].stderr
+        code, out, err = got[key]
+        assert code not in (0, 1), (key, err)  # refused before anything ran
+        assert "s3cret-value" not in out + err
+    assert f"unknown credential {cli_cred!r}" in got[(TEAM2, TEAM2)][2]  # not a sibling's
+    assert "scoped to workspace" in got[(TEAM2, TEAM)][2]
     # locally, with the key, the CLI sees every scope
     settings = m.world.vault.settings
-    local = _wb("cred", "list", "--workspace", TEAM, "-o", "json", cwd=tmp_path, env={
+    code, out, err = wb("cred", "list", "--workspace", TEAM, "-o", "json", env={
         "WORKBENCH_INSTANCE": str(settings.instance),
         "WORKBENCH_DATABASE_URL": settings.database_url,
         "WORKBENCH_MASTER_KEY": settings.master_key})
-    assert local.returncode == 0 and cli_cred in local.stdout, local.stderr
+    assert code == 0 and cli_cred in out, err
