@@ -12,20 +12,17 @@ request named it."""
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from tests.fixtures._authz_routes import (ACCOUNT, CASES, INSTANCE, PUBLIC, RUNNER, Case,
-                                          expected)
-from tests.fixtures._authz_world import (CRED, INSTANCE_MARK, ORG, PROJ, PROJ2, TEAM, TEAM2,
-                                         TEAM2_CRED, TEAM_MARK, Person, World, build, people)
+from tests.fixtures._authz_harness import Caller, Matrix, run_matrix
+from tests.fixtures._authz_routes import ACCOUNT, CASES, INSTANCE, PUBLIC, RUNNER, expected
+from tests.fixtures._authz_world import PROJ, TEAM, TEAM2, build, people
 from tests.fixtures.vault import BACKENDS, _empty
 from tests.test_web import csrf
 from workbench import accounts, create_app, crypto
@@ -34,32 +31,9 @@ from workbench.config import Settings
 from workbench.models import User
 from workbench.vault import Vault
 
-# what finding a scope's markers in an answer shows: that scope, its credential, its audit row
-MARKERS = {ORG: [ORG], TEAM: [TEAM, CRED, TEAM_MARK], PROJ: [PROJ], PROJ2: [PROJ2],
-           TEAM2: [TEAM2, TEAM2_CRED]}
-# The IDs (only) of the scopes above a scope the caller sees may be named: a scope's page and
-# list row give its parent, and its members list the grants inherited from above, which is
-# where the caller's own role may come from.  Their credentials and audit rows may not.
-ABOVE = {ORG: set(), TEAM: {ORG}, PROJ: {TEAM, ORG}, PROJ2: {TEAM, ORG}, TEAM2: {ORG}}
 # Denies accepted for now, each with its reason: {(case name, person label or "*"): reason}.
 # Never an allow: an unexpected allow always fails.
 ACCEPTED_DENIES: dict[tuple[str, str], str] = {}
-
-
-@dataclass
-class Caller:
-    person: Person
-    token: str
-    web: object  # a signed-in test client
-    csrf: str = ""
-
-
-@dataclass
-class Matrix:
-    app: object
-    world: World
-    callers: list[Caller]
-    password: str
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -99,147 +73,6 @@ def _signed_in(app, user):
     return web
 
 
-def _format(value, ctx: dict):
-    if isinstance(value, str):
-        return value.format(**ctx)
-    if isinstance(value, dict):
-        return {k: _format(v, ctx) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_format(v, ctx) for v in value]
-    return value
-
-
-def send(m: Matrix, case: Case, caller: Caller, ctx: dict):
-    """The case's request as ``caller``: its token (API) or its session (web)."""
-    path, body = _format(case.path, ctx), _format(case.body, ctx)
-    headers = case.headers(m.world) if case.headers else {}
-    if case.web:
-        data = None
-        if case.method != "GET":
-            data = {**(body or {}), "csrf_token": caller.csrf}
-        return caller.web.open(path, method=case.method, data=data, headers=headers), path, body
-    client = m.app.test_client()
-    if case.scope != PUBLIC:
-        headers["Authorization"] = f"Bearer {caller.token}"
-    if case.raw is not None:
-        return client.open(path, method=case.method, data=case.raw, headers=headers), path, body
-    return client.open(path, method=case.method, json=body, headers=headers), path, body
-
-
-def _flashed_error(caller: Caller) -> str | None:
-    with caller.web.session_transaction() as sess:
-        flashes = sess.pop("_flashes", [])
-    errors = [msg for cat, msg in flashes if cat == "error"]
-    return errors[0] if errors else None
-
-
-def judge(m: Matrix, case: Case, caller: Caller, resp, ctx: dict, since: int, asked: str):
-    """(let in?, what showed it) — None for an answer that is neither (a 5xx)."""
-    status, text = resp.status_code, resp.get_data(as_text=True)
-    if status >= 500:
-        return None, f"{status} {text[:120]!r}"
-    if case.action:
-        if m.world.audited(since, caller.person.username, case.action):
-            return True, f"{status}, audited {case.action}"
-        if status in case.ok:
-            return True, f"{status} (input refused after the check)"
-        return False, f"{status}, no {case.action} row"
-    if 300 <= status < 400:
-        where = resp.headers.get("Location", "")
-        if "/login" in where and case.endpoint not in ("web.login", "web.logout"):
-            return False, f"{status} to sign-in"
-        error = _flashed_error(caller) if case.web else None
-        if error:
-            return False, f"{status}, flashed {error[:80]!r}"
-        return True, f"{status}"
-    if 200 <= status < 300:
-        if case.reveals:
-            marker = _format(case.reveals, ctx)
-            assert marker.removeprefix("re:") not in asked, \
-                f"{case.name}: the request itself holds the marker it looks for"
-            shown = re.search(marker[3:], text) if marker.startswith("re:") else marker in text
-            return bool(shown), f"{status}, {'shows' if shown else 'hides'} {marker}"
-        return True, f"{status}"
-    if status in case.ok:
-        return True, f"{status} (input refused after the check)"
-    return False, f"{status}"
-
-
-def leaks(caller: Caller, resp, path: str, body) -> list[str]:
-    """Markers of scopes the caller cannot see in an allowed answer (unless it asked)."""
-    if not 200 <= resp.status_code < 300 or caller.person.instance_admin:
-        return []
-    text, asked = resp.get_data(as_text=True), f"{path} {body}"
-    path_ids = set().union(*(ABOVE[s] for s in MARKERS if caller.person.sees(s)))
-    return [mark for scope, marks in MARKERS.items() if not caller.person.sees(scope)
-            for mark in marks if mark in text and mark not in asked and mark not in path_ids]
-
-
-@dataclass
-class Report:
-    allows: list = field(default_factory=list)
-    denies: list = field(default_factory=list)
-    accepted: list = field(default_factory=list)
-    errors: list = field(default_factory=list)
-    leaks: list = field(default_factory=list)
-    checked: int = 0
-
-    def table(self, backend: str) -> str:
-        out = [f"authorisation matrix on {backend}: {self.checked} requests"]
-        for title, rows in (("UNEXPECTED ALLOWS (security bugs)", self.allows),
-                            ("UNEXPECTED DENIES", self.denies),
-                            ("ERRORS (5xx)", self.errors),
-                            ("LEAKS (an invisible scope named in an allowed answer)",
-                             self.leaks),
-                            ("accepted denies", self.accepted)):
-            if rows:
-                out.append(f"\n{title}: {len(rows)}")
-                out += [f"  {line}" for line in _grouped(rows)]
-        return "\n".join(out)
-
-
-def _grouped(rows: list[tuple[str, str, str]]) -> list[str]:
-    """One line per route and outcome, naming every person it happened to."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    for case, who, what in rows:
-        groups.setdefault((case, re.sub(r"-\d+\b", "-N", what)), []).append(who)
-    width = max(len(case) for case, _ in groups)
-    return [f"{case:<{width}}  {what}: {', '.join(who)}" for (case, what), who in groups.items()]
-
-
-def run_matrix(m: Matrix) -> Report:
-    rep = Report()
-    ordered = [c for c in CASES if not c.last] + [c for c in CASES if c.last]
-    for case in ordered:
-        for caller in m.callers:
-            me = caller.person.username
-            ctx = {**m.world.ids, "me": me, "u": m.world.unique("m")}
-            if case.fresh:
-                ctx.update(case.fresh(m.world, me))
-            since = m.world.last_audit_id() if case.action else 0
-            resp, path, body = send(m, case, caller, ctx)
-            got, detail = judge(m, case, caller, resp, ctx, since, f"{path} {body}")
-            want = expected(case, caller.person)
-            rep.checked += 1
-            row = (case.name, caller.person.label,
-                   f"expected {'allow' if want else 'deny'}, got {detail}")
-            if got is None:
-                rep.errors.append(row)
-            elif got and not want:
-                rep.allows.append(row)
-            elif want and not got:
-                reason = ACCEPTED_DENIES.get((case.name, caller.person.label)) or \
-                    ACCEPTED_DENIES.get((case.name, "*"))
-                (rep.accepted if reason else rep.denies).append(
-                    row[:2] + (row[2] + (f" — accepted: {reason}" if reason else ""),))
-            if got:
-                found = leaks(caller, resp, path, body)
-                if found:
-                    rep.leaks.append((case.name, caller.person.label,
-                                      f"{resp.status_code} names {', '.join(found)}"))
-    return rep
-
-
 def test_every_route_is_in_the_matrix(matrix):
     """A new route cannot escape the matrix: every rule of the URL map (each method but HEAD
     and OPTIONS) has a row, and every row still names a route."""
@@ -252,7 +85,7 @@ def test_every_route_is_in_the_matrix(matrix):
 
 def test_every_route_role_and_position(matrix, request):
     """Every case × every person; one assertion listing every mismatch."""
-    rep = run_matrix(matrix)
+    rep = run_matrix(matrix, CASES, ACCEPTED_DENIES)
     backend = request.node.callspec.params["matrix"]
     text = rep.table(backend)
     out = os.environ.get("WORKBENCH_AUTHZ_REPORT")
