@@ -11,6 +11,7 @@ must not name a scope the caller cannot see (nor its credentials or audit rows) 
 request named it."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import threading
@@ -21,7 +22,9 @@ from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from tests.fixtures._authz_harness import Caller, Matrix, run_matrix
-from tests.fixtures._authz_routes import ACCOUNT, CASES, INSTANCE, PUBLIC, RUNNER, expected
+from tests.fixtures._authz_pages import PAGES
+from tests.fixtures._authz_routes import (ACCOUNT, API, ELSEWHERE, ELSEWHERE_CASES, INSTANCE,
+                                          PUBLIC, RUNNER, expected)
 from tests.fixtures._authz_world import PROJ, TEAM, TEAM2, build, people
 from tests.fixtures.vault import BACKENDS, _empty
 from tests.test_web import csrf
@@ -31,6 +34,7 @@ from workbench.config import Settings
 from workbench.models import User
 from workbench.vault import Vault
 
+CASES = API + PAGES + ELSEWHERE_CASES
 # Denies accepted for now, each with its reason: {(case name, person label or "*"): reason}.
 # Never an allow: an unexpected allow always fails.
 ACCEPTED_DENIES: dict[tuple[str, str], str] = {}
@@ -75,12 +79,20 @@ def _signed_in(app, user):
 
 def test_every_route_is_in_the_matrix(matrix):
     """A new route cannot escape the matrix: every rule of the URL map (each method but HEAD
-    and OPTIONS) has a row, and every row still names a route."""
-    have = {(r.endpoint, meth) for r in matrix.app.url_map.iter_rules()
-            for meth in r.methods - {"HEAD", "OPTIONS"}}
+    and OPTIONS, with single sign-on configured too) has a row, and every row names a route."""
+    settings = matrix.world.vault.settings
+    sso = dataclasses.replace(settings, oidc={
+        "WORKBENCH_OIDC_ISSUER": "http://127.0.0.1:9/idp", "WORKBENCH_OIDC_CLIENT_ID": "wb",
+        "WORKBENCH_OIDC_CLIENT_SECRET": "not-used", "WORKBENCH_OIDC_ROLES": "*=viewer"})
+    have = {(r.endpoint, meth)
+            for app in (matrix.app, create_app(sso, vault=matrix.world.vault))
+            for r in app.url_map.iter_rules() for meth in r.methods - {"HEAD", "OPTIONS"}}
     table = {(c.endpoint, c.method) for c in CASES}
     assert not have - table, f"routes missing from the authorisation matrix: {sorted(have - table)}"
     assert not table - have, f"matrix rows naming no route: {sorted(table - have)}"
+    sent = {(c.endpoint, c.method) for c in CASES if not c.sso_only}
+    assert {(r.endpoint, meth) for r in matrix.app.url_map.iter_rules()
+            for meth in r.methods - {"HEAD", "OPTIONS"}} == sent
 
 
 def test_every_route_role_and_position(matrix, request):
@@ -91,7 +103,7 @@ def test_every_route_role_and_position(matrix, request):
     out = os.environ.get("WORKBENCH_AUTHZ_REPORT")
     if out:
         Path(f"{out}.{backend}").write_text(text + "\n")
-    assert rep.checked == len(CASES) * len(matrix.callers)
+    assert rep.checked == len([c for c in CASES if not c.sso_only]) * len(matrix.callers)
     assert not (rep.allows or rep.denies or rep.errors or rep.leaks), text
 
 
@@ -100,7 +112,7 @@ def test_the_table_is_honest():
     everyone = people()
     for case in CASES:
         allowed = {p.label for p in everyone if expected(case, p)}
-        if case.scope == RUNNER:
+        if case.scope in (RUNNER, ELSEWHERE):
             assert not allowed, case.name
         elif case.scope == INSTANCE:
             assert allowed == {"instance-admin"}, case.name
