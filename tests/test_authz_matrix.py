@@ -15,6 +15,7 @@ import dataclasses
 import os
 import secrets
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ from tests.fixtures._authz_routes import (ACCOUNT, API, ELSEWHERE, ELSEWHERE_CAS
 from tests.fixtures._authz_world import PROJ, TEAM, TEAM2, build, people
 from tests.fixtures.vault import BACKENDS, _empty
 from tests.test_web import csrf
-from workbench import accounts, create_app, crypto
+from workbench import accounts, create_app, crypto, jobqueue
 from workbench.audit import SYSTEM
 from workbench.config import Settings
 from workbench.models import User
@@ -65,6 +66,10 @@ def matrix(request, _migrated, tmp_path_factory):
         callers.append(Caller(p, token, _signed_in(app, user), ""))
         callers[-1].csrf = csrf(callers[-1].web, "/account/password")
     yield Matrix(app, world, callers, password)
+    # the syncs the pages started run in threads on SQLite: let them end before the vault does
+    deadline = time.monotonic() + 60
+    while jobqueue.for_vault(vault).pending_sources() and time.monotonic() < deadline:
+        time.sleep(0.2)
     vault.close()
 
 
