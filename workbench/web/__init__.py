@@ -7,12 +7,13 @@ from datetime import datetime, timezone
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import select
 
 from .. import access, accounts, audit
 from ..audit import Actor
 from ..db import aware
 from ..errors import PermissionDenied, WorkbenchError
-from ..models import User
+from ..models import User, Workspace
 from ..vault import Vault
 
 web = Blueprint("web", __name__)
@@ -72,8 +73,6 @@ def need(role: str, workspace: str | None = None) -> None:
 
 def visible_scopes(s) -> list[str]:
     """The scope IDs the signed-in user may see (for pickers)."""
-    from ..models import Workspace
-    from sqlalchemy import select
     seen = access.visible(s, actor())
     names = s.scalars(select(Workspace.name).order_by(Workspace.name))
     return [n for n in names if seen is None or n in seen]

@@ -23,6 +23,12 @@ def _workspaces(s) -> list[str]:
     return visible_scopes(s)
 
 
+def _reads_audit(s, workspace: str) -> bool:
+    """Whether the user may read the audit rows of ``workspace`` (a credential's trail)."""
+    seen = auditors.readable(s, actor())
+    return seen is None or workspace in seen
+
+
 def _field_of(err: WorkbenchError) -> str:
     if isinstance(err, Conflict):
         return "id"
@@ -102,9 +108,9 @@ def credential(workspace: str, cred_id: str):
                    runs=recent_runs(s, workspace, cred_id), used_at=used_at, by_run=by_run,
                    keys=pairs.key_names(s, c) if c.type == pairs.GENERIC else [],
                    receivers=policy.receivers(s, workspace, cred_id),
-                   events=audit.query(s, workspace=workspace, target=cred_id, limit=50)
-                   if auditors.may_read(actor()) or workspace in (auditors.readable(s, actor()) or ())
-                   else [])
+                   reads_audit=_reads_audit(s, workspace))
+        ctx["events"] = audit.query(s, workspace=workspace, target=cred_id, limit=50) \
+            if ctx["reads_audit"] else []
     return render_template("credentials/show.html", **ctx)
 
 
