@@ -51,8 +51,10 @@ def make_engine(url: str, *, autocommit: bool = False) -> Engine:
     return create_engine(url, pool_pre_ping=not autocommit, **opts)
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def make_sessionmaker(engine: Engine, **info) -> sessionmaker[Session]:
+    """Sessions on ``engine``; ``info`` is copied into each session's ``info`` (the vault, so
+    that after-commit hooks reach its job queue without process-wide state)."""
+    return sessionmaker(engine, expire_on_commit=False, info=info)
 
 
 @contextmanager

@@ -39,16 +39,15 @@ def for_vault(vault) -> "PgQueue | InlineQueue":
         from . import jobs  # noqa: F401  (registers the job functions)
         q = (PgQueue if vault.engine.dialect.name == "postgresql" else InlineQueue)(vault)
         vault.__dict__["_jobqueue"] = q
-    _current[:] = [q]
     return q
 
 
-_current: list = []  # the queue this process used last (deliveries deferred after a commit)
-
-
-def current() -> "PgQueue | InlineQueue | None":
-    """The queue of this process's vault, if it has used one."""
-    return _current[0] if _current else None
+def started(vault) -> "PgQueue | InlineQueue | None":
+    """The vault's queue if it has one already (a forked server worker gets its own), else
+    None: then the next tick sends what would have been queued."""
+    if vault is None or vault.__dict__.get("_jobqueue") is None:
+        return None
+    return for_vault(vault)
 
 
 def _log_failure(name: str, e: Exception) -> None:
@@ -248,4 +247,5 @@ class InlineQueue:
             stop.wait(TICK)
 
     def close(self) -> None:
-        pass
+        """Queue nothing more; jobs already running finish in their threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)

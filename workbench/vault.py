@@ -70,7 +70,7 @@ class Vault:
             self.hot_pool = statements.Pool(self.autocommit_engine)
         except Exception as e:  # bad URL or missing driver: say which setting
             raise ConfigError(f"WORKBENCH_DATABASE_URL is not usable: {type(e).__name__}") from None
-        self.factory: sessionmaker[Session] = make_sessionmaker(self.engine)
+        self.factory: sessionmaker[Session] = make_sessionmaker(self.engine, vault=self)
         self._barrier: Barrier | None = None
 
     def migrate(self) -> None:
@@ -99,7 +99,10 @@ class Vault:
         return self._barrier
 
     def close(self) -> None:
-        """Close every pooled connection (both engines, and the hot path's)."""
+        """Close every pooled connection (both engines, and the hot path's) and the job queue."""
+        queue = self.__dict__.pop("_jobqueue", None)
+        if queue is not None:
+            queue.close()
         self.engine.dispose()
         self.hot_pool.dispose()
         self.autocommit_engine.dispose()

@@ -215,7 +215,7 @@ def _send(s: Session) -> None:
     if not ids:
         return
     from . import jobqueue
-    q = jobqueue.current()
+    q = jobqueue.started(s.info.get("vault"))
     for did in ids if q is not None else ():
         try:
             q.defer("deliver_webhook", queueing_lock=f"delivery:{did}", delivery_id=did)
