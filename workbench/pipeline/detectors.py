@@ -16,19 +16,17 @@ class Detector:
     regex: re.Pattern
     max_len: int = 1024  # longest match; a line holding a trigger is held back at most this long
 
-    def spans(self, buf, starts: list[int], cut: int) -> list[tuple[int, int]]:
-        """The secret parts of the matches at ``starts`` (where triggers begin, before ``cut``)."""
+    def spans(self, buf, starts: list[int]) -> list[tuple[int, int]]:
+        """The secret parts of the matches at ``starts`` (where triggers begin)."""
+        # one anchored match per trigger: a trigger is rare enough (`://` on a URL line is the
+        # commonest) that this costs less than one regex pass over the whole buffer
         group = "secret" if "secret" in self.regex.groupindex else 0
-        if len(starts) <= 8:
-            found = (self.regex.match(buf, i, min(len(buf), i + self.max_len)) for i in starts)
-            return [m.span(group) for m in found if m]
-        # many triggers (`://` is on every line that prints a URL): one regex pass from the
-        # first costs less than a call each; the regex matches only where a trigger begins
+        match, size, longest = self.regex.match, len(buf), self.max_len
         out = []
-        for m in self.regex.finditer(buf, starts[0]):
-            if m.start() >= cut:
-                break
-            out.append(m.span(group))
+        for i in starts:
+            m = match(buf, i, min(size, i + longest))
+            if m:
+                out.append(m.span(group))
         return out
 
 

@@ -109,7 +109,7 @@ def dump_lines(raw: bytes) -> set[bytes]:
     hexed = raw.hex().encode()
     lines = {hexed[i:i + XXD_WIDTH] for i in range(0, len(hexed), XXD_WIDTH)}
     for i in range(0, len(raw), OD_BYTES):
-        lines.add(" ".join(f"{b:02x}" for b in raw[i:i + OD_BYTES]).encode())
+        lines.add(raw[i:i + OD_BYTES].hex(" ").encode())
     return lines
 
 
