@@ -20,8 +20,9 @@ from . import audit, policy
 from .audit import Actor
 from .db import Base, aware, iso, utcnow
 from .errors import Conflict, NotFound, PermissionDenied, ValidationError
-from .models import Credential, Workspace
+from .models import Credential
 from .references import PipelineReference
+from .scopes import nearest
 
 PREFIX = "wbrun_"
 DEFAULT_TTL = timedelta(hours=1)
@@ -163,13 +164,12 @@ def open_run(s: Session, actor: Actor, workspace: str, data: dict
 
 
 def _refs_with_rules(workspace: str, pipeline_id: int):
-    """The pipeline's references in order, each with its credential's release rules."""
+    """The pipeline's references in order, each with the release rules of the credential a
+    run in the workspace gets (its own, or the nearest inherited one: its rules go with it)."""
     R, CP = PipelineReference, policy.CredentialPolicy
-    ws = select(Workspace.id).where(Workspace.name == workspace).scalar_subquery()
     return (select(R.step, R.credential_id, R.version, CP.protected, CP.exclude_events)
             .select_from(R)
-            .outerjoin(Credential, (Credential.workspace_id == ws)
-                       & (Credential.cred_id == R.credential_id))
+            .outerjoin(Credential, Credential.pk == nearest(R.credential_id, workspace))
             .outerjoin(CP, CP.credential_pk == Credential.pk)
             .where(R.pipeline_id == pipeline_id).order_by(R.position))
 
