@@ -197,15 +197,22 @@ def getting(refs, cred) -> list:
             or_(here.c.depth == 0, and_(cred.c.inherit, ~shadowed))]
 
 
-def receiving_counts(s: Session, pks: Iterable[int]) -> dict[int, int]:
+def receiving_counts(s: Session, creds: Iterable[Credential]) -> dict[int, int]:
     """credential pk → number of distinct pipelines that get it: those of its own scope and
     of every scope below it that receives it (``scopes.receivers``), in one query."""
-    pks = list(dict.fromkeys(pks))
-    out = dict.fromkeys(pks, 0)
-    if pks:
+    creds = list(creds)
+    out = dict.fromkeys((x.pk for x in creds), 0)
+    if creds:
         r, c = PipelineReference.__table__, Credential.__table__
+        # the literal lists keep the plan on (workspace, credential_id) even where the
+        # planner's statistics are stale (PostgreSQL, right after a bulk load)
+        below = sorted({name for ws in {x.workspace.name for x in creds}
+                        for name in scopes.descendants(s, ws)})
         q = (select(c.c.pk, func.count(r.c.pipeline_id.distinct()))
-             .where(c.c.pk.in_(pks), *getting(r, c)).group_by(c.c.pk))
+             .where(c.c.pk.in_(list(out)), r.c.workspace.in_(below),
+                    r.c.credential_id.in_(sorted({x.cred_id for x in creds})),
+                    *getting(r, c))
+             .group_by(c.c.pk))
         out.update({pk: n for pk, n in s.execute(q)})
     return out
 

@@ -2,8 +2,7 @@
 creating something in a scope that does not exist."""
 from __future__ import annotations
 
-from sqlalchemy import (ColumnElement, and_, bindparam, case, delete, exists, func, literal, or_,
-                        select)
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from . import audit
@@ -76,13 +75,16 @@ def visible(ids: list[int], inherited: bool = True) -> ColumnElement:
     own = Credential.workspace_id == ids[0]
     if len(ids) == 1 or not inherited:
         return own  # a top-level scope inherits nothing: the plain (workspace_id, …) index
-    depths = {wid: depth for depth, wid in enumerate(ids)}
     near = Credential.__table__.alias()
-    shadowed = exists().where(
-        near.c.cred_id == Credential.cred_id, near.c.workspace_id.in_(ids),
-        case(depths, value=near.c.workspace_id) < case(depths, value=Credential.workspace_id),
-        or_(near.c.workspace_id == ids[0], near.c.inherit))
-    return and_(Credential.workspace_id.in_(ids), or_(own, and_(Credential.inherit, ~shadowed)))
+
+    def nearer(depth: int):  # the IDs usable in the scopes nearer than ``depth``
+        return select(near.c.cred_id).where(near.c.workspace_id.in_(ids[:depth]),
+                                            or_(near.c.workspace_id == ids[0], near.c.inherit))
+    # one branch per depth, each an uncorrelated NOT IN: both databases read the nearer
+    # scopes' IDs once (a hash or a temporary index) instead of probing once per row
+    return and_(Credential.workspace_id.in_(ids), or_(own, and_(Credential.inherit, or_(*(
+        and_(Credential.workspace_id == wid, Credential.cred_id.not_in(nearer(depth)))
+        for depth, wid in enumerate(ids) if depth)))))
 
 
 def receivers(s: Session, workspace: str, cred_id: str) -> list[str]:

@@ -58,7 +58,7 @@ def _usage(s, rows) -> tuple[dict, dict]:
     own "last used" and its last use by a recorded run."""
     used, last = {}, {}
     by_ws: dict[str, list[str]] = {}
-    counts = references.receiving_counts(s, [c.pk for c in rows])
+    counts = references.receiving_counts(s, rows)
     for c in rows:
         by_ws.setdefault(c.workspace.name, []).append(c.cred_id)
         used[(c.workspace.name, c.cred_id)] = counts.get(c.pk, 0)
