@@ -1,6 +1,7 @@
 """Credentials table with 100,000 credentials against the same pages with 1,000.
 
     python bench/web_table.py [--big 100000] [--small 1000] [--repeat 7] [--database-url URL]
+                              [--analyze]
 
 Renders the home page through the Flask test client (signed in, real templates, real queries)
 for: page 1, a deep page, a search, a type filter, a sort by name and a sort by "used by"
@@ -26,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from argon2 import PasswordHasher  # noqa: E402
 from sqlalchemy import create_engine, func, insert, select, text  # noqa: E402
 
-from workbench import create_app, credtypes, crypto  # noqa: E402
+from workbench import create_app, credtypes, crypto, scopes  # noqa: E402
+from workbench.audit import SYSTEM  # noqa: E402
 from workbench.config import Settings  # noqa: E402
 from workbench.db import utcnow  # noqa: E402
 from workbench.models import Credential, User, Workspace  # noqa: E402
@@ -41,10 +43,14 @@ def pages(n: int) -> dict[str, str]:
     return {"page 1": "/", f"page {deep} (offset {(deep - 1) * 50})": f"/?page={deep}",
             "search": "/?q=nightly-7", "filter type": "/?type=kubeconfig",
             "sort by name": "/?sort=name", "sort by name, deep": f"/?sort=name&page={deep}",
-            "sort by used by": "/?sort=-used_by"}
+            "sort by used by": "/?sort=-used_by",
+            "workspace page 1": "/?workspace=default",
+            "child page 1 (inherits all)": "/?workspace=proj",
+            "child, own only": "/?workspace=proj&inherited=false",
+            "child, sort by used by": "/?workspace=proj&sort=-used_by"}
 
 
-def build(n: int, url: str, inst: Path):
+def build(n: int, url: str, inst: Path, analyze: bool = False):
     """A vault with ``n`` credentials (rows inserted in bulk: the table never reads values)."""
     settings = Settings.from_env({}, instance=str(inst), database_url=url, testing=True,
                                  master_key=crypto.encode_key(crypto.generate_key()))
@@ -79,6 +85,31 @@ def build(n: int, url: str, inst: Path):
                 for i in range(n)]
         for start in range(0, n, 5000):
             s.execute(insert(PipelineReference), refs[start:start + 5000])
+    # a workspace below default ("proj") with 10 credentials of its own (two shadow
+    # default's) and 10 pipelines using default's: the inheriting table's pages
+    with vault.factory.begin() as s:
+        scopes.create_scope(s, SYSTEM, "proj", parent="default")
+        proj = s.scalars(select(Workspace.id).where(Workspace.name == "proj")).one()
+        s.execute(insert(Credential), [
+            {"workspace_id": proj, "cred_id": f"cred-{i:06d}" if i < 2 else f"cred-p{i}",
+             "name": f"proj-{i}", "description": "", "type": TYPES[0], "current_version": 1,
+             "public": {}, "conditions": [], "status": "Not tested", "status_message": "",
+             "created_by": "bench", "created_at": now, "updated_at": now}
+            for i in range(10)])
+        psrc = PipelineSource(workspace="proj", name="bench", kind="local", url="/srv")
+        s.add(psrc)
+        s.flush()
+        s.execute(insert(IndexedPipeline), [
+            {"source_id": psrc.id, "workspace": "proj", "path": f"q/{j}.yaml", "name": f"q{j}",
+             "blob": "0" * 40, "steps": "s"} for j in range(10)])
+        pfirst = s.scalar(select(func.min(IndexedPipeline.id))
+                          .where(IndexedPipeline.workspace == "proj"))
+        s.execute(insert(PipelineReference), [
+            {"pipeline_id": pfirst + j, "workspace": "proj", "step": "s",
+             "credential_id": f"cred-{j * 3:06d}", "binding": "default"} for j in range(10)])
+    if analyze:  # fresh planner statistics, as autovacuum (or ANALYZE) gives a live table
+        with vault.factory.begin() as s:
+            s.execute(text("ANALYZE"))
     app = create_app(settings, vault=vault)
     client = app.test_client()
     token = re.search(r'name="csrf_token" value="([^"]+)"',
@@ -103,6 +134,8 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=1_000)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--database-url", default="")
+    ap.add_argument("--analyze", action="store_true",
+                    help="ANALYZE after the bulk load (default: measure right after it)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="wb-bench-web-"))
     schemas = []
@@ -117,8 +150,8 @@ def main() -> None:
         return f"{a.database_url}?options=-csearch_path%3D{schema}"
 
     t0 = time.perf_counter()
-    big_vault, big = build(a.big, url_for("big"), tmp / "big")
-    small_vault, small = build(a.small, url_for("small"), tmp / "small")
+    big_vault, big = build(a.big, url_for("big"), tmp / "big", a.analyze)
+    small_vault, small = build(a.small, url_for("small"), tmp / "small", a.analyze)
     print(f"built {a.big:,} + {a.small:,} credentials in {time.perf_counter() - t0:.1f} s "
           f"({'PostgreSQL' if a.database_url else 'SQLite'})")
     try:

@@ -191,3 +191,25 @@ def test_every_page_has_no_serious_accessibility_violation(browser_page, live_se
     assert axe_scan(page) == []
     scanned = {re.sub(r"^https?://[^/]+", "", u).removesuffix(" (now)") for u in page.axe.scanned}
     assert set(urls) <= scanned, set(urls) - scanned
+
+
+def test_a_child_workspace_table_marks_inherited_rows(browser_page, live_server):
+    from workbench import audit, scopes
+    with audit.unit(live_server.vault.factory) as s:
+        scopes.create_scope(s, audit.SYSTEM, "inh-child", parent="default")
+    add(live_server, "inh-shared")
+    page = browser_page
+    sign_in(page, live_server.users["editor"])
+    page.goto("/?workspace=inh-child&q=inh-shared")
+    badge = page.get_by_role("link", name="from default")
+    expect(badge).to_be_visible()
+    assert axe_scan(page) == []
+    menu = page.locator("details.menu").first
+    menu.get_by_label("Actions for inh-shared").click()
+    expect(menu.get_by_role("link", name="Edit in default")).to_be_visible()
+    assert axe_scan(page) == []  # the open menu of an inherited row
+    page.keyboard.press("Escape")
+    badge.click()
+    expect(page).to_have_url(re.compile(r"/credentials/default/inh-shared$"))
+    page.goto("/?workspace=inh-child&inherited=false")
+    expect(page.get_by_text("No credentials match these filters.")).to_be_visible()

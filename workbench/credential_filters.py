@@ -9,7 +9,7 @@ from sqlalchemy import String, and_, cast, exists, func, not_, or_
 from .errors import ValidationError
 from .models import Credential, Workspace
 from .pipeline.records import CredentialUse
-from .references import PipelineReference
+from .references import PipelineReference, getting
 
 # filter name → the column whose text it searches (case-insensitive "contains")
 TEXT = {"id": Credential.cred_id, "name": Credential.name,
@@ -21,9 +21,9 @@ NAMES = (*TEXT, *CHOICES, *DATES)
 
 
 def _referenced():
-    r = PipelineReference
-    return exists().where(r.credential_id == Credential.cred_id, r.workspace == Workspace.name,
-                          Workspace.id == Credential.workspace_id)
+    """Some pipeline gets the credential: in its scope or a scope below that receives it."""
+    r = PipelineReference.__table__
+    return exists().where(*getting(r, Credential.__table__))
 
 
 def _ever_used():

@@ -77,6 +77,16 @@ def get_credential(s: Session, workspace: str, cred_id: str) -> Credential:
     return c
 
 
+def gets(s: Session, workspace: str, cred_id: str) -> Credential:
+    """The credential ``cred_id`` that runs in ``workspace`` get: its own, else the nearest
+    inherited one above it (``scopes.nearest``), or a 404 naming the workspace."""
+    c = s.scalar(select(Credential).where(Credential.pk == scopes.nearest(cred_id, workspace)))
+    if c is None:
+        raise NotFound(f"credential {str(cred_id)[:63]!r} does not exist in workspace "
+                       f"{workspace!r} or above it")
+    return c
+
+
 def _add_version(s: Session, barrier: Barrier, actor: Actor, c: Credential, ws: str,
                  version: int, type_name: str, values: dict[str, Any]) -> CredentialVersion:
     barrier = keyterms.writable(s, barrier)  # the newest key term, even mid-rotation
@@ -291,19 +301,21 @@ def prune_versions(s: Session, actor: Actor, *, workspace: str, cred_id: str, ke
 def list_credentials(s: Session, *, workspace: str | None = "default", q: str | None = None,
                      type: str | None = None, status: str | None = None, sort: str = "-created_at",
                      limit: int = 50, offset: int = 0, where: Iterable = (),
-                     workspaces: set[str] | None = None) -> tuple[list[Credential], int]:
+                     inherited: bool = True, workspaces: set[str] | None = None
+                     ) -> tuple[list[Credential], int]:
     """One page of credentials and the total count.  Pages are found by primary key alone (a
     deferred join), so a deep page walks an index instead of whole rows.  ``where`` adds SQL
-    conditions (see ``credential_filters``); ``workspaces``: only those of these scopes (the
-    ones a user may see; None: all)."""
+    conditions (see ``credential_filters``).  A workspace's list holds its own credentials
+    and (``inherited``) those it inherits from the scopes above, the nearest of each ID
+    (``scopes.visible``); ``c.workspace`` says where each lives.  ``workspaces``: only
+    credentials living in these scopes (the ones a user may see; None: all)."""
     key = sort.lstrip("-")
     if not sortable(key):
         raise ValidationError(f"cannot sort by {key[:32]!r}; use one of "
                               f"{sorted([*SORTABLE, *SORT_JOINS])}", field="sort")
     ids = select(Credential.pk)
     if workspace:
-        ids = ids.where(Credential.workspace_id == select(Workspace.id)
-                        .where(Workspace.name == workspace).scalar_subquery())
+        ids = ids.where(scopes.visible(scopes.chain(s, workspace), inherited))
     if workspaces is not None:
         ids = ids.where(Credential.workspace_id.in_(
             select(Workspace.id).where(Workspace.name.in_(sorted(workspaces)))))
@@ -334,9 +346,12 @@ def list_credentials(s: Session, *, workspace: str | None = "default", q: str | 
     return [rows[pk] for pk in pks], total
 
 
-def to_dict(c: Credential) -> dict:
-    """Metadata only: secret fields are never part of any response."""
-    return {"id": c.cred_id, "workspace": c.workspace.name, "name": c.name,
+def to_dict(c: Credential, seen_from: str | None = None) -> dict:
+    """Metadata only: secret fields are never part of any response.  ``scope`` is where the
+    credential lives; listed for a workspace below it (``seen_from``), it is ``inherited``."""
+    return {"id": c.cred_id, "workspace": c.workspace.name, "scope": c.workspace.name,
+            "inherited": seen_from is not None and seen_from != c.workspace.name,
+            "name": c.name,
             "description": c.description, "type": c.type, "version": c.current_version,
             "fields": c.public, "status": c.status, "status_message": c.status_message,
             "conditions": c.conditions, "inherit": c.inherit, "created_by": c.created_by,

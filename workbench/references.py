@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import (DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
-                        and_, delete, func, insert, or_, select, text)
+                        and_, delete, exists, func, insert, or_, select, text)
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
 from . import credentials, scopes
@@ -179,6 +179,44 @@ def usage_counts(s: Session, workspace: str, cred_ids: Iterable[str]) -> dict[st
     return out
 
 
+def getting(refs, cred) -> list:
+    """Conditions pairing rows of ``refs`` (a table or subquery with ``workspace`` and
+    ``credential_id`` columns) with the credential ``cred`` (a table or alias) that runs in
+    their workspace get: ``cred`` lives in that scope, or above it, inherited and not shadowed
+    by a nearer credential with the same ID (``scopes.nearest``, for many scopes at once)."""
+    here, near = scopes.CLOSURE.alias(), scopes.CLOSURE.alias()
+    nc, rw = Credential.__table__.alias(), Workspace.__table__.alias()
+    shadowed = exists().where(near.c.scope_id == here.c.scope_id, near.c.depth < here.c.depth,
+                              nc.c.workspace_id == near.c.above_id,
+                              nc.c.cred_id == cred.c.cred_id, or_(near.c.depth == 0,
+                                                                  nc.c.inherit)
+                              ).correlate_except(near, nc)  # ``cred`` may be two levels out
+    # depth 0 first: a scope's own credential is never shadowed, and OR stops there
+    return [here.c.above_id == cred.c.workspace_id, rw.c.id == here.c.scope_id,
+            refs.c.workspace == rw.c.name, refs.c.credential_id == cred.c.cred_id,
+            or_(here.c.depth == 0, and_(cred.c.inherit, ~shadowed))]
+
+
+def receiving_counts(s: Session, creds: Iterable[Credential]) -> dict[int, int]:
+    """credential pk → number of distinct pipelines that get it: those of its own scope and
+    of every scope below it that receives it (``scopes.receivers``), in one query."""
+    creds = list(creds)
+    out = dict.fromkeys((x.pk for x in creds), 0)
+    if creds:
+        r, c = PipelineReference.__table__, Credential.__table__
+        # the literal lists keep the plan on (workspace, credential_id) even where the
+        # planner's statistics are stale (PostgreSQL, right after a bulk load)
+        below = sorted({name for ws in {x.workspace.name for x in creds}
+                        for name in scopes.descendants(s, ws)})
+        q = (select(c.c.pk, func.count(r.c.pipeline_id.distinct()))
+             .where(c.c.pk.in_(list(out)), r.c.workspace.in_(below),
+                    r.c.credential_id.in_(sorted({x.cred_id for x in creds})),
+                    *getting(r, c))
+             .group_by(c.c.pk))
+        out.update({pk: n for pk, n in s.execute(q)})
+    return out
+
+
 def last_used(s: Session, workspace: str, cred_ids: Iterable[str]) -> dict[str, datetime | None]:
     """credential ID → when a run last handed it to a step (None: never)."""
     ids = list(dict.fromkeys(cred_ids))
@@ -318,17 +356,19 @@ def _finder(s: Session, workspace: str, cred_id: str) -> list[dict]:
 
 
 def _join_used_by(ids):
-    """Sort credentials by the number of distinct pipelines referencing them (in their
-    workspace): one aggregate over the references, joined, rather than a count per row."""
-    r = PipelineReference
-    counts = (select(r.workspace, r.credential_id,
-                     func.count(r.pipeline_id.distinct()).label("pipelines"))
-              .group_by(r.workspace, r.credential_id).subquery())
-    ws = aliased(Workspace)
-    ids = (ids.join(ws, ws.id == Credential.workspace_id)
-           .outerjoin(counts, and_(counts.c.workspace == ws.name,
-                                   counts.c.credential_id == Credential.cred_id)))
-    return ids, func.coalesce(counts.c.pipelines, 0)
+    """Sort credentials by the number of distinct pipelines that get them (in their scope and
+    the scopes below that receive them): one aggregate over the references per (workspace,
+    ID), paired with the credential each resolves to and summed (a pipeline lives in one
+    workspace, so the per-workspace counts add up), joined, rather than a count per row."""
+    r = PipelineReference.__table__
+    per = (select(r.c.workspace, r.c.credential_id,
+                  func.count(r.c.pipeline_id.distinct()).label("pipelines"))
+           .group_by(r.c.workspace, r.c.credential_id).subquery())
+    c = Credential.__table__.alias()
+    counts = (select(c.c.pk, func.sum(per.c.pipelines).label("pipelines"))
+              .where(*getting(per, c)).group_by(c.c.pk).subquery())
+    return ids.outerjoin(counts, counts.c.pk == Credential.pk), \
+        func.coalesce(counts.c.pipelines, 0)
 
 
 # Registered at import: the credential service guards deletes, type changes and prunes with

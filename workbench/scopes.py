@@ -2,7 +2,7 @@
 creating something in a scope that does not exist."""
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, bindparam, delete, func, literal, select
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from . import access, audit
@@ -47,6 +47,44 @@ def nearest(cred_id, name=None) -> ColumnElement:
     # COALESCE stops at its first non-NULL argument (SQLite and PostgreSQL alike): a scope's
     # own credential, the common case, costs one index lookup and never walks the tree
     return func.coalesce(own, above)
+
+
+def closure():
+    """A recursive CTE (scope_id, above_id, depth) over every scope: each scope with itself at
+    depth 0, its parent at 1, up to its root (the tree's closure, for statements that ask
+    "which credential does each of many scopes get")."""
+    here = select(_ws.c.id.label("scope_id"), _ws.c.id.label("above_id"),
+                  literal(0).label("depth")).cte("closure", recursive=True)
+    up = _ws.alias("closure_up")
+    return here.union_all(select(here.c.scope_id, up.c.parent_id, here.c.depth + 1)
+                          .where(up.c.id == here.c.above_id, up.c.parent_id.is_not(None),
+                                 here.c.depth < MAX_DEPTH))
+
+
+def chain(s: Session, name: str) -> list[int]:
+    """The row IDs of the scope ``name`` and of each scope above it, nearest first (empty
+    when there is no such scope)."""
+    return list(s.scalars(_CHAIN_IDS, {"workspace": name}))
+
+
+def visible(ids: list[int], inherited: bool = True) -> ColumnElement:
+    """SQL condition on ``Credential``: the credentials a scope whose ``chain`` is ``ids`` sees,
+    its own and (``inherited``) those it inherits, the nearest one of each ID only."""
+    if not ids:
+        return Credential.pk.is_(None)
+    own = Credential.workspace_id == ids[0]
+    if len(ids) == 1 or not inherited:
+        return own  # a top-level scope inherits nothing: the plain (workspace_id, …) index
+    near = Credential.__table__.alias()
+
+    def nearer(depth: int):  # the IDs usable in the scopes nearer than ``depth``
+        return select(near.c.cred_id).where(near.c.workspace_id.in_(ids[:depth]),
+                                            or_(near.c.workspace_id == ids[0], near.c.inherit))
+    # one branch per depth, each an uncorrelated NOT IN: both databases read the nearer
+    # scopes' IDs once (a hash or a temporary index) instead of probing once per row
+    return and_(Credential.workspace_id.in_(ids), or_(own, and_(Credential.inherit, or_(*(
+        and_(Credential.workspace_id == wid, Credential.cred_id.not_in(nearer(depth)))
+        for depth, wid in enumerate(ids) if depth)))))
 
 
 def receivers(s: Session, workspace: str, cred_id: str) -> list[str]:
@@ -99,6 +137,8 @@ def _along_chain_query():
 
 # Built once: building a recursive CTE costs more Python than running it.
 _DESCENDANTS = _descendants_query()
+_CHAIN_IDS = (lambda c: select(c.c.id).order_by(c.c.depth))(ancestry())
+CLOSURE = closure()
 _NEAREST = select(nearest(bindparam("cred_id")))
 _ALONG_CHAIN = _along_chain_query()
 _CREDENTIAL = (select(Credential.pk, Credential.inherit)

@@ -13,15 +13,16 @@ import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import (Boolean, DateTime, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, insert, select)
+                        UniqueConstraint, bindparam, insert, select)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from . import audit, policy
 from .audit import Actor
 from .db import Base, aware, iso, utcnow
 from .errors import Conflict, NotFound, PermissionDenied, ValidationError
-from .models import Credential, Workspace
+from .models import Credential
 from .references import PipelineReference
+from .scopes import nearest
 
 PREFIX = "wbrun_"
 DEFAULT_TTL = timedelta(hours=1)
@@ -142,7 +143,7 @@ def open_run(s: Session, actor: Actor, workspace: str, data: dict
                     expires_at=now + ttl, closed_at=None)
     patterns = None  # read only when a credential is protected
     grants = []
-    for r in s.execute(_refs_with_rules(workspace, p.id)):
+    for r in s.execute(_REFS_WITH_RULES, {"workspace": workspace, "pipeline_id": p.id}):
         if r.protected and patterns is None:
             patterns = policy.protected_refs(s, p.source_id)
         no = policy.refusal(r.credential_id, bool(r.protected), r.exclude_events or "",
@@ -162,16 +163,18 @@ def open_run(s: Session, actor: Actor, workspace: str, data: dict
     return run, secret, grants
 
 
-def _refs_with_rules(workspace: str, pipeline_id: int):
-    """The pipeline's references in order, each with its credential's release rules."""
+def _refs_with_rules_query():
+    """The pipeline's references in order, each with the release rules of the credential a
+    run in the workspace gets (its own, or the nearest inherited one: its rules go with it)."""
     R, CP = PipelineReference, policy.CredentialPolicy
-    ws = select(Workspace.id).where(Workspace.name == workspace).scalar_subquery()
     return (select(R.step, R.credential_id, R.version, CP.protected, CP.exclude_events)
             .select_from(R)
-            .outerjoin(Credential, (Credential.workspace_id == ws)
-                       & (Credential.cred_id == R.credential_id))
+            .outerjoin(Credential, Credential.pk == nearest(R.credential_id))
             .outerjoin(CP, CP.credential_pk == Credential.pk)
-            .where(R.pipeline_id == pipeline_id).order_by(R.position))
+            .where(R.pipeline_id == bindparam("pipeline_id")).order_by(R.position))
+
+
+_REFS_WITH_RULES = _refs_with_rules_query()  # built once: a recursive CTE costs Python to build
 
 
 def _columns(obj) -> dict:

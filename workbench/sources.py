@@ -11,7 +11,7 @@ import git
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import access, audit, credentials, gitsource, sourcelock
+from . import access, audit, credentials, gitsource, scopes, sourcelock
 from .accounts import get_workspace, require
 from .audit import Actor
 from .db import iso, utcnow
@@ -73,8 +73,8 @@ def add_source(s: Session, actor: Actor, workspace: str, *, kind: str, url: str 
         _check_url(url)
         if not isinstance(branch, str) or not BRANCH.match(branch):
             raise ValidationError("branch is not a valid branch name", field="branch")
-        if credential_id:
-            c = credentials.get_credential(s, workspace, credential_id)
+        if credential_id:  # its own workspace's, or one it inherits
+            c = credentials.gets(s, workspace, credential_id)
             if c.type not in CLONE_TYPES:
                 raise ValidationError(f"credential {credential_id!r} is a {c.type}; cloning "
                                       f"takes one of {', '.join(CLONE_TYPES)}",
@@ -128,19 +128,25 @@ def list_sources(s: Session, workspace: str, busy: set[int] | None = None) -> li
                             .group_by(IndexedPipeline.source_id)).all())
     q = select(PipelineSource).where(PipelineSource.workspace == workspace) \
         .order_by(PipelineSource.name)
-    return [to_dict(src, counts.get(src.id, 0), src.id in busy) for src in s.scalars(q)]
+    out = [to_dict(src, counts.get(src.id, 0), src.id in busy) for src in s.scalars(q)]
+    for d in out:  # where the clone credential lives: here, or a scope above (inherited)
+        d["credential_scope"] = d["credential_id"] and scopes.explain(
+            s, workspace, d["credential_id"])["gets"]
+    return out
 
 
 def _clone_values(s: Session, barrier, src: PipelineSource) -> tuple[str | None, dict]:
     """Decrypt the clone credential as the system actor; audited like any resolve."""
     if not src.credential_id:
         return None, {}
-    c = credentials.get_credential(s, src.workspace, src.credential_id)
+    c = credentials.gets(s, src.workspace, src.credential_id)  # as a run there would
     v, values = credentials.current_values(s, barrier, c)
     c.last_used_at = utcnow()
+    came = c.workspace.name
     audit.record(s, audit.SYSTEM, "credential.resolve", workspace=src.workspace,
                  target=c.cred_id, details={"version": v.version, "purpose": "source sync",
-                                            "source": src.name})
+                                            "source": src.name,
+                                            **({"from": came} if came != src.workspace else {})})
     return v.type, values
 
 

@@ -23,26 +23,32 @@ from .errors import (AuthenticationRequired, BadRequest, CryptoError, NotFound,
 from .models import Credential, CredentialVersion, Workspace
 from .pipeline.resolve import Ref, ResolvedCredential
 from .resolution import _TOUCH, parse_ref
+from .scopes import nearest
 from .serverruns import MAX_ATTEMPTS, PREFIX, RunGrant, ServerRun, StepRelease, hash_token  # noqa: F401 - PREFIX re-exported
 from .statements import Prepared, Raw
 
 
 def _grants_query():
     r, g = ServerRun.__table__.c, RunGrant.__table__.c
-    c, v, w = Credential.__table__.c, CredentialVersion.__table__.c, Workspace.__table__.c
+    c, v = Credential.__table__.c, CredentialVersion.__table__.c
     grant = and_(g.run_id == r.id, g.step == bindparam("step"))
-    cred = and_(c.workspace_id == select(w.id).where(w.name == r.workspace).scalar_subquery(),
-                c.cred_id == g.credential_id)
+    # the credential a run in the requested workspace gets: its own, else the nearest
+    # inherited one (``scopes.nearest``, as a plain resolve).  The request's workspace must be
+    # the run's (checked before anything is decrypted), so it stands for the run's here and
+    # the tree walk needs no correlation with the run's row.
+    cred = c.pk == nearest(g.credential_id)
+    owner = Workspace.__table__.alias("owner")
     ver = and_(v.credential_pk == c.pk, v.version == func.coalesce(g.version, c.current_version))
     return (select(r.id, r.workspace, r.pipeline, r.steps, r.runner, r.token_hash, r.source,
                    r.ref, r.event, r.commit, r.id_tokens,
                    r.closed_at.is_not(None).label("closed"),
                    (r.expires_at > bindparam("now", type_=r.expires_at.type)).label("live"),
                    g.credential_id, g.version.label("pinned"), g.rule, g.message,
-                   c.pk, stale(c.last_used_at).label("stale"), v.version, v.type,
-                   v.wrapped_key, v.ciphertext)
+                   c.pk, stale(c.last_used_at).label("stale"), owner.c.name.label("owner"),
+                   v.version, v.type, v.wrapped_key, v.ciphertext)
             .select_from(ServerRun.__table__.outerjoin(RunGrant.__table__, grant)
                          .outerjoin(Credential.__table__, cred)
+                         .outerjoin(owner, owner.c.id == c.workspace_id)
                          .outerjoin(CredentialVersion.__table__, ver))
             .where(r.token_hash == bindparam("digest")).order_by(g.id))
 
@@ -82,7 +88,8 @@ def resolve_step(vault, data: Any, *, workspace: str, secret: str, source: str,
     digest = hash_token(secret)
     now = utcnow()
     with audit.hot_unit(vault) as raw:
-        rows = raw.all(_GRANTS, digest=digest, step=step, now=now, cutoff=now - TOUCH_EVERY)
+        rows = raw.all(_GRANTS, digest=digest, step=step, now=now, cutoff=now - TOUCH_EVERY,
+                       workspace=workspace)
         if not rows or not hmac.compare_digest(rows[0].token_hash, digest):
             raise audit.refused(AuthenticationRequired("invalid or revoked token"),
                                 Actor("anonymous", source=source, kind="token"), "auth.token",
@@ -122,11 +129,14 @@ def resolve_step(vault, data: Any, *, workspace: str, secret: str, source: str,
             g = bound[ref]
             if g.rule:
                 raise refuse(PermissionDenied(g.message), target=g.credential_id, rule=g.rule)
-        out = _open(raw, vault.barrier, [bound[ref] for ref in wanted], run.workspace, refuse)
+        out = _open(raw, vault.barrier, [bound[ref] for ref in wanted], refuse)
+        came = {g.credential_id: g.owner for g in map(bound.get, wanted)
+                if g.owner != run.workspace}  # inherited from a scope above
         claim = {"run_id": run.id, "step": step, "attempt": attempt, "now": now,
                  "credentials": "\n".join(f"{rc.id}@{rc.version}" for rc in out.values())}
         rows = audit.appending(who, "credential.resolve",
-                               [(rc.id, {**ctx, "attempt": attempt, "version": rc.version})
+                               [(rc.id, {**ctx, "attempt": attempt, "version": rc.version,
+                                         **({"from": came[rc.id]} if rc.id in came else {})})
                                 for rc in out.values()], workspace=run.workspace)
         try:  # the claim (a unique row) and the audit rows: one commit, before any value
             raw.together((_CLAIM, [claim]), *([rows] if out else []))
@@ -163,15 +173,15 @@ def _identity(vault, run, step: str, asks: list, who: Actor, issuer: str, attemp
     return token
 
 
-def _open(raw: Raw, barrier, grants, workspace: str, refuse) -> dict[str, ResolvedCredential]:
-    """Decrypt the grants' versions (all or nothing)."""
+def _open(raw: Raw, barrier, grants, refuse) -> dict[str, ResolvedCredential]:
+    """Decrypt the grants' versions (all or nothing); each is bound to its own scope."""
     missing = [str(Ref(g.credential_id, g.pinned)) for g in grants if g.wrapped_key is None]
     if missing:
         raise refuse(NotFound(f"unknown credential reference(s): {', '.join(missing)}",
                               missing=missing), target=",".join(missing), outcome="failed")
     out = {}
     for g in grants:
-        aad = crypto.binding(workspace, g.credential_id, g.version, g.type)
+        aad = crypto.binding(g.owner, g.credential_id, g.version, g.type)
         try:
             plaintext = barrier.open(g.wrapped_key, g.ciphertext, aad)
         except CryptoError:

@@ -16,14 +16,16 @@ def int_arg(name: str, default: int, low: int = 0, high: int = inputs.INT64_MAX)
 
 @api.get("/credentials")
 def list_credentials():
-    """List credentials (metadata only), newest first; filter, search, sort, paginate."""
+    """List a workspace's credentials and those it inherits (``inherited=false``: its own
+    only), metadata only, newest first; filter, search, sort, paginate."""
     a = request.args
     limit, offset = int_arg("limit", 50, 1, 500), int_arg("offset", 0)
     with vault().factory() as s:
         rows, total = svc.list_credentials(
             s, workspace=workspace(), q=a.get("q"), type=a.get("type"), status=a.get("status"),
-            sort=a.get("sort", "-created_at"), limit=limit, offset=offset)
-        return jsonify({"items": [svc.to_dict(c) for c in rows], "total": total,
+            sort=a.get("sort", "-created_at"), limit=limit, offset=offset,
+            inherited=flag("inherited", default=True))
+        return jsonify({"items": [svc.to_dict(c, workspace()) for c in rows], "total": total,
                         "limit": limit, "offset": offset})
 
 

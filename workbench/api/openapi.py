@@ -31,7 +31,9 @@ QUERY = {
     "api.list_credentials": [("q", "string", "substring of ID, name or description"),
                              ("type", "string", "credential type"),
                              ("status", "string", "status summary"),
-                             ("sort", _SORT, "column, '-' first for descending"), *_PAGE],
+                             ("sort", _SORT, "column, '-' first for descending"),
+                             ("inherited", "boolean", "false: the workspace's own credentials "
+                              "only, not those it inherits; default true"), *_PAGE],
     "api.update_credential": _FORCE, "api.delete_credential": _FORCE,
     "api.prune_versions": _FORCE, "api.list_runs": _PAGE,
     "api.audit_log": [("target", "string", "credential ID or other target"),

@@ -18,7 +18,7 @@ def credential_ids(ctx: click.Context, param: click.Parameter, incomplete: str):
             workspace = ctx.params.get("workspace") or "default"
             with v.factory() as s:
                 rows, _ = list_credentials(s, workspace=workspace, q=incomplete or None,
-                                           limit=200)
+                                           limit=200, inherited=False)  # commands take own IDs
                 return [CompletionItem(c.cred_id) for c in rows
                         if c.cred_id.startswith(incomplete)]
         finally:

@@ -63,7 +63,7 @@ def list_(type_name, query, limit, workspace, as_json):
     """List credentials (metadata only)."""
     with vault().factory() as s:
         rows, total = svc.list_credentials(s, workspace=workspace, q=query, type=type_name,
-                                           limit=limit)
+                                           limit=limit, inherited=False)
         items = [svc.to_dict(c) for c in rows]
     more = f"\n({len(items)} of {total}; --limit to see more)" if total > len(items) else ""
     emit({"items": items, "total": total}, as_json,

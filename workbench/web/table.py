@@ -51,17 +51,18 @@ def _int(name: str, default: int, lo: int, hi: int) -> int:
 
 
 def _usage(s, rows) -> tuple[dict, dict]:
-    """(used_by, last_used) keyed by (workspace, ID): pipelines from the reference index, and the
-    later of the credential's own "last used" and its last use by a recorded run."""
+    """(used_by, last_used) keyed by (workspace, ID): pipelines that get the credential (its
+    scope's and those of the scopes below that receive it), and the later of the credential's
+    own "last used" and its last use by a recorded run."""
     used, last = {}, {}
     by_ws: dict[str, list[str]] = {}
+    counts = references.receiving_counts(s, rows)
     for c in rows:
         by_ws.setdefault(c.workspace.name, []).append(c.cred_id)
+        used[(c.workspace.name, c.cred_id)] = counts.get(c.pk, 0)
         if c.last_used_at:
             last[(c.workspace.name, c.cred_id)] = c.last_used_at
     for ws, ids in by_ws.items():
-        for cid, n in references.usage_counts(s, ws, ids).items():
-            used[(ws, cid)] = n
         for cid, at in references.last_used(s, ws, ids).items():
             if at is not None:
                 prev = last.get((ws, cid))
@@ -75,6 +76,8 @@ def credentials():
     a = request.args
     q, type_, status = a.get("q", "").strip()[:200], a.get("type", ""), a.get("status", "")
     ws = a.get("workspace", "")
+    # a workspace's table lists what it inherits too, unless asked for its own only
+    own_only = a.get("inherited", "") == "false"
     sort = a.get("sort", "-created_at")
     if not svc.sortable(sort.lstrip("-")):
         sort = "-created_at"
@@ -87,6 +90,7 @@ def credentials():
             query = dict(workspace=ws or None, q=q or None, type=type_ or None,
                          status=status or None, sort=sort, limit=per,
                          where=credential_filters.conditions(extra),
+                         inherited=not own_only,
                          workspaces=access.visible(s, actor()))
             rows, total = svc.list_credentials(s, offset=(page - 1) * per, **query)
             if page > max(1, -(-total // per)):  # past the end: show the last page
@@ -99,11 +103,13 @@ def credentials():
         workspaces = visible_scopes(s)
     cols = chosen_columns()
     args = {k: v for k, v in (("q", q), ("type", type_), ("status", status), ("workspace", ws),
+                              ("inherited", "false" if own_only else ""),
                               ("sort", sort), ("per", per)) if v and v not in ("-created_at", 50)}
     args.update(extra)
     resp = make_response(render_template(
         "credentials/table.html", rows=rows, total=total, page=page, per=per,
         pages=max(1, -(-total // per)), q=q, type=type_, status=status, workspace=ws,
+        own_only=own_only,
         sort=sort, args=args, cols=cols, columns=COLUMNS, by_key=BY_KEY, types=credtypes.TYPES,
         statuses=STATUSES, workspaces=workspaces, used=used, last=last, page_sizes=PAGE_SIZES,
         extra=extra, text_filters=credential_filters.TEXT, testable=checks.CHECKS))
