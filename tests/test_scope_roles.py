@@ -3,6 +3,7 @@ not see answers exactly like one that does not exist; instance roles remain (iss
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
@@ -244,3 +245,25 @@ def test_grants_from_the_cli(wb):  # noqa: F811
     assert json.loads(wb("scope", "members", "team", "-o", "json").stdout) == []
     again = wb("scope", "revoke", "team", "carol", check=False)
     assert again.returncode == 3
+
+
+def test_a_project_member_sees_what_the_project_inherits_in_the_api_and_the_table(
+        person, tree, client):
+    """The list of a workspace holds what its runs get, for anyone who may see it: the same
+    rows through the API and the table; "all workspaces" shows only what the user may see."""
+    api = person("pia", proj="viewer")
+    with tree.factory.begin() as s:
+        from workbench import credentials
+        for ws, cid in (("org", "registry"), ("team", "db"), ("sib", "sib-own")):
+            credentials.create_credential(s, tree.barrier, SYSTEM, workspace=ws, cred_id=cid,
+                                          type="secret_text",
+                                          values={"secret": f"{cid}-canary-value"})
+    listed = api.get("/credentials?workspace=proj").get_json()["items"]
+    assert {(i["id"], i["scope"]) for i in listed} == {("registry", "org"), ("db", "team")}
+    assert api.get("/credentials?workspace=team").status_code == 404  # not hers to browse
+    assert login(client, "pia", PASSWORD).status_code == 302
+    page = client.get("/?workspace=proj").get_data(as_text=True)
+    assert "from org" in page and "from team" in page
+    assert "/credentials/org/registry" in page and "/credentials/sib/sib-own" not in page
+    everything = client.get("/").get_data(as_text=True)  # all she may see: proj's own, none
+    assert not re.search(r"/credentials/(org|team|sib)/", everything)

@@ -91,7 +91,10 @@ def credentials():
                          status=status or None, sort=sort, limit=per,
                          where=credential_filters.conditions(extra),
                          inherited=not own_only,
-                         workspaces=access.visible(s, actor()))
+                         # a workspace's list (its viewer role is checked before the view)
+                         # holds what it inherits, as the API's does; all workspaces: the
+                         # credentials of those the user may see
+                         workspaces=None if ws else access.visible(s, actor()))
             rows, total = svc.list_credentials(s, offset=(page - 1) * per, **query)
             if page > max(1, -(-total // per)):  # past the end: show the last page
                 page = max(1, -(-total // per))
