@@ -52,8 +52,8 @@ class _Form(NamedTuple):
     processors: dict[str, Callable[[Any], Any]]
     constants: dict[str, Any]  # values of the statement's own literals, already processed
     row: Any  # namedtuple type of the result rows, or None
-    # PostgreSQL through libpq: the SQL with $1, $2 … and (name, is a constant) per parameter
-    libpq: tuple[bytes, list[tuple[str, bool]]] | None = None
+    # PostgreSQL through libpq: the SQL with $1, $2 …, and its parameters (``_numbered``)
+    libpq: tuple[bytes, list[tuple[str | None, Any]]] | None = None
 
 
 class Prepared:
@@ -101,9 +101,9 @@ class Prepared:
 _PLACEHOLDER = re.compile(r"%\(([^)]+)\)s|%%")
 
 
-def _numbered(sql: str, constants: dict[str, Any]) -> tuple[bytes, list[tuple[str, bool]]]:
+def _numbered(sql: str, constants: dict[str, Any]) -> tuple[bytes, list[tuple[str | None, Any]]]:
     """psycopg's ``%(name)s`` SQL as libpq wants it (``$1``, ``$2`` …, ``%%`` as ``%``), and
-    the parameters in order."""
+    the parameters in order: (name, None) for a value, (None, its text) for a constant."""
     names: list[str] = []
 
     def number(m: re.Match) -> str:
@@ -113,24 +113,32 @@ def _numbered(sql: str, constants: dict[str, Any]) -> tuple[bytes, list[tuple[st
             names.append(m.group(1))
         return f"${names.index(m.group(1)) + 1}"
     text = _PLACEHOLDER.sub(number, sql)
-    return text.encode(), [(k, k in constants) for k in names]
+    return text.encode(), [(None, _param(constants[k])) if k in constants else (k, None)
+                           for k in names]
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value).encode()  # as SQLAlchemy's JSON type writes it
+
+
+def _timestamp(value: datetime) -> bytes:
+    if value.tzinfo is None:  # what SQLAlchemy's DateTime(timezone=True) stores: UTC
+        value = value.replace(tzinfo=timezone.utc)
+    return value.isoformat().encode()
+
+
+# A parameter in PostgreSQL's text format, by its Python type (bytes go as they are, in
+# binary format: see ``_Libpq.params``)
+_ENCODERS: dict[type, Callable[[Any], bytes | None]] = {
+    str: str.encode, int: lambda v: b"%d" % v, bool: lambda v: b"t" if v else b"f",
+    bytes: lambda v: v, type(None): lambda v: v, datetime: _timestamp, dict: _json, list: _json}
 
 
 def _param(value: Any) -> bytes | None:
-    """A parameter in PostgreSQL's text format (bytes go as binary: see ``_Libpq.params``)."""
-    if value is None or isinstance(value, bytes):
-        return value
-    if isinstance(value, bool):
-        return b"t" if value else b"f"
-    if isinstance(value, (int, str)):
-        return str(value).encode()
-    if isinstance(value, datetime):
-        if value.tzinfo is None:  # what SQLAlchemy's DateTime(timezone=True) stores: UTC
-            value = value.replace(tzinfo=timezone.utc)
-        return value.isoformat().encode()
-    if isinstance(value, (dict, list)):
-        return json.dumps(value).encode()  # as SQLAlchemy's JSON type writes it
-    raise TypeError(f"no text form for a {type(value).__name__} parameter")
+    try:
+        return _ENCODERS[type(value)](value)
+    except KeyError:
+        raise TypeError(f"no text form for a {type(value).__name__} parameter") from None
 
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)  # PostgreSQL's binary timestamps count from it
@@ -174,8 +182,9 @@ class _Libpq:
 
     @staticmethod
     def params(stmt: Prepared, form: _Form, values: dict[str, Any]):
-        raw = [form.constants[k] if const else values[k] for k, const in form.libpq[1]]
-        return [_param(v) for v in raw], [1 if isinstance(v, bytes) else 0 for v in raw]
+        params = [_param(values[k]) if k is not None else c for k, c in form.libpq[1]]
+        return params, [1 if k is not None and type(values[k]) is bytes else 0
+                        for k, _ in form.libpq[1]]
 
     def prepare(self, stmt: Prepared, form: _Form, prepared: set) -> None:
         if stmt.name not in prepared:
