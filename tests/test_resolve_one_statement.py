@@ -130,3 +130,23 @@ def test_a_nearer_credential_that_appears_shadows_the_inherited_one(api_as, vaul
     r = runner.post("/resolve?workspace=team", {"refs": ["db"]})
     assert r.get_json()["credentials"][0]["values"]["secret"] == "own"
     assert _rows(vault)[-1][2:4] == ("team", "db") and _rows(vault)[-1][5] == {"version": 1}
+
+
+def test_when_the_own_credential_goes_the_inherited_one_is_resolved(api_as, vault):
+    with audit.unit(vault.factory) as s:
+        scopes.create_scope(s, SYSTEM, "team", parent="default")
+        for scope, value in (("default", "from-default"), ("team", "own")):
+            credentials.create_credential(s, vault.barrier, SYSTEM, workspace=scope,
+                                          cred_id="db", type="secret_text",
+                                          values={"secret": value})
+    runner = api_as("runner", workspace="team")
+    for _ in range(2):
+        r = runner.post("/resolve?workspace=team", {"refs": ["db"]})
+        assert r.get_json()["credentials"][0]["values"]["secret"] == "own"
+    with audit.unit(vault.factory) as s:
+        credentials.delete_credential(s, SYSTEM, workspace="team", cred_id="db")
+    r = runner.post("/resolve?workspace=team", {"refs": ["db"]})
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["credentials"][0]["values"]["secret"] == "from-default"
+    assert [e[5] for e in _rows(vault)] == [{"version": 1}] * 2 + \
+        [{"version": 1, "from": "default"}]

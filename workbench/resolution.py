@@ -119,9 +119,10 @@ def resolve(raw: Raw, barrier: Barrier, actor: Actor, *, workspace: str, refs: S
     return out
 
 
-def _version_query(pinned: bool):
+def _version_query(pinned: bool, own: bool = False):
     """The pinned (or current) version of the credential a run in the scope gets (its own,
-    else the nearest inherited one: ``scopes.nearest``), with what resolve needs of it."""
+    else the nearest inherited one: ``scopes.nearest``), with what resolve needs of it;
+    ``own``: the scope's own credential only (none when it has none)."""
     c, v, w = Credential.__table__.c, CredentialVersion.__table__.c, Workspace.__table__.c
     p = CredentialPolicy.__table__.c
     want = bindparam("version") if pinned else c.current_version
@@ -133,7 +134,8 @@ def _version_query(pinned: bool):
                          .join(CredentialVersion.__table__,
                                (v.credential_pk == c.pk) & (v.version == want))
                          .outerjoin(CredentialPolicy.__table__, p.credential_pk == c.pk))
-            .where(c.pk == nearest(bindparam("cred_id"))))
+            .where(and_(w.name == bindparam("workspace"), c.cred_id == bindparam("cred_id"))
+                   if own else c.pk == nearest(bindparam("cred_id"))))
 
 
 def _with_token(pinned: bool) -> Prepared:
@@ -151,13 +153,15 @@ _TOUCH = Prepared(update(Credential.__table__).where(Credential.__table__.c.pk =
 _VersionRow = namedtuple("_VersionRow", _version_query(False).selected_columns.keys())
 
 
-def _audited(pinned: bool) -> Prepared:
+def _audited(pinned: bool, own: bool) -> Prepared:
     """PostgreSQL: ``_with_token``'s row, and in the same statement the audit row of resolving
     that version, inserted only when every check ``resolve`` makes would pass and the version
     is byte for byte the one given (``g_…``), which this process has decrypted before.  One
-    round trip, one commit, as many as the floor makes."""
+    round trip, one commit, as many as the floor makes.  ``own``: the version given is of the
+    scope's own credential, which shadows any other: a plain lookup finds it, without the
+    walk up the tree (``Prefetch`` reads anew when it is gone)."""
     tok, e = TOKEN_QUERY.cte("t"), AuditEvent.__table__
-    ver = _version_query(pinned).cte("v")
+    ver = _version_query(pinned, own).cte("v")
     allowed = func.string_to_array(tok.c.allow, literal("\n"))
     checks = and_(  # token_actor's and resolve's checks of a runner token's ad-hoc resolve
         tok.c.kind == "runner", ~tok.c.revoked, tok.c.workspace == bindparam("workspace"),
@@ -180,7 +184,9 @@ def _audited(pinned: bool) -> Prepared:
                     .select_from(tok.outerjoin(ver, true())))
 
 
-_AUDITED = {pinned: _audited(pinned) for pinned in (False, True)}
+# Keyed by (is the version pinned, is it the scope's own credential).
+_AUDITED = {(pinned, own): _audited(pinned, own) for pinned in (False, True)
+            for own in (False, True)}
 
 
 class Opened:
@@ -188,7 +194,7 @@ class Opened:
     statement of ``Prefetch`` checks a version against before it audits a resolve of it.
     Only a check: what a resolve returns is always read and decrypted anew."""
 
-    LIMIT = 10_000
+    LIMIT = 1_000  # rows hold ciphertexts (a kubeconfig's is kilobytes): forgotten past this
 
     def __init__(self):
         self._rows: dict[tuple[str, Ref], _VersionRow] = {}
@@ -242,12 +248,15 @@ class Prefetch:
         else:
             details = {**audit_context(self.context), "version": known.version,
                        **({"from": known.owner} if known.owner != workspace else {})}
-            row = raw.one(_AUDITED[bool(ref.version)], **values, at=utcnow(),
+            own = known.owner == workspace
+            row = raw.one(_AUDITED[bool(ref.version), own], **values, at=utcnow(),
                           source=self.source, details=details,
                           **{f"g_{k}": getattr(known, k) for k in
                              ("pk", "owner", "version", "type", "wrapped_key", "ciphertext")})
             version = row[-n - 1:-1] if row is not None else None
             self.audited = row is not None and row.audited
+            if own and row is not None and version[0] is None:
+                return row  # no own credential (any more): resolve reads the nearest one
         if row is not None:
             self.done = True
             self.row = None if version[0] is None else _VersionRow._make(version)
