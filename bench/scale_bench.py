@@ -3,14 +3,17 @@ instances on one PostgreSQL under 200 concurrent clients.
 
 Part 1 runs `bench/resolve_bench.py`'s servers (the real `workbench serve`, the floor that only
 commits the same audit row, and hello) with wrk, alternating, on SQLite and PostgreSQL, and
-reports the median resolve/floor ratio (target ≥ 0.8).
+reports each round (load average, req/s, CPU per request of the server and its own PostgreSQL
+backends) and the medians: resolve/floor by req/s (target ≥ 0.8) and by CPU.
 
 Part 2 starts three `workbench serve` processes with different instance folders on one
 PostgreSQL schema and the same master key file, and runs ``--clients`` concurrent clients
 (`bench/resolve_client.py`, spread round-robin over the instances) for ``--seconds`` per round.
 It reports p50/p99 latency, errors, and checks, per credential, that the audit log gained
 exactly one ``credential.resolve`` ok row per 200 the clients received (target: p99 < 100 ms,
-0 errors, rows = answers).
+0 errors, rows = answers).  Three floor servers on the same database, loaded by the same
+clients in alternate rounds, are the baseline: what any server that commits an audit row per
+request gets on this machine (``--no-floor`` skips them).
 
 With ``--pace``, the clients also run paced (each sends a request every so many seconds, as CI
 steps do), since 200 clients sending back to back measure queueing: by Little's law their mean
@@ -18,6 +21,7 @@ latency is 200 ÷ throughput, whatever the instances do.
 
 Usage: python bench/scale_bench.py [--part ratio,scale] [--rounds 3] [--duration 5]
                                    [--seconds 15] [--clients 200] [--pace 0,1] [--workers N]
+                                   [--threads N] [--no-floor]
 """
 from __future__ import annotations
 
