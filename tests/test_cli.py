@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures._net import free_port
+from tests.fixtures._net import start_serve, stop_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,28 +101,12 @@ def test_tokens_are_printed_once(wb):
 
 
 def test_serve_runs_the_real_server(wb):
-    import time
-    import urllib.request
+    import requests
     wb("init")
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
     env.update(WORKBENCH_INSTANCE=str(wb.instance), PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port),
-                             "--workers", "1"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc, url = start_serve(env, workers=1)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                assert proc.poll() is None, "server exited"
-                assert time.monotonic() < deadline, "server did not answer within 60 s"
-                time.sleep(0.3)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/openapi.json") as r:
-            assert b'"openapi"' in r.read()
+        assert '"openapi"' in requests.get(f"{url}/api/v1/openapi.json", timeout=10).text
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_serve(proc)

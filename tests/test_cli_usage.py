@@ -7,14 +7,12 @@ import re
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.fixtures._net import free_port
+from tests.fixtures._net import free_port, start_serve, stop_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBECONFIG = ("apiVersion: v1\nkind: Config\nclusters:\n- name: c1\n  cluster: {server: "
@@ -291,33 +289,13 @@ def test_completion_completes_credential_ids(vault_sh):
     assert p.stdout.split() == ["plain,prod-kube"]
 
 
-def _serve(sh, port):
-    return subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port),
-                             "--workers", "1"], env=sh.env, cwd=sh.cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _wait(proc, port):
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                return r.status
-        except OSError:
-            assert proc.poll() is None, "server exited"
-            assert time.monotonic() < deadline, "server did not answer within 60 s"
-            time.sleep(0.3)
-
-
 def test_two_servers_on_one_host_share_no_control_socket(vault_sh):
-    ports = [free_port(), free_port()]
-    procs = [_serve(vault_sh, port) for port in ports]
+    procs = []
     try:
-        assert [_wait(proc, port) for proc, port in zip(procs, ports)] == [200, 200]
+        for _ in range(2):  # the second one starts while the first runs
+            procs.append(start_serve(vault_sh.env, vault_sh.cwd, 1)[0])
         assert not (vault_sh.home / ".gunicorn").exists()
         assert [proc.poll() for proc in procs] == [None, None]
     finally:
         for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
+            stop_serve(proc)

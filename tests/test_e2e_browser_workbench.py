@@ -131,7 +131,7 @@ def test_token_revoke_asks_first(browser_page, live_server):
 
 # one example URL per page that takes arguments (pages without arguments are found alone)
 def _samples(live_server) -> dict:
-    from workbench import accounts, audit
+    from workbench import access, accounts, audit
     from workbench.pipeline import records
     for type_, cid, values in (
             ("generic", "ax-pairs", {"values": {"A_KEY": "CANARY-ax-1"}}),
@@ -146,6 +146,7 @@ def _samples(live_server) -> dict:
             "uses": [{"step": "push", "credential_id": "ax-used", "version": 1}]})
     with audit.unit(live_server.vault.factory) as s:
         tok = accounts.create_token(s, audit.SYSTEM, "ax-token", username="admin1").token.id
+        access.grant(s, audit.SYSTEM, "default", "viewer1", "editor")  # a members table
     return {"web.credential": ["/credentials/default/ax-used", "/credentials/default/ax-pairs"],
             "web.edit_credential": ["/credentials/default/ax-free/edit"],
             "web.update_secret": ["/credentials/default/ax-free/secret",
@@ -154,7 +155,8 @@ def _samples(live_server) -> dict:
                                       "/credentials/default/ax-free/delete"],
             "web.pipeline": [f"/pipelines/{pipeline_id}?workspace=default"],
             "web.run": ["/runs/ax-run-1"],
-            "web.revoke_token": [f"/admin/tokens/{tok}/revoke"]}
+            "web.revoke_token": [f"/admin/tokens/{tok}/revoke"],
+            "web.scope_page": ["/admin/scopes/default"]}
 
 
 def test_every_page_has_no_serious_accessibility_violation(browser_page, live_server):

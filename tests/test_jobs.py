@@ -154,7 +154,7 @@ def test_the_tick_queues_due_re_syncs_and_checks(vault, job_worker, local_repo):
         wait_for(lambda: s.scalar(select(jobs.CheckSchedule.checked_at)) is not None)
     assert not synced(on_demand)
     # just synced and checked: nothing is due until the intervals pass
-    assert jobs.tick(vault) == {"syncs": 0, "checks": 0, "deliveries": 0}
+    assert jobs.tick(vault) == {"syncs": 0, "checks": 0, "deliveries": 0, "pruned_runs": 0}
 
 
 def test_an_expiring_token_is_announced_once_then_again_when_expired(vault):

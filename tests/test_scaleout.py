@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fixtures._net import free_port
+from tests.fixtures._net import start_serve
 from tests.fixtures.pipeline_repo import add_source, make_credential, pipeline_yaml, unique_name
 from tests.fixtures.vault import _token
 from workbench.references import PipelineSource
@@ -45,19 +45,10 @@ class Processes:
         return proc
 
     def serve(self, name: str) -> str:
-        port = free_port()
-        proc = self.start(name, "serve", "--port", str(port), "--workers", "1")
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).ok:
-                    return url
-            except requests.ConnectionError:
-                pass
-            assert proc.poll() is None, (self.tmp / f"{name}.log").read_text()
-            assert time.monotonic() < deadline, "server did not answer within 60 s"
-            time.sleep(0.2)
+        proc, url = start_serve(_env(self.vault, self.tmp / name), workers=1,
+                                log_path=self.tmp / f"{name}.log")
+        self.procs.append(proc)
+        return url
 
     def stop(self):
         for p in self.procs:

@@ -296,9 +296,11 @@ def test_no_secret_of_the_flow_is_logged_or_audited(vault, oidc_provider, sso_cl
 def test_roles_mapping_is_parsed_and_checked():
     assert sso.parse_roles(" ops = admin , dev=editor,*=viewer") == (
         ("ops", sso.Grant("admin")), ("dev", sso.Grant("editor")), ("*", sso.Grant("viewer")))
+    assert sso.parse_roles("ops=team-a:admin,*=viewer") == (
+        ("ops", sso.Grant("admin", "team-a")), ("*", sso.Grant("viewer")))
     for bad, says in [("", "is required"), ("ops", "is not group=role"),
                       ("ops=root", "one of admin, editor, viewer"),
-                      ("ops=team-a:admin", "roles on a scope are not available yet")]:
+                      ("ops=team-a:root", "one of admin, editor, viewer")]:
         with pytest.raises(ConfigError, match=says):
             sso.parse_roles(bad)
 
@@ -308,6 +310,48 @@ def test_derive_takes_the_highest_role_of_the_matched_groups():
     assert sso.derive(rules, ["dev", "x"]) == sso.Grants("editor", ("dev", "*"))
     assert sso.derive(rules, ["dev", "ops"]).role == "admin"
     assert sso.derive(sso.parse_roles("ops=admin"), ["dev"]) is None
+
+
+def test_scope_roles_from_groups_are_derived_again_at_each_sign_in(vault, oidc_provider, users,
+                                                                    caplog):
+    """``group=scope:role``: dave (dev) gets editor on team (so on team/proj), not on sib; his
+    instance role is none.  A grant made by hand stays; a scope that does not exist is
+    skipped with a warning; leaving the group takes the SSO grant away at the next sign-in."""
+    from tests.fixtures.vault import add_scopes
+    from workbench import access, scopes
+    from workbench.audit import SYSTEM
+    add_scopes(vault, "team", "sib")
+    with vault.factory.begin() as s:
+        scopes.create_scope(s, SYSTEM, "proj", parent="team")
+    roles = "ops=admin,dev=team:editor,dev=nowhere:viewer,qa=sib:viewer"
+    with caplog.at_level(logging.WARNING, logger="workbench.sso"):
+        client = make_app(vault, oidc_provider, roles=roles).test_client()
+        assert sign_in(client, oidc_provider, "dave").status_code == 302
+    assert "'nowhere', which does not exist: skipped" in caplog.text
+    assert user(vault, "dave").role == "none"
+    with vault.factory() as s:
+        assert [(m.user.username, m.role, m.source) for m in access.members(s, "team")] == [
+            ("dave", "editor", "sso")]
+    # through the session: a credential in team/proj, but the sibling does not exist for dave
+    from tests.test_web import EVERY_TYPE, post
+    form = {"type": "secret_text", "id": "db", "workspace": "proj", **EVERY_TYPE["secret_text"]}
+    assert post(client, "/credentials/new?type=secret_text", form).status_code == 302
+    assert post(client, "/credentials/new?type=secret_text",
+                {**form, "workspace": "sib"}).status_code == 422
+    assert client.get("/credentials/proj/db").status_code == 200
+    assert client.get("/pipelines?workspace=sib").status_code == 404
+    assert client.get("/?workspace=sib").status_code == 404
+    # an admin gives dave viewer on sib by hand; SSO leaves it alone and moves him to qa
+    with vault.factory.begin() as s:
+        access.grant(s, SYSTEM, "sib", "dave", "viewer")
+    oidc_provider.people["dave"]["groups"] = ["qa"]
+    again = make_app(vault, oidc_provider, roles=roles).test_client()
+    assert sign_in(again, oidc_provider, "dave").status_code == 302
+    with vault.factory() as s:
+        assert access.members(s, "team") == []
+        assert [(m.role, m.source) for m in access.members(s, "sib")] == [("viewer", "manual")]
+    assert again.get("/credentials/proj/db").status_code == 404
+    assert ("dave", "ok", "dave", {"via": "sso"}) in events(vault, "scope.revoke")
 
 
 def test_settings_take_the_secret_from_a_file_and_never_show_it(tmp_path):

@@ -21,7 +21,9 @@ from .models import ApiToken, User, Workspace
 from .pipeline.names import CRED_ID
 from .statements import Prepared, Raw
 
-ROLES = ("admin", "editor", "viewer", "auditor")
+ROLES = ("admin", "editor", "viewer", "auditor")  # on the instance, or on a scope (access)
+# "none": signs in and manages their own account; everything else comes from scope grants
+INSTANCE_ROLES = ROLES + ("none",)
 RANK = {"viewer": 0, "auditor": 0, "editor": 1, "admin": 2}  # auditor: a viewer + the audit log
 TOUCH_EVERY = timedelta(minutes=1)  # granularity of the "last used" times
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -48,9 +50,14 @@ def get_workspace(s: Session, name: str) -> Workspace:
     creates one implicitly (a typo must not become a new workspace)."""
     ws = s.scalar(select(Workspace).where(Workspace.name == name))
     if ws is None:
-        raise NotFound(f"workspace {str(name)[:63]!r} does not exist (an admin creates it: "
-                       f"`workbench scope create NAME` or POST /api/v1/scopes)")
+        raise no_workspace(name)
     return ws
+
+
+def no_workspace(name: str) -> NotFound:
+    """The 404 of a scope that does not exist, and of one the actor may not see (the same)."""
+    return NotFound(f"workspace {str(name)[:63]!r} does not exist (an admin creates it: "
+                    f"`workbench scope create NAME` or POST /api/v1/scopes)")
 
 
 def create_user(s: Session, actor: Actor, username: str, password: str, role: str, *,
@@ -59,8 +66,8 @@ def create_user(s: Session, actor: Actor, username: str, password: str, role: st
     require(actor, "admin")
     if not isinstance(username, str) or not USERNAME.match(username):
         raise ValidationError("username: letters, digits, '.', '_', '@', '-'", field="username")
-    if role not in ROLES:
-        raise ValidationError(f"role must be one of {', '.join(ROLES)}", field="role")
+    if role not in INSTANCE_ROLES:
+        raise ValidationError(f"role must be one of {', '.join(INSTANCE_ROLES)}", field="role")
     passwords.check(password, username)
     if s.scalar(select(User).where(User.username == username)):
         raise Conflict(f"user {username!r} already exists")
@@ -97,8 +104,8 @@ def _keep_an_admin(s: Session, actor: Actor, user: User, action: str) -> None:
 def set_role(s: Session, actor: Actor, username: str, role: str) -> User:
     require(actor, "admin", "user.role", target=str(username))
     user = find_user(s, username)
-    if role not in ROLES:
-        raise ValidationError(f"role must be one of {', '.join(ROLES)}", field="role")
+    if role not in INSTANCE_ROLES:
+        raise ValidationError(f"role must be one of {', '.join(INSTANCE_ROLES)}", field="role")
     if role != "admin":
         _keep_an_admin(s, actor, user, "user.role")
     user.role = role
@@ -180,7 +187,9 @@ def create_token(s: Session, actor: Actor, name: str, *, kind: str = "personal",
     if allow is not None and kind != "runner":
         raise ValidationError("only runner tokens take an allow-list", field="allow")
     if kind == "runner":
-        require(actor, "admin")
+        from . import access  # access builds on this module
+        access.require_on(s, actor, "admin", "token.create", workspace=workspace or "default",
+                          target=str(name)[:100])
         ws = get_workspace(s, workspace or "default")
         owner = None
         allow = _allow_list(allow)
@@ -266,15 +275,33 @@ def token_actor(raw: Raw, secret: str, source: str = "", *,
     return Actor(row.username, role=row.role, source=source, kind="user")
 
 
-def list_tokens(s: Session) -> list[ApiToken]:
-    return list(s.scalars(select(ApiToken).order_by(ApiToken.id.desc())))
+def list_tokens(s: Session, actor: Actor | None = None) -> list[ApiToken]:
+    """Every token, or those ``actor`` may see: its own, and (admins of a scope) the runner
+    tokens of the scopes it is admin of; an instance admin sees all."""
+    toks = list(s.scalars(select(ApiToken).order_by(ApiToken.id.desc())))
+    if actor is None or actor.role == "admin":
+        return toks
+    from . import access  # access builds on this module
+    admin_of = {name for name in {t.workspace.name for t in toks if t.workspace}
+                if access.role_on(s, actor, name) == "admin"}
+    return [t for t in toks if (t.user and t.user.username == actor.name)
+            or (t.workspace and t.workspace.name in admin_of)]
 
 
 def revoke_token(s: Session, actor: Actor, token_id: int) -> ApiToken:
     tok = s.get(ApiToken, token_id)
     if tok is None:
         raise NotFound(f"token {token_id} does not exist")
-    if not (tok.user and tok.user.username == actor.name):
+    if tok.workspace is not None:
+        from . import access  # access builds on this module
+        try:
+            access.require_on(s, actor, "admin", "token.revoke", workspace=tok.workspace.name,
+                              target=tok.name)
+        except NotFound:  # a token of a scope it may not see does not exist for it either
+            raise audit.refused(NotFound(f"token {token_id} does not exist"), actor,
+                                "token.revoke", workspace=tok.workspace.name,
+                                target=tok.name) from None
+    elif not (tok.user and tok.user.username == actor.name):
         require(actor, "admin")
     if tok.revoked_at is None:
         tok.revoked_at = utcnow()

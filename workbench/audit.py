@@ -24,11 +24,13 @@ class Actor:
     """Who is acting: a user, a token or the CLI, and from where."""
 
     name: str
-    role: str = "viewer"  # admin | editor | viewer | runner
+    role: str = "viewer"  # admin | editor | viewer | auditor | none | runner
     source: str = ""  # remote address, or "cli"
     workspace: str | None = None  # runner tokens are scoped to one workspace
     kind: str = "user"  # user | token | runner | system | sso (an SSO provider)
     allow: tuple[str, ...] = ()  # runner tokens: credential IDs resolvable ad hoc ("*": any)
+    # users: (scope, role) grants, loaded once per request; None: not loaded (access loads them)
+    grants: tuple[tuple[str, str], ...] | None = None
 
     @property
     def label(self) -> str:
@@ -68,8 +70,12 @@ def appending(actor: Actor, action: str, events: list[tuple[str, dict[str, Any]]
 
 def query(s: Session, *, workspace: str | None = None, target: str | None = None,
           actor: str | None = None, action: str | None = None, outcome: str | None = None,
-          since: datetime | None = None, limit: int = 100, offset: int = 0) -> list[AuditEvent]:
+          since: datetime | None = None, limit: int = 100, offset: int = 0,
+          workspaces: set[str] | None = None) -> list[AuditEvent]:
+    """Events, newest first; ``workspaces``: only those of these scopes (None: all)."""
     stmt = select(AuditEvent).order_by(AuditEvent.id.desc())
+    if workspaces is not None:
+        stmt = stmt.where(AuditEvent.workspace.in_(sorted(workspaces)))
     for column, value in ((AuditEvent.workspace, workspace), (AuditEvent.target, target),
                           (AuditEvent.actor, actor), (AuditEvent.action, action),
                           (AuditEvent.outcome, outcome)):

@@ -11,9 +11,8 @@ import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from . import audit, checks, status
+from . import access, audit, checks, status
 from .audit import Actor
-from .accounts import require
 from .checks.deadline import DEADLINE
 from .credentials import current_values, get_credential
 from .errors import Busy, NotFound
@@ -59,7 +58,9 @@ def start(vault: Vault, actor: Actor, workspace: str, cred_id: str,
           timeout: float = DEADLINE) -> Future | None:
     """Start a connectivity test of the credential on the pool; None if one is already
     running.  The credential shows ``Checking…`` until the test's outcome is stored."""
-    require(actor, "editor", "credential.verify", workspace=workspace, target=cred_id)
+    with audit.unit(vault.factory) as s:
+        access.require_on(s, actor, "editor", "credential.verify", workspace=workspace,
+                          target=cred_id)
     POOL.reserve()
     try:
         with audit.unit(vault.factory) as s:

@@ -23,6 +23,7 @@ class Settings:
     instance_from: str = "default"  # how the instance was chosen, for "no vault here" messages
     id_token_issuer: str | None = None  # the ``iss`` of step identity tokens (default: the URL asked)
     oidc: dict[str, str] = field(default_factory=dict, repr=False)  # WORKBENCH_OIDC_* (sso.py)
+    run_retention_days: int = 90  # finished runs kept this long (retention.py); 0: for ever
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -37,6 +38,9 @@ class Settings:
             overrides["trusted_proxies"] = env["WORKBENCH_TRUSTED_PROXIES"]
         if "id_token_issuer" not in overrides and env.get("WORKBENCH_ID_TOKEN_ISSUER"):
             overrides["id_token_issuer"] = env["WORKBENCH_ID_TOKEN_ISSUER"].rstrip("/")
+        if "run_retention_days" not in overrides and env.get("WORKBENCH_RUN_RETENTION_DAYS"):
+            overrides["run_retention_days"] = _days("WORKBENCH_RUN_RETENTION_DAYS",
+                                                    env["WORKBENCH_RUN_RETENTION_DAYS"])
         overrides.setdefault("oidc", {k: v for k, v in env.items()
                                       if k.startswith("WORKBENCH_OIDC_")})
         s = cls(instance=instance, database_url=url,
@@ -72,4 +76,15 @@ def _seconds(name: str, text: str) -> float:
         value = 0.0
     if not 0 < value < 86400:
         raise ConfigError(f"{name} must be a number of seconds between 0 and 86400")
+    return value
+
+
+def _days(name: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 36500:
+        raise ConfigError(f"{name} must be a whole number of days from 0 (keep for ever) "
+                          "to 36500")
     return value

@@ -10,7 +10,8 @@ from sqlalchemy import Select, String, cast, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from . import audit, credtypes, crypto, keyterms, scopes
-from .accounts import get_workspace, require
+from . import access
+from .accounts import get_workspace
 from .audit import Actor
 from .crypto import Barrier
 from .db import iso, utcnow
@@ -92,7 +93,8 @@ def create_credential(s: Session, barrier: Barrier, actor: Actor, *, workspace: 
                       cred_id: str, type: str, values: dict[str, Any], name: str = "",
                       description: str = "", inherit: bool = True) -> Credential:
     """Validate everything first; nothing is stored on failure."""
-    require(actor, "editor", "credential.create", workspace=workspace, target=str(cred_id))
+    access.require_on(s, actor, "editor", "credential.create", workspace=workspace,
+                      target=str(cred_id)[:200])
     check_id(cred_id)
     ctype = credtypes.get(type)
     clean, _ = ctype.validate(values)
@@ -138,7 +140,8 @@ def update_credential(s: Session, barrier: Barrier, actor: Actor, *, workspace: 
                       cred_id: str, changes: dict[str, Any], force: bool = False) -> Credential:
     """PATCH semantics: ``name``/``description`` rename; ``values`` (merged over the current
     ones) and ``type`` create version N+1.  ``id`` and ``workspace`` can never change."""
-    require(actor, "editor", "credential.update", workspace=workspace, target=cred_id)
+    access.require_on(s, actor, "editor", "credential.update", workspace=workspace,
+                      target=cred_id)
     c = get_credential(s, workspace, cred_id)
     unknown = set(changes) - {"id", "workspace", "name", "description", "values", "type",
                               "inherit"}
@@ -234,7 +237,7 @@ def guard_references(s: Session, actor: Actor, workspace: str, cred_id: str, *, 
             references=refs),
             actor, f"credential.{change.split()[0]}", workspace=workspace, target=cred_id,
             details={"references": refs}, outcome="refused")
-    if refs and force and actor.role != "admin":
+    if refs and force and access.role_on(s, actor, workspace) != "admin":
         raise audit.refused(PermissionDenied(
             "only an admin can force a change to a referenced credential"),
             actor, f"credential.{change.split()[0]}", workspace=workspace, target=cred_id)
@@ -243,7 +246,8 @@ def guard_references(s: Session, actor: Actor, workspace: str, cred_id: str, *, 
 
 def delete_credential(s: Session, actor: Actor, *, workspace: str, cred_id: str,
                       force: bool = False) -> list[dict]:
-    require(actor, "editor", "credential.delete", workspace=workspace, target=cred_id)
+    access.require_on(s, actor, "editor", "credential.delete", workspace=workspace,
+                      target=cred_id)
     c = get_credential(s, workspace, cred_id)
     refs = guard_references(s, actor, workspace, cred_id, force=force, change="deletion")
     s.execute(delete(CredentialVersion).where(CredentialVersion.credential_pk == c.pk))
@@ -267,7 +271,8 @@ def list_versions(s: Session, workspace: str, cred_id: str) -> list[CredentialVe
 def prune_versions(s: Session, actor: Actor, *, workspace: str, cred_id: str, keep: int,
                    force: bool = False) -> list[int]:
     """Delete all but the newest ``keep`` versions; pinned versions are guarded."""
-    require(actor, "editor", "credential.prune", workspace=workspace, target=cred_id)
+    access.require_on(s, actor, "editor", "credential.prune", workspace=workspace,
+                      target=cred_id)
     if keep < 1:
         raise ValidationError("keep must be at least 1", field="keep")
     doomed = list_versions(s, workspace, cred_id)[keep:]
@@ -285,11 +290,12 @@ def prune_versions(s: Session, actor: Actor, *, workspace: str, cred_id: str, ke
 
 def list_credentials(s: Session, *, workspace: str | None = "default", q: str | None = None,
                      type: str | None = None, status: str | None = None, sort: str = "-created_at",
-                     limit: int = 50, offset: int = 0, where: Iterable = ()
-                     ) -> tuple[list[Credential], int]:
+                     limit: int = 50, offset: int = 0, where: Iterable = (),
+                     workspaces: set[str] | None = None) -> tuple[list[Credential], int]:
     """One page of credentials and the total count.  Pages are found by primary key alone (a
     deferred join), so a deep page walks an index instead of whole rows.  ``where`` adds SQL
-    conditions (see ``credential_filters``)."""
+    conditions (see ``credential_filters``); ``workspaces``: only those of these scopes (the
+    ones a user may see; None: all)."""
     key = sort.lstrip("-")
     if not sortable(key):
         raise ValidationError(f"cannot sort by {key[:32]!r}; use one of "
@@ -298,6 +304,9 @@ def list_credentials(s: Session, *, workspace: str | None = "default", q: str | 
     if workspace:
         ids = ids.where(Credential.workspace_id == select(Workspace.id)
                         .where(Workspace.name == workspace).scalar_subquery())
+    if workspaces is not None:
+        ids = ids.where(Credential.workspace_id.in_(
+            select(Workspace.id).where(Workspace.name.in_(sorted(workspaces)))))
     if type:
         ids = ids.where(Credential.type == type)
     if status:

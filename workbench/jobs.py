@@ -3,13 +3,12 @@ expiry checks, and webhook deliveries.  Each runs as ``fn(vault, **arguments)`` 
 (PostgreSQL) or in a thread (SQLite); see ``jobqueue``."""
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import datetime, timedelta
 
 from sqlalchemy import ForeignKey, String, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from . import audit, checking, checks, sources, status, webhooks
+from . import audit, checking, checks, retention, sources, status, webhooks
 from .audit import SYSTEM, Actor
 from .db import Base, aware, utcnow
 from .errors import WorkbenchError
@@ -65,10 +64,14 @@ def _due_checks(s, now: datetime) -> list[int]:
 @task
 def tick(vault) -> dict:
     """Queue what is due: source re-syncs (per source interval), credential checks (per
-    type interval) and webhook deliveries waiting for a retry."""
+    type interval) and webhook deliveries waiting for a retry; prune old run history."""
     now, q = utcnow(), for_vault(vault)
     with vault.factory() as s:
         syncs, creds, deliveries = _due_sources(s, now), _due_checks(s, now), webhooks.due(s)
+    pruned = {}
+    if vault.settings.run_retention_days:
+        with vault.factory.begin() as s:
+            pruned = retention.prune(s, SYSTEM, vault.settings.run_retention_days, now)
     for sid in syncs:
         key = f"{SOURCE_LOCK}{sid}"
         q.defer(SYNC, lock=key, queueing_lock=key, source_id=sid)
@@ -76,7 +79,8 @@ def tick(vault) -> dict:
         q.defer("check_credential", queueing_lock=f"check:{pk}", credential_pk=pk)
     for did in deliveries:
         q.defer("deliver_webhook", queueing_lock=f"delivery:{did}", delivery_id=did)
-    return {"syncs": len(syncs), "checks": len(creds), "deliveries": len(deliveries)}
+    return {"syncs": len(syncs), "checks": len(creds), "deliveries": len(deliveries),
+            "pruned_runs": pruned.get("runs", 0) + pruned.get("server_runs", 0)}
 
 
 # ---- scheduled checks -----------------------------------------------------------------------

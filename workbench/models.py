@@ -96,7 +96,7 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
-    role: Mapped[str] = mapped_column(String(16))  # admin | editor | viewer | auditor
+    role: Mapped[str] = mapped_column(String(16))  # admin|editor|viewer|auditor|none
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     disabled: Mapped[bool] = mapped_column(default=False)
     # part of the session cookie's user ID; signing out bumps it, so a copied cookie dies too
@@ -114,6 +114,25 @@ class User(Base):
 
     def get_id(self) -> str:
         return f"{self.id}.{self.session_epoch}"
+
+
+class ScopeRole(Base):
+    """A user's role on one scope and, through inheritance, on every scope below it."""
+
+    __tablename__ = "scope_roles"
+    __table_args__ = (UniqueConstraint("user_id", "workspace_id", name="uq_scope_role"),
+                      Index("ix_scope_roles_workspace", "workspace_id"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16))  # admin | editor | viewer | auditor
+    source: Mapped[str] = mapped_column(String(8), default="manual")  # manual | sso
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+
+    user: Mapped[User] = relationship(lazy="joined")
+    workspace: Mapped[Workspace] = relationship(lazy="joined")
+    fresh = False  # set by access.grant when the row is new (not a column)
 
 
 class ApiToken(Base):

@@ -9,8 +9,7 @@ from sqlalchemy import (Boolean, DateTime, ForeignKey, String, Text, UniqueConst
                         select)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from . import audit, credentials
-from .accounts import require
+from . import access, audit, credentials
 from .audit import Actor
 from .db import Base, utcnow
 from .errors import ValidationError
@@ -92,7 +91,8 @@ def get_policy(s: Session, workspace: str, cred_id: str) -> dict:
 def set_policy(s: Session, actor: Actor, workspace: str, cred_id: str, *,
                protected: bool | None = None, exclude_events: list[str] | None = None) -> dict:
     """Change a credential's release rules (admins); audited."""
-    require(actor, "admin", "credential.policy", workspace=workspace, target=cred_id)
+    access.require_on(s, actor, "admin", "credential.policy", workspace=workspace,
+                      target=cred_id)
     c = credentials.get_credential(s, workspace, cred_id)
     p = s.scalar(select(CredentialPolicy).where(CredentialPolicy.credential_pk == c.pk))
     if p is None:
@@ -125,7 +125,8 @@ def protected_refs(s: Session, source_id: int) -> list[str]:
 def set_protected_refs(s: Session, actor: Actor, workspace: str, source: PipelineSource,
                        patterns: list[str]) -> list[str]:
     """Replace a source's protected branch/tag globs (admins); audited."""
-    require(actor, "admin", "source.protect", workspace=workspace, target=source.name)
+    access.require_on(s, actor, "admin", "source.protect", workspace=workspace,
+                      target=source.name)
     if not isinstance(patterns, list) or not all(
             isinstance(p, str) and PATTERN.match(p) for p in patterns):
         raise ValidationError("patterns is a list of branch or tag globs such as main, "

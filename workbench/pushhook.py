@@ -15,8 +15,7 @@ from typing import Mapping
 
 from sqlalchemy.orm import Session
 
-from . import audit, background, sealed
-from .accounts import require
+from . import access, audit, background, sealed
 from .audit import Actor
 from .errors import AuthenticationRequired, NotFound
 from .references import PipelineSource
@@ -28,7 +27,8 @@ def _name(source_id: int) -> str:
 
 def new_secret(s: Session, barrier, actor: Actor, src: PipelineSource) -> str:
     """Create or replace the source's hook secret (editors); returned once."""
-    require(actor, "editor", "source.hook_secret", workspace=src.workspace, target=src.name)
+    access.require_on(s, actor, "editor", "source.hook_secret", workspace=src.workspace,
+                      target=src.name)
     secret = sealed.put(s, barrier, _name(src.id))
     audit.record(s, actor, "source.hook_secret", workspace=src.workspace, target=src.name)
     return secret

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, bindparam, delete, func, literal, select
 from sqlalchemy.orm import Session
 
-from . import audit
+from . import access, audit
 from .accounts import get_workspace as get_scope, require
 from .audit import Actor
 from .db import iso
@@ -121,9 +121,14 @@ def ensure_default(s: Session) -> None:
 
 def create_scope(s: Session, actor: Actor, name: str, title: str = "",
                  parent: str | None = None) -> Workspace:
-    """A new scope (admin), top-level or below ``parent``, which is fixed for good (so the tree
-    never has a cycle).  Its ID follows the credential-ID rules."""
-    require(actor, "admin", "scope.create", workspace=str(name)[:63])
+    """A new scope, top-level (instance admin) or below ``parent`` (an admin of the parent or
+    above), which is fixed for good (so the tree never has a cycle).  Its ID follows the
+    credential-ID rules."""
+    if parent:
+        access.require_on(s, actor, "admin", "scope.create", workspace=str(parent),
+                          target=str(name)[:63])
+    else:
+        require(actor, "admin", "scope.create", workspace=str(name)[:63])
     above = get_scope(s, parent) if parent else None
     if not isinstance(name, str) or not CRED_ID.match(name):
         raise ValidationError("a workspace ID is 1–63 characters of a-z, 0-9, '.', '_', '-', "
@@ -145,13 +150,20 @@ def _check_title(title) -> None:
         raise ValidationError("title: one line, up to 200 characters", field="title")
 
 
-def list_scopes(s: Session) -> list[Workspace]:
-    return list(s.scalars(select(Workspace).order_by(Workspace.name)))
+def list_scopes(s: Session, actor: Actor | None = None) -> list[Workspace]:
+    """Every scope, or those ``actor`` may see."""
+    stmt = select(Workspace).order_by(Workspace.name)
+    seen = access.visible(s, actor) if actor is not None else None
+    if seen is not None:
+        stmt = stmt.where(Workspace.name.in_(sorted(seen)))
+    return list(s.scalars(stmt))
 
 
 def update_scope(s: Session, actor: Actor, name: str, changes: dict) -> Workspace:
-    """Rename (the title); the ID never changes: credentials and pipelines refer to it."""
-    require(actor, "admin", "scope.rename", workspace=str(name)[:63])
+    """Rename (the title; an admin of the scope or above); the ID never changes: credentials
+    and pipelines refer to it."""
+    access.require_on(s, actor, "admin", "scope.rename", workspace=str(name)[:63],
+                      target=str(name)[:63])
     ws = get_scope(s, name)
     unknown = set(changes) - {"id", "title"}
     if unknown:
@@ -180,9 +192,18 @@ def contents(s: Session, ws: Workspace) -> dict[str, int]:
 
 
 def delete_scope(s: Session, actor: Actor, name: str) -> None:
-    """Delete an empty scope (admin); revoked runner tokens of it go with it."""
-    require(actor, "admin", "scope.delete", workspace=str(name)[:63])
+    """Delete an empty scope (an admin of its parent or the instance; a top-level one: the
+    instance); revoked runner tokens of it go with it."""
+    access.require_on(s, actor, "viewer", "scope.delete", workspace=str(name)[:63],
+                      target=str(name)[:63])  # the 404 of a scope it may not see
     ws = get_scope(s, name)
+    above = s.get(Workspace, ws.parent_id) if ws.parent_id else None
+    if access.rank(access.role_on(s, actor, above.name) if above else actor.role) < \
+            access.RANK["admin"]:
+        raise audit.refused(PermissionDenied(
+            f"deleting workspace {name!r} needs the admin role on "
+            + (f"its parent {above.name!r}" if above else "the instance")),
+            actor, "scope.delete", workspace=name, target=name)
     if name == DEFAULT:
         raise audit.refused(PermissionDenied("the default workspace cannot be deleted"),
                             actor, "scope.delete", workspace=name, target=name)

@@ -11,7 +11,7 @@ import git
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import audit, credentials, gitsource, sourcelock
+from . import access, audit, credentials, gitsource, sourcelock
 from .accounts import get_workspace, require
 from .audit import Actor
 from .db import iso, utcnow
@@ -58,7 +58,8 @@ def add_source(s: Session, actor: Actor, workspace: str, *, kind: str, url: str 
                branch: str = "main", path_glob: str = "pipelines/*.yaml",
                credential_id: str | None = None, name: str) -> PipelineSource:
     """Register a source (nothing is fetched until the first sync)."""
-    require(actor, "editor", "source.add", workspace=workspace, target=str(name)[:100])
+    access.require_on(s, actor, "editor", "source.add", workspace=workspace,
+                      target=str(name)[:100])
     get_workspace(s, workspace)  # a 404 for a workspace that does not exist
     if not isinstance(name, str) or not NAME.match(name):
         raise ValidationError("name: 1-100 letters, digits, '.', '_', '-'", field="name")
@@ -210,7 +211,8 @@ def sync_target(factory: sessionmaker[Session], actor: Actor, source_id: int) ->
         src = s.get(PipelineSource, int(source_id))
         if src is None:
             raise NotFound(f"no pipeline source {source_id}")
-        require(actor, "editor", "source.sync", workspace=src.workspace, target=src.name)
+        access.require_on(s, actor, "editor", "source.sync", workspace=src.workspace,
+                          target=src.name)
         s.expunge(src)
         return src
 
@@ -280,7 +282,8 @@ def remove_source(factory: sessionmaker[Session], vault, actor: Actor, source_id
             src = s.get(PipelineSource, int(source_id))
             if src is None:
                 raise NotFound(f"no pipeline source {source_id}")
-            require(actor, "editor", "source.remove", workspace=src.workspace, target=src.name)
+            access.require_on(s, actor, "editor", "source.remove", workspace=src.workspace,
+                              target=src.name)
             ids = select(IndexedPipeline.id).where(IndexedPipeline.source_id == src.id)
             s.execute(delete(PipelineReference).where(PipelineReference.pipeline_id.in_(ids)))
             n = s.execute(delete(IndexedPipeline).where(IndexedPipeline.source_id == src.id))

@@ -1,8 +1,10 @@
-"""Single sign-on through an OpenID Connect provider: its settings, the group → role mapping,
-and the accounts it signs in (created at the first sign-in, their role re-derived at each)."""
+"""Single sign-on through an OpenID Connect provider: its settings, the group → role mapping
+(instance roles and roles on scopes), and the accounts it signs in (created at the first
+sign-in, their roles re-derived at each)."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,19 +12,20 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from sqlalchemy import DateTime, ForeignKey, String, UniqueConstraint, select
+from sqlalchemy import DateTime, ForeignKey, String, UniqueConstraint, delete, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from . import accounts, audit
 from .audit import Actor
 from .db import Base, utcnow
 from .errors import ConfigError, PermissionDenied
-from .models import User
+from .models import ScopeRole, User, Workspace
 
 PREFIX = "WORKBENCH_OIDC_"
 # Not an argon2 hash, so no password ever verifies against it: SSO accounts have no password.
 NO_PASSWORD = accounts.SSO_ONLY
 ANY_GROUP = "*"
+log = logging.getLogger(__name__)
 
 
 class SsoIdentity(Base):
@@ -41,7 +44,8 @@ class SsoIdentity(Base):
 
 @dataclass(frozen=True)
 class Grant:
-    """A role a group gives: on the whole instance (``scope`` None) or, later, on one scope."""
+    """A role a group gives: on the whole instance (``scope`` None) or on one scope (and the
+    scopes below it)."""
 
     role: str
     scope: str | None = None
@@ -86,11 +90,6 @@ def parse_roles(text: str) -> tuple[tuple[str, Grant], ...]:
         if role not in accounts.ROLES:
             raise ConfigError(f"{PREFIX}ROLES: {entry!r}: the role must be one of "
                               f"{', '.join(accounts.ROLES)}")
-        if scope:
-            # the mapping's syntax is ready for scope roles; until the accounts have them, a
-            # rule that cannot be applied must stop the server rather than be ignored
-            raise ConfigError(f"{PREFIX}ROLES: {entry!r}: roles on a scope are not available "
-                              "yet; map groups to instance roles (group=role)")
         rules.append((group, Grant(role, scope or None)))
     if not rules:
         raise ConfigError(f"{PREFIX}ROLES is required with {PREFIX}ISSUER, e.g. "
@@ -153,18 +152,21 @@ def groups_of(claims: Mapping[str, Any], provider: Provider) -> list[str]:
 
 
 def derive(rules: tuple[tuple[str, Grant], ...], groups: list[str]) -> Grants | None:
-    """The highest instance role any of ``groups`` (or ``*``) is mapped to; None if none is."""
+    """The highest instance role any of ``groups`` (or ``*``) is mapped to (``none`` if they
+    are mapped to scope roles only) and the scope roles; None if no group is mapped at all."""
     matched = [(g, grant) for g, grant in rules if g == ANY_GROUP or g in groups]
-    instance = [grant.role for _, grant in matched if grant.scope is None]
-    if not instance:
+    if not matched:
         return None
-    return Grants(role=max(instance, key=accounts.RANK.__getitem__),
+    instance = [grant.role for _, grant in matched if grant.scope is None]
+    return Grants(role=max(instance, key=accounts.RANK.__getitem__) if instance else "none",
                   groups=tuple(dict.fromkeys(g for g, _ in matched)),
                   scoped=tuple((g, grant) for g, grant in matched if grant.scope))
 
 
 def apply_grants(s: Session, user: User, grants: Grants, actor: Actor) -> None:
-    """The one place a sign-in's grants become roles (scope roles will be applied here too)."""
+    """The one place a sign-in's grants become roles: the instance role, and the scope roles
+    SSO gave (``source='sso'``: re-derived each time; grants made by hand are left alone)."""
+    _apply_scoped(s, user, grants, actor)
     if user.role != grants.role:
         if grants.role != "admin" and accounts.is_last_admin(s, user):
             # the provider would leave no active admin, and nobody could undo it: keep this one
@@ -175,6 +177,38 @@ def apply_grants(s: Session, user: User, grants: Grants, actor: Actor) -> None:
         audit.record(s, actor, "user.role", target=user.username,
                      details={"role": grants.role, "was": user.role, "via": "sso"})
         user.role = grants.role
+
+
+def _apply_scoped(s: Session, user: User, grants: Grants, actor: Actor) -> None:
+    wanted: dict[str, str] = {}
+    for _group, grant in grants.scoped:
+        if accounts.RANK[grant.role] >= accounts.RANK.get(wanted.get(grant.scope, ""), -1):
+            wanted[grant.scope] = grant.role
+    ids = {name: ws_id for name, ws_id in s.execute(
+        select(Workspace.name, Workspace.id).where(Workspace.name.in_(sorted(wanted))))}
+    for name in sorted(set(wanted) - set(ids)):
+        # a mapping may name a scope before an admin creates it: not a reason to refuse
+        log.warning("%sROLES names workspace %r, which does not exist: skipped", PREFIX, name)
+    have = {row.workspace_id: row for row in
+            s.scalars(select(ScopeRole).where(ScopeRole.user_id == user.id))}
+    for name, ws_id in sorted(ids.items()):
+        row = have.get(ws_id)
+        if row is not None and (row.source != "sso" or row.role == wanted[name]):
+            continue  # a grant made by hand wins; an unchanged one stays
+        if row is None:
+            row = ScopeRole(user_id=user.id, workspace_id=ws_id, source="sso",
+                            created_by=actor.label)
+            s.add(row)
+        row.role = wanted[name]
+        audit.record(s, actor, "scope.grant", workspace=name, target=user.username,
+                     details={"role": wanted[name], "via": "sso"})
+    kept = set(ids.values())
+    stale = [row for ws_id, row in have.items() if row.source == "sso" and ws_id not in kept]
+    for row in stale:
+        audit.record(s, actor, "scope.revoke", target=user.username,
+                     workspace=row.workspace.name, details={"via": "sso"})
+    if stale:
+        s.execute(delete(ScopeRole).where(ScopeRole.id.in_([r.id for r in stale])))
 
 
 def username_for(claims: Mapping[str, Any], provider: Provider) -> str:

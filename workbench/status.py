@@ -7,8 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import audit, checks, credtypes
-from .accounts import require
+from . import access, audit, checks, credtypes
 from .audit import Actor
 from .checks import Condition, now_iso
 from .checks.deadline import DEADLINE
@@ -97,7 +96,8 @@ def verify_credential(s: Session, barrier: Barrier, actor: Actor, workspace: str
                       timeout: float = DEADLINE) -> Credential:
     """Test the credential against the target stored with it (never one from the request)."""
     from .credentials import current_values, get_credential
-    require(actor, "editor", "credential.verify", workspace=workspace, target=cred_id)
+    access.require_on(s, actor, "editor", "credential.verify", workspace=workspace,
+                      target=cred_id)
     c = get_credential(s, workspace, cred_id)
     _, values = current_values(s, barrier, c)
     return record_check(s, actor, c, values, checks.verify(c.type, values, timeout))

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .. import audit
+from .. import access, audit
 from ..audit import Actor
 from ..errors import PermissionDenied, WorkbenchError
 from ..statements import Raw
@@ -23,6 +23,14 @@ PUBLIC_ENDPOINTS = {"api.openapi"}
 RUNNER_ENDPOINTS = {"api.resolve", "api.store_run"}
 # Check the token themselves, on the connection of their own work (the hot path).
 SELF_AUTHENTICATING = {"api.resolve"}
+# Not about one scope (``?workspace=`` or ``<scope_id>``): they check what they need themselves.
+# Every other route first needs the viewer role on its scope (else the 404 of no such scope).
+INSTANCE_ENDPOINTS = {"api.change_password", "api.audit_log", "api.list_scopes",
+                      "api.create_scope", "api.list_tokens", "api.create_token",
+                      "api.revoke_token", "api.list_users", "api.create_user",
+                      "api.update_user", "api.delete_user", "api.reset_password",
+                      "api.list_webhooks", "api.add_webhook", "api.remove_webhook",
+                      "api.list_deliveries", "api.store_run"}
 
 
 def vault() -> Vault:
@@ -61,9 +69,26 @@ def _authenticate():
             authenticate(raw)
     except WorkbenchError as e:
         return error_response(e)
-    if g.actor.role == "runner" and request.endpoint not in RUNNER_ENDPOINTS:
-        return error_response(PermissionDenied("runner tokens may only resolve and record runs"))
+    if g.actor.role == "runner":
+        if request.endpoint not in RUNNER_ENDPOINTS:
+            return error_response(PermissionDenied("runner tokens may only resolve and record "
+                                                   "runs"))
+        return None
+    try:
+        with audit.unit(vault().factory) as s:
+            g.actor = access.with_grants(s, g.actor)
+            if request.endpoint not in INSTANCE_ENDPOINTS:
+                access.require_on(s, g.actor, "viewer", "scope.read", workspace=scope(),
+                                  target=request.path[:200])
+    except WorkbenchError as e:
+        return error_response(e)
     return None
+
+
+def scope() -> str:
+    """The scope a request is about: its ``<scope_id>``, else ``?workspace=`` (default)."""
+    args = request.view_args or {}
+    return args["scope_id"] if "scope_id" in args else workspace()
 
 
 def authenticate(raw: Raw) -> Actor:

@@ -83,12 +83,10 @@ def change_password():
 
 @api.get("/tokens")
 def list_tokens():
-    """API and runner tokens (admin sees all; others their own). Secrets are never listed."""
-    me = actor()
+    """API and runner tokens (an instance admin sees all; others their own, and the runner
+    tokens of the workspaces they are admin of). Secrets are never listed."""
     with vault().factory() as s:
-        toks = accounts.list_tokens(s)
-        if me.role != "admin":
-            toks = [t for t in toks if t.user and t.user.username == me.name]
+        toks = accounts.list_tokens(s, actor())
         return jsonify({"items": [accounts.token_to_dict(t) for t in toks]})
 
 
@@ -117,11 +115,12 @@ def revoke_token(token_id: int):
 @api.get("/audit")
 def audit_log():
     """The audit log, newest first, filtered by workspace, target, actor, action, outcome."""
-    auditors.require_reader(vault().factory, actor())
+    seen = auditors.require_reader(vault().factory, actor())
     a = request.args
     limit = int_arg("limit", 100, 1, 1000)
     with vault().factory() as s:
         evs = audit.query(s, workspace=a.get("workspace"), target=a.get("target"),
                           actor=a.get("actor"), action=a.get("action"),
-                          outcome=a.get("outcome"), limit=limit, offset=int_arg("offset", 0))
+                          outcome=a.get("outcome"), limit=limit, offset=int_arg("offset", 0),
+                          workspaces=seen)
         return jsonify({"items": [audit.to_dict(e) for e in evs]})

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from ..accounts import ROLES, USERNAME
+from ..accounts import INSTANCE_ROLES, ROLES, USERNAME
 from ..sources import KINDS, NAME as SOURCE_NAME
 from .inputs import INT64_MAX
 
@@ -14,7 +14,10 @@ CREATED = {"api.create_credential", "api.add_version", "api.create_user", "api.c
            "api.store_run", "api.add_source"}  # answer 201
 TEXT = {"type": "string"}
 OBJECT = {"type": "object"}
-_ROLE = {"type": "string", "enum": list(ROLES)}
+_ROLE = {"type": "string", "enum": list(INSTANCE_ROLES)}  # on the instance ("none": grants only)
+_SCOPE_ROLE = {"type": "string", "enum": list(ROLES)}
+MAY_CREATE = {"api.grant_member"}  # 201 when new, 200 when changed
+NO_CONTENT = {"api.revoke_member"}  # answer 204
 # Request bodies beyond ``{"type": "object"}``: endpoint → schema.
 BODIES = {
     "api.update_credential": {"type": "object", "properties": {
@@ -34,6 +37,8 @@ BODIES = {
         "name": {"type": "string", "minLength": 1, "maxLength": 100},
         "kind": {"type": "string", "enum": ["personal", "runner"]}, "user": TEXT,
         "workspace": TEXT}},
+    "api.grant_member": {"type": "object", "required": ["role"],
+                         "properties": {"role": _SCOPE_ROLE}},
     "api.add_source": {"type": "object", "required": ["name"], "additionalProperties": False,
                        "properties": {"name": {"type": "string", "pattern": SOURCE_NAME.pattern},
                                       "kind": {"type": "string", "enum": list(KINDS)},

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import jsonify, request, url_for
 from sqlalchemy import select
 
-from .. import audit, pushhook, webhooks
+from .. import access, audit, pushhook, webhooks
 from ..accounts import require
 from ..audit import unit
 from ..errors import ValidationError
@@ -46,7 +46,8 @@ def schedule_source(source_id: int):
                               field="sync_interval")
     with unit(vault().factory) as s:
         src = get_source(s, workspace(), source_id)
-        require(actor(), "editor", "source.schedule", workspace=src.workspace, target=src.name)
+        access.require_on(s, actor(), "editor", "source.schedule", workspace=src.workspace,
+                          target=src.name)
         src.sync_interval = every
         audit.record(s, actor(), "source.schedule", workspace=src.workspace, target=src.name,
                      details={"sync_interval": every})

@@ -9,7 +9,7 @@ from .. import credtypes
 from ..credentials import SORT_JOINS, SORTABLE
 from ..pipeline.names import CRED_ID
 from . import PUBLIC_ENDPOINTS, api
-from .contract import BODIES, CREATED, OBJECT, path_params
+from .contract import BODIES, CREATED, MAY_CREATE, NO_CONTENT, OBJECT, path_params
 from .inputs import INT64_MAX
 
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
@@ -89,6 +89,11 @@ def build_spec(app) -> dict:
                                 **{c: {"description": d, "content": {"application/json": {
                                     "schema": {"$ref": "#/components/schemas/Error"}}}}
                                    for c, d in _ERRORS.items()}}}
+            if rule.endpoint in NO_CONTENT:
+                op["responses"]["204"] = {"description": "Done (no content)"}
+                del op["responses"]["200"]
+            if rule.endpoint in MAY_CREATE:
+                op["responses"]["201"] = {"description": "Created"}
             if rule.endpoint in ACCEPTED:
                 op["responses"]["202"] = {"description": "Started in the background"}
             if method in ("POST", "PATCH", "PUT"):

@@ -1,20 +1,22 @@
-"""Workspaces (scopes): listed by everyone, created, renamed and deleted by admins."""
+"""Workspaces (scopes): listed (those the caller may see), created, renamed and deleted by
+admins, and their members: who has which role on them."""
 from __future__ import annotations
 
 from flask import jsonify
 
-from .. import scopes
+from .. import access, scopes
 from ..audit import unit
 from . import actor, api, body, vault
+from .inputs import texts
 
 
 @api.get("/scopes")
 def list_scopes():
-    """Every workspace, with what it holds."""
+    """Every workspace the caller may see, with what it holds."""
     with vault().factory() as s:
         by_id = scopes.names(s)
         return jsonify({"items": [scopes.to_dict(ws, scopes.contents(s, ws), by_id)
-                                  for ws in scopes.list_scopes(s)]})
+                                  for ws in scopes.list_scopes(s, actor())]})
 
 
 @api.post("/scopes")
@@ -56,3 +58,30 @@ def delete_scope(scope_id: str):
     with unit(vault().factory) as s:
         scopes.delete_scope(s, actor(), scope_id)
     return jsonify({"deleted": scope_id})
+
+
+@api.get("/scopes/<scope_id>/members")
+def list_members(scope_id: str):
+    """Who has a role on this workspace: granted on it, and inherited from the ones above."""
+    with vault().factory() as s:
+        return jsonify({"items": [access.member_to_dict(m) for m in access.members(s, scope_id)],
+                        "inherited": [access.member_to_dict(m)
+                                      for m in access.inherited_members(s, scope_id)]})
+
+
+@api.put("/scopes/<scope_id>/members/<username>")
+def grant_member(scope_id: str, username: str):
+    """Give a user a role on this workspace and the ones below (an admin of it or above):
+    201 for a new member, 200 for a changed role."""
+    role = texts(body(), "role").get("role")
+    with unit(vault().factory) as s:
+        row = access.grant(s, actor(), scope_id, username, role)
+        return jsonify(access.member_to_dict(row)), 201 if row.fresh else 200
+
+
+@api.delete("/scopes/<scope_id>/members/<username>")
+def revoke_member(scope_id: str, username: str):
+    """Take a user's role on this workspace away (roles granted above it stay)."""
+    with unit(vault().factory) as s:
+        access.revoke(s, actor(), scope_id, username)
+    return "", 204

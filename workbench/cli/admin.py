@@ -119,7 +119,8 @@ def user():
 
 @user.command("add")
 @click.argument("username")
-@click.option("--role", type=click.Choice(accounts.ROLES), default="viewer", show_default=True)
+@click.option("--role", type=click.Choice(accounts.INSTANCE_ROLES), default="viewer",
+              show_default=True, help="on the instance; none: only what workspace roles give")
 @click.option("--password-stdin", is_flag=True, help="read the password from standard input")
 @with_appcontext
 def user_add(username: str, role: str, password_stdin: bool):

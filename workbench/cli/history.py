@@ -4,6 +4,8 @@ from __future__ import annotations
 import click
 from flask.cli import with_appcontext
 
+from .. import retention
+from ..audit import SYSTEM
 from ..pipeline import records
 from . import vault, workspace_option
 from .output import emit, fields, json_option, table
@@ -63,6 +65,32 @@ def log(run_id, step_name, workspace, as_json):
                             if not step_name else st["log"].rstrip() for st in steps))
 
 
+@click.command("prune")
+@click.option("--older-than", "days", type=int, default=None,
+              help="days of history to keep (default: WORKBENCH_RUN_RETENTION_DAYS, 90)")
+@click.option("--dry-run", is_flag=True, help="count what would go, delete nothing")
+@json_option
+@with_appcontext
+def prune(days, dry_run, as_json):
+    """Delete finished runs and closed server runs older than the retention (all workspaces).
+
+    The worker's periodic tick does this on its own; the audit log is never pruned."""
+    v = vault()
+    days = days if days is not None else v.settings.run_retention_days
+    if not days:
+        raise click.UsageError("run retention is off (WORKBENCH_RUN_RETENTION_DAYS=0); "
+                               "give --older-than DAYS")
+    if dry_run:
+        with v.factory() as s:
+            out = {**retention.count_old(s, days), "dry_run": True}
+    else:
+        with v.factory.begin() as s:
+            out = retention.prune(s, SYSTEM, days)
+    verb = "would delete" if dry_run else "deleted"
+    emit(out, as_json, f"{verb} {out['runs']} run(s) and {out['server_runs']} server run(s) "
+                       f"older than {days} days")
+
+
 class RunGroup(click.Group):
     """``run FILE`` runs a pipeline; ``run list|show|log`` look at recorded runs."""
 
@@ -77,8 +105,8 @@ class RunGroup(click.Group):
 
 
 run_file.epilog = ("Recorded runs: `workbench run list`, `workbench run show RUN_ID`, "
-                   "`workbench run log RUN_ID [--step NAME]`.")
-run = RunGroup("run", commands=[list_, show, log], help=run_file.help, add_help_option=False,
+                   "`workbench run log RUN_ID [--step NAME]`, `workbench run prune`.")
+run = RunGroup("run", commands=[list_, show, log, prune], help=run_file.help, add_help_option=False,
                context_settings={"ignore_unknown_options": True,
                                  "allow_interspersed_args": False},
                invoke_without_command=False, no_args_is_help=False)

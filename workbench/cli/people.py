@@ -77,7 +77,7 @@ def user_delete(username: str):
 
 @user.command("set-role")
 @click.argument("username")
-@click.argument("role", type=click.Choice(accounts.ROLES))
+@click.argument("role", type=click.Choice(accounts.INSTANCE_ROLES))
 @with_appcontext
 def user_set_role(username: str, role: str):
     """Change a user's role (never demoting the last active admin)."""

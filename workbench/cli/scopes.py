@@ -1,10 +1,11 @@
-"""``workbench scope``: list, create, rename and delete workspaces (scopes)."""
+"""``workbench scope``: list, create, rename and delete workspaces (scopes), and give people
+roles on them (members, grant, revoke)."""
 from __future__ import annotations
 
 import click
 from flask.cli import with_appcontext
 
-from .. import scopes
+from .. import access, accounts, scopes
 from ..audit import unit
 from . import cli_actor, emit, json_option, vault
 from .output import columns, table
@@ -61,6 +62,44 @@ def scope_delete(scope_id: str):
     with unit(vault().factory) as s:
         scopes.delete_scope(s, cli_actor(), scope_id)
     click.echo(f"workspace {scope_id} deleted")
+
+
+@scope.command("members")
+@click.argument("scope_id")
+@json_option
+@with_appcontext
+def scope_members(scope_id: str, as_json: bool):
+    """Who has a role on a workspace: on it, and inherited from the ones above."""
+    with vault().factory() as s:
+        rows = [access.member_to_dict(m) for m in access.members(s, scope_id)] + \
+            [{**access.member_to_dict(m), "inherited": True}
+             for m in access.inherited_members(s, scope_id)]
+    rows = [{"inherited": False, **r} for r in rows]
+    emit(rows, as_json, table(rows, columns("username", "role", "workspace", "inherited",
+                                             "source", "created_by", "created_at")))
+
+
+@scope.command("grant")
+@click.argument("scope_id")
+@click.argument("username")
+@click.argument("role", type=click.Choice(accounts.ROLES))
+@with_appcontext
+def scope_grant(scope_id: str, username: str, role: str):
+    """Give a user a role on a workspace and every workspace below it."""
+    with unit(vault().factory) as s:
+        access.grant(s, cli_actor(), scope_id, username, role)
+    click.echo(f"{username} is now {role} of workspace {scope_id} (and the workspaces below)")
+
+
+@scope.command("revoke")
+@click.argument("scope_id")
+@click.argument("username")
+@with_appcontext
+def scope_revoke(scope_id: str, username: str):
+    """Take a user's role on a workspace away (roles given above it stay)."""
+    with unit(vault().factory) as s:
+        access.revoke(s, cli_actor(), scope_id, username)
+    click.echo(f"{username} no longer has a role on workspace {scope_id}")
 
 
 commands = [scope]

@@ -4,15 +4,16 @@ from __future__ import annotations
 import importlib
 from datetime import datetime, timezone
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import select
 
-from .. import accounts
+from .. import access, accounts, audit
 from ..audit import Actor
 from ..db import aware
-from ..errors import WorkbenchError
-from ..models import User
+from ..errors import PermissionDenied, WorkbenchError
+from ..models import User, Workspace
 from ..vault import Vault
 
 web = Blueprint("web", __name__)
@@ -27,15 +28,65 @@ def vault() -> Vault:
 
 
 def actor() -> Actor:
-    """The signed-in user as an audit actor."""
+    """The signed-in user as an audit actor (with the scope grants loaded with it)."""
     return Actor(current_user.username, role=current_user.role,
-                 source=request.remote_addr or "")
+                 source=request.remote_addr or "",
+                 grants=getattr(current_user, "scope_grants", None))
 
 
-def can(role: str) -> bool:
-    """Whether the signed-in user has at least ``role`` (templates hide what it may not do)."""
+def instance(role: str) -> bool:
+    """Whether the signed-in user has at least ``role`` on the whole instance."""
     return current_user.is_authenticated and \
-        accounts.RANK.get(current_user.role, -1) >= accounts.RANK[role]
+        access.rank(current_user.role) >= accounts.RANK[role]
+
+
+def role_on(workspace: str) -> str | None:
+    """The signed-in user's role on ``workspace`` (remembered for the request)."""
+    cache = g.setdefault("roles_on", {})
+    if workspace not in cache:
+        me = actor()
+        if access.rank(me.role) >= accounts.RANK["admin"] or not me.grants:
+            cache[workspace] = access.highest([me.role])
+        else:
+            with vault().factory() as s:
+                cache[workspace] = access.role_on(s, me, workspace)
+    return cache[workspace]
+
+
+def can(role: str, workspace: str | None = None) -> bool:
+    """Whether the signed-in user has at least ``role`` on ``workspace``, or (without one) on
+    the instance or some scope: templates hide what it may not do."""
+    if not current_user.is_authenticated:
+        return False
+    if workspace is not None:
+        return access.rank(role_on(workspace)) >= accounts.RANK[role]
+    return instance(role) or any(access.rank(r) >= accounts.RANK[role]
+                                 for _, r in getattr(current_user, "scope_grants", ()) or ())
+
+
+def need(role: str, workspace: str | None = None) -> None:
+    """Refuse a page (403) unless ``can(role, workspace)``; services check again, audited."""
+    if not can(role, workspace):
+        raise PermissionDenied(f"this needs the {role} role"
+                               + (f" on workspace {workspace!r}" if workspace else ""))
+
+
+def visible_scopes(s) -> list[str]:
+    """The scope IDs the signed-in user may see (for pickers)."""
+    seen = access.visible(s, actor())
+    names = s.scalars(select(Workspace.name).order_by(Workspace.name))
+    return [n for n in names if seen is None or n in seen]
+
+
+def default_scope(s) -> str:
+    """``?workspace=``, else ``default`` if the user may see it, else the first it may (the
+    404 of ``default`` if it may see none)."""
+    if "workspace" in request.args:
+        return request.args["workspace"][:63]
+    seen = visible_scopes(s)
+    if not seen:
+        raise accounts.no_workspace("default")
+    return "default" if "default" in seen else seen[0]
 
 
 def when(dt: datetime | None, seconds: bool = False) -> str:
@@ -60,14 +111,26 @@ def _load_user(session_id: str):
         user = s.get(User, int(user_id))
         if user is None or user.disabled or user.session_epoch != int(epoch):
             return None
+        # once per request: every check of this request reads them from the actor
+        user.scope_grants = access.load_grants(s, user.username) if user.role != "admin" \
+            else ()
         return user
 
 
 @web.before_request
 def _require_login():
-    if request.endpoint == "web.login" or current_user.is_authenticated:
+    if request.endpoint == "web.login":
         return None
-    return redirect(url_for("web.login", next=request.full_path.rstrip("?")))
+    if not current_user.is_authenticated:
+        return redirect(url_for("web.login", next=request.full_path.rstrip("?")))
+    # a page about a scope needs the viewer role on it; an invisible one is not found
+    args = request.view_args or {}
+    scope = args.get("workspace") or args.get("scope_id") or request.args.get("workspace")
+    if scope and role_on(scope) is None:
+        with audit.unit(vault().factory):
+            raise audit.refused(accounts.no_workspace(scope), actor(), "scope.read",
+                                workspace=scope[:63], target=request.path[:200])
+    return None
 
 
 @web.app_errorhandler(CSRFError)
@@ -115,4 +178,4 @@ def register(app) -> None:
         importlib.import_module(f"{__name__}.{name}")
     app.register_blueprint(web)
     app.after_request(_security_headers)
-    app.jinja_env.globals.update(can=can, when=when)
+    app.jinja_env.globals.update(can=can, instance=instance, when=when)

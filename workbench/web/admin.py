@@ -3,13 +3,11 @@ from __future__ import annotations
 
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from sqlalchemy import select
 
 from .. import accounts, audit, auditors
 from ..accounts import require
 from ..errors import Conflict, NotFound, ValidationError
-from ..models import Workspace
-from . import actor, vault, web
+from . import actor, can, vault, visible_scopes, web
 
 AUDIT_FILTERS = ("actor", "action", "outcome", "workspace", "target")
 
@@ -17,8 +15,9 @@ AUDIT_FILTERS = ("actor", "action", "outcome", "workspace", "target")
 @web.app_context_processor
 def _audit_link():
     """``can_read_audit()`` in templates: the same rule as the page and the API."""
-    return {"can_read_audit": lambda: current_user.is_authenticated and auditors.may_read(
-        actor())}
+    return {"can_read_audit": lambda: current_user.is_authenticated and (
+        auditors.may_read(actor()) or any(r in auditors.READERS for _, r in
+                                          getattr(current_user, "scope_grants", ()) or ()))}
 
 
 @web.route("/admin/users", methods=["GET", "POST"])
@@ -41,7 +40,8 @@ def users():
             return redirect(url_for("web.users"))
     with vault().factory() as s:
         items = accounts.list_users(s)
-    return render_template("admin/users.html", items=items, roles=accounts.ROLES, form=form,
+    return render_template("admin/users.html", items=items, roles=accounts.INSTANCE_ROLES,
+                           form=form,
                            errors=errors), 422 if errors else 200
 
 
@@ -88,10 +88,7 @@ def user_action(username: str, action: str):
 
 
 def _visible_tokens(s):
-    toks = accounts.list_tokens(s)
-    if current_user.role != "admin":
-        toks = [t for t in toks if t.user and t.user.username == current_user.username]
-    return toks
+    return accounts.list_tokens(s, actor())
 
 
 @web.route("/admin/tokens", methods=["GET", "POST"])
@@ -115,7 +112,7 @@ def tokens():
             errors["workspace"] = e.message
     with vault().factory() as s:
         items = [accounts.token_to_dict(t) for t in _visible_tokens(s)]
-        workspaces = list(s.scalars(select(Workspace.name).order_by(Workspace.name)))
+        workspaces = [w for w in visible_scopes(s) if can("admin", w)]
     return render_template("admin/tokens.html", items=items, issued=issued, errors=errors,
                            workspaces=workspaces), 422 if errors else 200
 
@@ -140,12 +137,12 @@ def revoke_token(token_id: int):
 @web.get("/admin/audit")
 def audit_log():
     """The audit log with filters (admins and auditors)."""
-    auditors.require_reader(vault().factory, actor())
+    seen = auditors.require_reader(vault().factory, actor())
     filters = {k: request.args.get(k, "").strip()[:200] for k in AUDIT_FILTERS}
     page = min(max(1, request.args.get("page", 1, type=int) or 1), 10**6)
     with vault().factory() as s:
         events = audit.query(s, **{k: v or None for k, v in filters.items()}, limit=101,
-                             offset=(page - 1) * 100)
+                             offset=(page - 1) * 100, workspaces=seen)
         actions = audit.actions(s)
     return render_template("admin/audit.html", events=events[:100], more=len(events) > 100,
                            filters=filters, page=page, actions=actions)

@@ -8,13 +8,11 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from .. import audit, auditors, checking, checks, credentials as svc, credtypes, policy, references, status
-from ..accounts import require
 from ..errors import (Busy, Conflict, CredentialInUse, NotFound, ValidationError,
                       WorkbenchError)
-from ..models import Workspace
 from ..pipeline.records import CredentialUse, Run
 from ..db import aware
-from . import actor, forms, pairs, vault, web
+from . import actor, forms, need, pairs, vault, visible_scopes, web
 
 META_LABELS = {"id": ("ID", "id"), "name": ("Name", "name"),
                "description": ("Description", "description"),
@@ -22,7 +20,13 @@ META_LABELS = {"id": ("ID", "id"), "name": ("Name", "name"),
 
 
 def _workspaces(s) -> list[str]:
-    return list(s.scalars(select(Workspace.name).order_by(Workspace.name)))
+    return visible_scopes(s)
+
+
+def _reads_audit(s, workspace: str) -> bool:
+    """Whether the user may read the audit rows of ``workspace`` (a credential's trail)."""
+    seen = auditors.readable(s, actor())
+    return seen is None or workspace in seen
 
 
 def _field_of(err: WorkbenchError) -> str:
@@ -34,7 +38,7 @@ def _field_of(err: WorkbenchError) -> str:
 @web.route("/credentials/new", methods=["GET", "POST"])
 def new_credential():
     """Choose a type, then fill in exactly that type's fields."""
-    require(actor(), "editor")
+    need("editor")
     type_name = request.values.get("type", "")
     if type_name not in credtypes.TYPES:
         return render_template("credentials/choose.html", types=credtypes.TYPES)
@@ -104,15 +108,16 @@ def credential(workspace: str, cred_id: str):
                    runs=recent_runs(s, workspace, cred_id), used_at=used_at, by_run=by_run,
                    keys=pairs.key_names(s, c) if c.type == pairs.GENERIC else [],
                    receivers=policy.receivers(s, workspace, cred_id),
-                   events=audit.query(s, workspace=workspace, target=cred_id, limit=50)
-                   if auditors.may_read(actor()) else [])
+                   reads_audit=_reads_audit(s, workspace))
+        ctx["events"] = audit.query(s, workspace=workspace, target=cred_id, limit=50) \
+            if ctx["reads_audit"] else []
     return render_template("credentials/show.html", **ctx)
 
 
 @web.route("/credentials/<workspace>/<cred_id>/edit", methods=["GET", "POST"])
 def edit_credential(workspace: str, cred_id: str):
     """Rename: name and description only; the ID is shown read-only and refused if changed."""
-    require(actor(), "editor")
+    need("editor", workspace)
     errors: dict[str, str] = {}
     with vault().factory() as s:
         c = svc.get_credential(s, workspace, cred_id)
@@ -138,7 +143,7 @@ def edit_credential(workspace: str, cred_id: str):
 @web.route("/credentials/<workspace>/<cred_id>/secret", methods=["GET", "POST"])
 def update_secret(workspace: str, cred_id: str):
     """New values become version N+1; empty secret fields keep their current value."""
-    require(actor(), "editor")
+    need("editor", workspace)
     errors: dict[str, str] = {}
     with vault().factory() as s:
         c = svc.get_credential(s, workspace, cred_id)
@@ -174,7 +179,7 @@ def update_secret(workspace: str, cred_id: str):
 @web.route("/credentials/<workspace>/<cred_id>/delete", methods=["GET", "POST"])
 def delete_credential(workspace: str, cred_id: str):
     """Confirm (GET, the no-script fallback of the dialog) or delete (POST)."""
-    require(actor(), "editor")
+    need("editor", workspace)
     if request.method == "GET":
         with vault().factory() as s:
             c = svc.get_credential(s, workspace, cred_id)
@@ -196,7 +201,7 @@ def delete_credential(workspace: str, cred_id: str):
 @web.post("/credentials/<workspace>/<cred_id>/test")
 def test_credential(workspace: str, cred_id: str):
     """Start the type's connectivity check; the page shows ``Checking…`` until it is done."""
-    require(actor(), "editor")
+    need("editor", workspace)
     try:
         with vault().factory() as s:
             type_name = svc.get_credential(s, workspace, cred_id).type

@@ -2,22 +2,20 @@
 from __future__ import annotations
 
 from flask import flash, redirect, render_template, request, url_for
-from sqlalchemy import select
 
 from .. import audit, background, references, serverruns, sourcelock, sources as srcs
-from ..accounts import require
 from ..errors import Conflict, NotFound, ValidationError, WorkbenchError
-from ..models import Workspace
 from ..pipeline import records
-from . import actor, vault, web
+from . import actor, default_scope, need, role_on, vault, visible_scopes, web
 
 
 def _workspace() -> str:
-    return request.args.get("workspace", "default")[:63]
+    with vault().factory() as s:
+        return default_scope(s)
 
 
 def _workspaces(s) -> list[str]:
-    return list(s.scalars(select(Workspace.name).order_by(Workspace.name)))
+    return visible_scopes(s)
 
 
 @web.get("/pipelines")
@@ -44,7 +42,7 @@ SOURCE_LABELS = {"name": ("Name", "src-name"), "kind": ("Kind", "src-kind"),
 @web.route("/pipelines/sources/new", methods=["GET", "POST"])
 def new_source():
     """Add a git repository (editors) or a folder on the server (admins), then sync it."""
-    require(actor(), "editor")
+    need("editor")
     f = request.form
     form = {k: f.get(k, "").strip() for k in SOURCE_LABELS}
     form["workspace"] = (f.get("workspace") or _workspace()).strip()
@@ -76,7 +74,7 @@ def new_source():
 @web.post("/pipelines/sources/<int:source_id>/sync")
 def sync_source(source_id: int):
     """Start syncing the source in the background (editors and admins); the page shows it."""
-    require(actor(), "editor")
+    need("editor")
     ws = request.form.get("workspace", "default")
     try:
         if background.start_sync(vault(), actor(), source_id):
@@ -118,7 +116,10 @@ def runs():
 def run(run_id: str):
     """One run: steps, their masked logs, and the credentials each step received."""
     with vault().factory() as s:
-        r = records.run_to_dict(records.get_run(s, run_id), with_log=True)
+        found = records.get_run(s, run_id)
+        if role_on(found.workspace) is None:  # a run of a scope it may not see: not found
+            raise NotFound(f"no run {run_id!r}")
+        r = records.run_to_dict(found, with_log=True)
         opened = s.get(serverruns.ServerRun, run_id)  # a run opened on the server, if it was
         server = opened and {**serverruns.run_to_dict(opened),
                              "grants": serverruns.grants_by_step(s, run_id),

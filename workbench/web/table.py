@@ -4,13 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import flash, make_response, render_template, request
-from sqlalchemy import select
 
-from .. import checks, credential_filters, credentials as svc, credtypes, references
+from .. import access, checks, credential_filters, credentials as svc, credtypes, references
 from ..db import aware
 from ..errors import ValidationError
-from ..models import Workspace
-from . import vault, web
+from . import actor, vault, visible_scopes, web
 
 COOKIE = "wb_cols"
 STATUSES = ("No issues found", "Issues found", "Warning", "Not tested", "Checking…")
@@ -88,7 +86,8 @@ def credentials():
         try:
             query = dict(workspace=ws or None, q=q or None, type=type_ or None,
                          status=status or None, sort=sort, limit=per,
-                         where=credential_filters.conditions(extra))
+                         where=credential_filters.conditions(extra),
+                         workspaces=access.visible(s, actor()))
             rows, total = svc.list_credentials(s, offset=(page - 1) * per, **query)
             if page > max(1, -(-total // per)):  # past the end: show the last page
                 page = max(1, -(-total // per))
@@ -97,7 +96,7 @@ def credentials():
             rows, total = [], 0
             flash(e.message, "error")
         used, last = _usage(s, rows)
-        workspaces = list(s.scalars(select(Workspace.name).order_by(Workspace.name)))
+        workspaces = visible_scopes(s)
     cols = chosen_columns()
     args = {k: v for k, v in (("q", q), ("type", type_), ("status", status), ("workspace", ws),
                               ("sort", sort), ("per", per)) if v and v not in ("-created_at", 50)}
