@@ -179,6 +179,34 @@ def database_cpu_seconds() -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def backends_cpu(app_name: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend connected with ``application_name`` (a server's
+    own connections: on a shared machine the other PostgreSQL processes serve other people's
+    tests, so ``database_cpu_seconds`` would count their work too)."""
+    import psycopg
+    with psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql"),
+                         autocommit=True) as conn:
+        pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity "
+                                           "WHERE application_name = %s", (app_name,))]
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def with_app_name(env: dict[str, str], name: str) -> dict[str, str]:
+    """``env`` whose PostgreSQL connections say ``application_name=name`` (see backends_cpu)."""
+    url = env.get("WORKBENCH_DATABASE_URL", "")
+    if not url.startswith("postgresql"):
+        return env
+    return {**env, "WORKBENCH_DATABASE_URL":
+            f"{url}{'&' if '?' in url else '?'}application_name={name}"}
+
+
 def children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -199,6 +227,7 @@ class Run(NamedTuple):
     wrk_us: float  # the load generator
     p50: float
     p99: float
+    load: float  # the machine's 1-minute load average when the run started
 
     @property
     def total_us(self) -> float:
@@ -206,14 +235,19 @@ class Run(NamedTuple):
 
 
 def load(port: int, script: Path, duration: int, connections: int,
-         proc: subprocess.Popen | None = None) -> Run:
-    """One wrk run against a server; any non-2xx answer or socket error stops."""
+         proc: subprocess.Popen | None = None, app_name: str | None = None) -> Run:
+    """One wrk run against a server; any non-2xx answer or socket error stops.  Database CPU:
+    the backends of ``app_name`` on PostgreSQL (see ``backends_cpu``), else none."""
+    load_avg = os.getloadavg()[0]
     cpu = cpu_seconds(proc) if proc else 0.0
-    db, gen = database_cpu_seconds(), children_cpu_seconds()
+    db0 = backends_cpu(app_name) if app_name else {}
+    gen = children_cpu_seconds()
     run = subprocess.run(["wrk", "--latency", "-t2", f"-c{connections}", f"-d{duration}s", "-s", str(script),
                           f"http://127.0.0.1:{port}"], capture_output=True, text=True,
                          check=True)
-    db, gen = database_cpu_seconds() - db, children_cpu_seconds() - gen
+    gen = children_cpu_seconds() - gen
+    db = sum(t - db0.get(pid, 0.0) for pid, t in backends_cpu(app_name).items()) \
+        if app_name else 0.0
     out = run.stdout
     if re.search(r"Non-2xx or 3xx responses: (\d+)", out) or re.search(r"Socket errors", out):
         errors = "\n".join(line for line in Path(script.parent / f"server-{port}.log")
@@ -225,7 +259,7 @@ def load(port: int, script: Path, duration: int, connections: int,
     cpu = (cpu_seconds(proc) - cpu) * per if proc else 0.0
     p50, p99 = (millis(re.search(rf"^\s+{q}%\s+(\S+)", out, re.M).group(1)) for q in (50, 99))
     return Run(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), n, cpu, db * per,
-               gen * per, p50, p99)
+               gen * per, p50, p99, load_avg)
 
 
 def pg_schema(create: bool, name: str) -> None:
@@ -267,24 +301,30 @@ def bench(backend: str, duration: int, rounds: int, connections: int,
         servers = {}  # label -> (port, lua script)
         for label, src in [("resolve", ROOT)] + [(f"resolve ({c.name})", c) for c in compare]:
             port = free_port()
+            app_name = f"wbbench-{port}"
             procs.append(start([py, "-m", "workbench", "serve", "--host", "127.0.0.1", "--port",
                                 str(port), "--workers", str(workers), "--threads", str(threads)],
-                               {**env, "PYTHONPATH": str(src)}, port, "/healthz", cwd=src))
-            servers[label] = (port, scripts["resolve"], procs[-1])
+                               {**with_app_name(env, app_name), "PYTHONPATH": str(src)}, port,
+                               "/healthz", cwd=src))
+            servers[label] = (port, scripts["resolve"], procs[-1], app_name)
         for label, flag in (("floor", "--floor-server"), ("hello", "--hello-server")):
             port = free_port()
+            app_name = f"wbbench-{port}"
             procs.append(start([py, __file__, flag, str(port), "--workers", str(workers),
-                                "--threads", str(threads)], env, port, "/hello"))
-            servers[label] = (port, scripts["hello"], procs[-1])
+                                "--threads", str(threads)], with_app_name(env, app_name), port,
+                               "/hello"))
+            servers[label] = (port, scripts["hello"], procs[-1], app_name)
         runs: dict[str, list[Run]] = {label: [] for label in servers}
         counts: Counter[str] = Counter()  # requests answered, to check against the audit log
-        for label, (port, script, _) in servers.items():  # warm-up
+        pg = backend == "postgresql"
+        for label, (port, script, _, _) in servers.items():  # warm-up
             counts[label.split()[0]] += load(port, script, 2, connections).requests
         labels = list(servers)
         for r in range(rounds):  # rotate the order so each server meets the noise in each slot
             for label in labels[r % len(labels):] + labels[:r % len(labels)]:
-                port, script, proc = servers[label]
-                runs[label].append(load(port, script, duration, connections, proc))
+                port, script, proc, app_name = servers[label]
+                runs[label].append(load(port, script, duration, connections, proc,
+                                        app_name if pg else None))
                 counts[label.split()[0]] += runs[label][-1].requests
         return {"backend": backend, "runs": runs, "resolved": counts["resolve"],
                 "floored": counts["floor"], "audited": count_audit(env, "credential.resolve"),
@@ -336,20 +376,22 @@ def main() -> None:
           f"-d{a.duration}s, {a.rounds} alternating rounds, {N_CREDS} credentials, one ref "
           f"per request, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}\n")
     compare = [Path(c).resolve() for c in a.compare or []]
-    print("| backend | server | req/s (median) | ratio to hello | runs | CPU µs/req: server + "
-          "database + wrk (medians) | CPU ratio hello/this | latency p50 / p99 ms (median) |")
-    print("|---|---|---|---|---|---|---|---|", flush=True)
+    print("| backend | server | req/s (median) | ratio to hello | ratio to floor | runs (load "
+          "average at each) | CPU µs/req: server + database + wrk (medians) | CPU ratio "
+          "hello/this | CPU ratio floor/this | latency p50 / p99 ms (median) |")
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     notes = []
     for backend in a.backend.split(","):
         r = bench(backend, a.duration, a.rounds, a.connections, compare, a.workers, a.threads)
         med = {label: Run(*(statistics.median(getattr(x, f) for x in runs) for f in Run._fields))
                for label, runs in r["runs"].items()}
-        hello = med["hello"]
+        hello, floor = med["hello"], med["floor"]
         for label, m in med.items():
+            runs = ", ".join(f"{x.rps:.0f} ({x.load:.1f})" for x in r["runs"][label])
             print(f"| {r['backend']} | {label} | {m.rps:.0f} | {m.rps / hello.rps:.2f} | "
-                  f"{', '.join(f'{x.rps:.0f}' for x in r['runs'][label])} | {m.server_us:.0f} + "
-                  f"{m.database_us:.0f} + {m.wrk_us:.0f} | {hello.total_us / m.total_us:.2f} | "
-                  f"{m.p50:.1f} / {m.p99:.1f} |", flush=True)
+                  f"{m.rps / floor.rps:.2f} | {runs} | {m.server_us:.0f} + {m.database_us:.0f} + "
+                  f"{m.wrk_us:.0f} | {hello.total_us / m.total_us:.2f} | "
+                  f"{floor.total_us / m.total_us:.2f} | {m.p50:.1f} / {m.p99:.1f} |", flush=True)
         notes.append(f"{r['backend']}: {r['resolved']} resolve requests answered 200, "
                      f"{r['audited']} credential.resolve audit rows; the floor answered "
                      f"{r['floored']} requests and wrote {r['floor_audited']} rows")

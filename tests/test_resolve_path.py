@@ -216,3 +216,30 @@ def test_hot_path_writes_wait_their_turn_in_the_writer_queue(api_as, vault):
     waiting.join(10)
     assert answers[0].status_code == 200
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_writes_that_commit_together_commit_all_or_none(vault):
+    """``Raw.together`` (a run-token step's claim and its audit rows; several audit rows): on
+    PostgreSQL one pipeline and one implicit transaction, on SQLite BEGIN … COMMIT."""
+    from sqlalchemy import select
+
+    from workbench import audit
+    from workbench.audit import Actor
+    from workbench.models import AuditEvent
+    actor = Actor("t", role="runner", source="test", kind="runner")
+    stmt, rows = audit.appending(actor, "test.together", [("a", {"n": 1}), ("b", {"n": 2})])
+    broken = [rows[0], {**rows[1], "actor": None}]  # NOT NULL: the second row fails
+    with statements.connection(vault.hot_pool) as raw:
+        try:
+            raw.together((stmt, broken))
+        except vault.hot_pool.dialect.loaded_dbapi.IntegrityError:
+            pass
+        else:
+            raise AssertionError("a NULL actor was written")
+    with statements.connection(vault.hot_pool) as raw:
+        raw.together((stmt, rows))
+    with vault.factory() as s:
+        got = s.execute(select(AuditEvent.target, AuditEvent.details)
+                        .where(AuditEvent.action == "test.together")
+                        .order_by(AuditEvent.id)).all()
+    assert [tuple(r) for r in got] == [("a", {"n": 1}), ("b", {"n": 2})]

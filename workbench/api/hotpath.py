@@ -60,7 +60,9 @@ def resolve_request(vault: Vault, data: Any, *, workspace: str, authorization: s
     except WorkbenchError as e:
         refs, context, problem = [], {}, e
     with hot_unit(vault) as raw:
-        prefetch = resolution.Prefetch(workspace, refs[0]) if refs else None
+        prefetch = resolution.Prefetch(
+            workspace, refs[0], context=context, source=source,
+            opened=resolution.opened(vault) if len(refs) == 1 else None) if refs else None
         who = check_token(raw, authorization, source, PATH, lookup=prefetch)
         if problem is not None:
             raise problem
