@@ -237,3 +237,28 @@ def test_viewer_cannot_change_anything(browser_page, live_server, screenshot):
     screenshot(page, "15-phone-table")
     page.goto(f"/credentials/default/{ids[0]}")
     screenshot(page, "16-phone-credential")
+
+
+def test_a_page_waiting_on_a_check_reloads_once_when_it_ends(browser_page, live_server):
+    """No timed <meta refresh>: the page asks for itself in the background and reloads only
+    when the check is over (axe-core, which scans it while it waits, finds nothing)."""
+    from workbench import credentials, status
+    from workbench.audit import SYSTEM
+    vault, page = live_server.vault, browser_page
+    with vault.factory.begin() as s:
+        c = credentials.create_credential(s, vault.barrier, SYSTEM, workspace="default",
+                                          cred_id="poll-me", type="secret_text",
+                                          values={"secret": "poll-canary-value"})
+        status.mark_running(c)
+    sign_in(page, live_server.users["viewer"])
+    page.goto("/credentials/default/poll-me")
+    assert page.locator("[data-poll]").count() == 1
+    assert page.locator('meta[http-equiv="refresh"]').count() == 0
+    page.evaluate("() => { window.__sameDocument = true; }")
+    page.wait_for_timeout(2500)  # a poll while it still runs must not reload the page
+    assert page.evaluate("() => window.__sameDocument === true")
+    with vault.factory.begin() as s:
+        c = credentials.get_credential(s, "default", "poll-me")  # the check ends
+        c.conditions = [d for d in c.conditions if d["type"] != status.RUNNING]
+    expect(page.locator("[data-poll]")).to_have_count(0, timeout=10_000)
+    assert page.evaluate("() => window.__sameDocument === undefined")  # reloaded, once

@@ -425,7 +425,7 @@ def test_a_running_test_shows_checking_and_disables_the_button(as_role, vault):
     with vault.factory.begin() as s:
         status.mark_running(svc.get_credential(s, "default", "busy"))
     page = c.get("/credentials/default/busy").get_data(as_text=True)
-    assert '<meta http-equiv="refresh"' in page and 'class="spinner"' in page
+    assert "data-poll=" in page and 'class="spinner"' in page  # follows the check by itself
     assert re.search(r"<button[^>]*disabled[^>]*>.*Checking…</button>", page)
     assert ">Test connection</button>" not in page
     assert "Checking…" in c.get("/").get_data(as_text=True)  # the table, too
@@ -471,7 +471,7 @@ def test_sync_a_pipeline_source_and_see_what_uses_a_credential(as_role, vault, t
     r = post(e, f"/pipelines/sources/{src_id}/sync", {"workspace": "default"})
     assert r.status_code == 302
     page = wait_for_sync(e)
-    assert ">ship<" in page and 'http-equiv="refresh"' not in page
+    assert ">ship<" in page and "data-poll=" not in page
     cred = e.get("/credentials/default/bucket-key").get_data(as_text=True)
     assert "ship" in cred and "upload" in cred
     assert "1 pipeline<" in e.get("/").get_data(as_text=True)
@@ -504,7 +504,7 @@ def test_a_sync_started_from_the_page_runs_in_the_background(as_role, vault, git
         assert r.status_code == 302 and time.monotonic() - started < 10  # did not wait on git
         page = e.get("/pipelines").get_data(as_text=True)
         assert "Sync started." in page and "syncing…" in page
-        assert 'http-equiv="refresh"' in page  # the page follows the sync by itself
+        assert "data-poll=" in page  # the page follows the sync by itself
         # a second click while it runs is refused, not queued
         post(e, f"/pipelines/sources/{sid}/sync", {"workspace": "default"})
         assert "a sync of source &#39;slow-remote&#39; is already running" in \
@@ -513,4 +513,4 @@ def test_a_sync_started_from_the_page_runs_in_the_background(as_role, vault, git
         server.hold.clear()
         server.release.set()
     page = wait_for_sync(e)
-    assert "syncing…" not in page and "bg-a" in page and 'http-equiv="refresh"' not in page
+    assert "syncing…" not in page and "bg-a" in page and "data-poll=" not in page

@@ -46,6 +46,23 @@ document.addEventListener("DOMContentLoaded", function () {
       }
     });
   });
+  // A page waiting on a check or a sync (data-poll="seconds") asks for itself in the
+  // background and reloads once, when the answer no longer waits: not a timed <meta refresh>,
+  // which reloads under a reader's cursor every few seconds (WCAG 2.2.1; axe: meta-refresh).
+  var poll = document.querySelector("[data-poll]");
+  if (poll && window.fetch) {
+    var every = (parseFloat(poll.getAttribute("data-poll")) || 3) * 1000;
+    var ask = function () {
+      fetch(location.href, {credentials: "same-origin", cache: "no-store"})
+        .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+        .then(function (html) {
+          if (html.indexOf("data-poll=") === -1) location.reload();
+          else setTimeout(ask, every);
+        })
+        .catch(function () { setTimeout(ask, every * 2); });
+    };
+    setTimeout(ask, every);
+  }
   // After a rejected form, focus goes to the summary of its errors.
   var summary = document.getElementById("error-summary");
   if (summary) summary.focus();
