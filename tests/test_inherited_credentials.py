@@ -11,14 +11,7 @@ from workbench import audit, credentials, scopes, sources
 from workbench.audit import SYSTEM
 from workbench.errors import NotFound
 
-TREE = [("org", None), ("team", "org"), ("proj", "team"), ("other", "org")]
-
-
-def _secret(vault, workspace, cid, value, inherit=True):
-    with vault.factory.begin() as s:
-        credentials.create_credential(s, vault.barrier, SYSTEM, workspace=workspace,
-                                      cred_id=cid, type="secret_text",
-                                      values={"secret": value}, inherit=inherit)
+from tests.test_inheritance import TREE, _secret  # the same tree as resolve's tests
 
 
 @pytest.fixture
