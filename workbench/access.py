@@ -3,7 +3,6 @@ instance role and its grants on that scope or any scope above it (a grant covers
 below, current and future).  A scope the actor has no role on does not exist for it (404)."""
 from __future__ import annotations
 
-import functools
 from dataclasses import replace
 
 from sqlalchemy import delete, select
@@ -28,13 +27,6 @@ def highest(roles) -> str | None:
     """The highest of ``roles`` (None when there is none with a rank)."""
     ranked = [r for r in roles if rank(r) >= 0]
     return max(ranked, key=rank) if ranked else None
-
-
-@functools.cache
-def _chain_names():
-    """The names of a scope (bind ``workspace``) and of every scope above it."""
-    chain = scopes.ancestry()
-    return select(Workspace.name).join(chain, chain.c.id == Workspace.id)
 
 
 _GRANTS = (select(Workspace.name, ScopeRole.role)
@@ -75,7 +67,7 @@ def role_on(s: Session, actor: Actor, workspace: str) -> str | None:
     grants = grants_of(s, actor)
     if not grants:
         return base
-    chain = set(s.scalars(_chain_names(), {"workspace": workspace}))
+    chain = set(scopes.chain_names(s, workspace))
     return highest([base] + [role for scope, role in grants if scope in chain])
 
 

@@ -67,6 +67,11 @@ def chain(s: Session, name: str) -> list[int]:
     return list(s.scalars(_CHAIN_IDS, {"workspace": name}))
 
 
+def chain_names(s: Session, name: str) -> list[str]:
+    """The same chain by scope ID (name), nearest first."""
+    return list(s.scalars(_CHAIN_NAMES, {"workspace": name}))
+
+
 def visible(ids: list[int], inherited: bool = True) -> ColumnElement:
     """SQL condition on ``Credential``: the credentials a scope whose ``chain`` is ``ids`` sees,
     its own and (``inherited``) those it inherits, the nearest one of each ID only."""
@@ -138,6 +143,8 @@ def _along_chain_query():
 # Built once: building a recursive CTE costs more Python than running it.
 _DESCENDANTS = _descendants_query()
 _CHAIN_IDS = (lambda c: select(c.c.id).order_by(c.c.depth))(ancestry())
+_CHAIN_NAMES = (lambda c: select(_ws.c.name).join(c, c.c.id == _ws.c.id)
+                .order_by(c.c.depth))(ancestry())
 CLOSURE = closure()
 _NEAREST = select(nearest(bindparam("cred_id")))
 _ALONG_CHAIN = _along_chain_query()
