@@ -71,10 +71,10 @@ def scope_delete(scope_id: str):
 def scope_members(scope_id: str, as_json: bool):
     """Who has a role on a workspace: on it, and inherited from the ones above."""
     with vault().factory() as s:
-        rows = [access.member_to_dict(m) for m in access.members(s, scope_id)] + \
-            [{**access.member_to_dict(m), "inherited": True}
-             for m in access.inherited_members(s, scope_id)]
-    rows = [{"inherited": False, **r} for r in rows]
+        rows = [{"inherited": inherited, **access.member_to_dict(m)}
+                for inherited, grants in ((False, access.members(s, scope_id)),
+                                          (True, access.inherited_members(s, scope_id)))
+                for m in grants]
     emit(rows, as_json, table(rows, columns("username", "role", "workspace", "inherited",
                                              "source", "created_by", "created_at")))
 
