@@ -7,6 +7,8 @@ from pathlib import Path
 
 from .errors import ConfigError
 
+MAX_RETENTION_DAYS = 36500  # WORKBENCH_RUN_RETENTION_DAYS and `run prune --older-than`
+
 
 @dataclass
 class Settings:
@@ -84,7 +86,7 @@ def _days(name: str, text: str) -> int:
         value = int(text)
     except ValueError:
         value = -1
-    if not 0 <= value <= 36500:
+    if not 0 <= value <= MAX_RETENTION_DAYS:
         raise ConfigError(f"{name} must be a whole number of days from 0 (keep for ever) "
-                          "to 36500")
+                          f"to {MAX_RETENTION_DAYS}")
     return value

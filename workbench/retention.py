@@ -11,13 +11,11 @@ from sqlalchemy.orm import Session
 from . import audit
 from .accounts import require
 from .audit import Actor
+from .config import MAX_RETENTION_DAYS as MAX_DAYS
 from .db import iso, utcnow
 from .errors import ValidationError
 from .pipeline.records import Run
 from .serverruns import ServerRun
-
-MAX_DAYS = 36500
-
 
 def _cutoff(days: int, now: datetime | None) -> datetime:
     if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= MAX_DAYS:
