@@ -1,7 +1,6 @@
 """Resolving references to values: the one read path that decrypts, for runners only."""
 from __future__ import annotations
 
-import weakref
 from collections import namedtuple
 from datetime import datetime
 from typing import Sequence
@@ -208,15 +207,10 @@ class Opened:
         self._rows[(workspace, ref)] = row
 
 
-_OPENED: weakref.WeakKeyDictionary[Vault, Opened] = weakref.WeakKeyDictionary()
-
-
 def opened(vault: Vault) -> Opened:
-    """The vault's ``Opened`` in this process."""
-    try:
-        return _OPENED[vault]
-    except KeyError:
-        return _OPENED.setdefault(vault, Opened())
+    """The vault's ``Opened`` in this process: kept on the vault, as its job queue is, not in
+    a module-level map."""
+    return vault.__dict__.setdefault("_opened", Opened())
 
 
 class Prefetch:
