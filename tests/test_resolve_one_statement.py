@@ -1,12 +1,17 @@
-"""A repeated resolve of one reference takes one statement on PostgreSQL (resolution.Prefetch:
-the token check, the read and the audit row together).  Whatever changed since the version
-was last decrypted, the answer and the audit rows are what the first resolve's path gives."""
+"""A repeated resolve of one reference takes one statement on both databases
+(resolution.Answers: the checks and the audit row together, then the answer given before).
+Whatever changed since, the answer and the audit rows are what the full path gives."""
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select, update
 
-from workbench import audit, credentials, scopes, statements
+from workbench import audit, credentials, resolution, scopes, statements
 from workbench.audit import SYSTEM
-from workbench.models import AuditEvent, Credential, CredentialVersion
+from workbench.config import Settings
+from workbench.db import utcnow
+from workbench.errors import ConfigError
+from workbench.models import ApiToken, AuditEvent, Credential, CredentialVersion
 
 from .test_resolve_path import _store
 
@@ -150,3 +155,49 @@ def test_when_the_own_credential_goes_the_inherited_one_is_resolved(api_as, vaul
     assert r.get_json()["credentials"][0]["values"]["secret"] == "from-default"
     assert [e[5] for e in _rows(vault)] == [{"version": 1}] * 2 + \
         [{"version": 1, "from": "default"}]
+
+
+def test_last_used_times_are_still_written_once_a_minute(api_as, vault):
+    """An answer given again writes no "last used" time, so it is not given when one is due:
+    the full path answers and writes both (the token's and the credential's)."""
+    editor, runner = api_as("editor"), api_as("runner")
+    _store(editor, "db")
+    assert runner.post("/resolve", {"refs": ["db"]}).status_code == 200
+    long_ago = utcnow() - timedelta(hours=1)
+    with vault.factory.begin() as s:
+        s.execute(update(Credential).values(last_used_at=long_ago))
+        s.execute(update(ApiToken).where(ApiToken.kind == "runner").values(last_used_at=long_ago))
+    assert runner.post("/resolve", {"refs": ["db"]}).status_code == 200
+    recent = (long_ago + timedelta(minutes=59)).replace(tzinfo=None)
+    with vault.factory() as s:
+        for when in (s.scalar(select(Credential.last_used_at)),
+                     s.scalar(select(ApiToken.last_used_at).where(ApiToken.kind == "runner"))):
+            assert when.replace(tzinfo=None) > recent
+    assert [r[1] for r in _rows(vault)] == ["ok", "ok"]
+
+
+def test_answers_expire_and_are_bounded(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(resolution, "monotonic", lambda: now[0])
+    answers = resolution.Answers(60)
+    answers.put("a", {"v": 1}, {"answer": 1})
+    now[0] += 59
+    assert answers.get("a") == ({"v": 1}, {"answer": 1})
+    now[0] += 2
+    assert answers.get("a") is None and answers._got == {}  # gone, values and all
+    for i in range(resolution.Answers.LIMIT + 5):
+        answers.put(i, {}, {})
+    assert len(answers._got) <= resolution.Answers.LIMIT
+    off = resolution.Answers(0)
+    off.put("a", {}, {})
+    assert off.get("a") is None
+
+
+def test_the_cache_can_be_switched_off(tmp_path):
+    env = {"WORKBENCH_INSTANCE": str(tmp_path)}
+    assert Settings.from_env(env).resolve_cache_seconds == 60
+    assert Settings.from_env({**env, "WORKBENCH_RESOLVE_CACHE_SECONDS": "0"}) \
+        .resolve_cache_seconds == 0
+    for bad in ("-1", "forever", "86400"):
+        with pytest.raises(ConfigError, match="WORKBENCH_RESOLVE_CACHE_SECONDS"):
+            Settings.from_env({**env, "WORKBENCH_RESOLVE_CACHE_SECONDS": bad})

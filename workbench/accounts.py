@@ -167,7 +167,8 @@ def authenticate(s: Session, username: str, password: str) -> User:
     return user
 
 
-def _hash_token(token: str) -> str:
+def digest(token: str) -> str:
+    """What the database keeps of a token (and looks it up by)."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -210,7 +211,7 @@ def create_token(s: Session, actor: Actor, name: str, *, kind: str = "personal",
                        f"{owner.username if owner else 'workspace ' + repr(ws.name)}; "
                        "choose another name or revoke that one first", field="name")
     secret = ("wbr_" if kind == "runner" else "wbp_") + secrets.token_urlsafe(32)
-    tok = ApiToken(kind=kind, name=name, prefix=secret[:8], token_hash=_hash_token(secret),
+    tok = ApiToken(kind=kind, name=name, prefix=secret[:8], token_hash=digest(secret),
                    user=owner, workspace=ws, created_by=actor.label,
                    allow="\n".join(allow) if allow else None)
     s.add(tok)
@@ -258,12 +259,12 @@ def token_actor(raw: Raw, secret: str, source: str = "", *,
                 lookup: Callable[[Raw, str, datetime], Any] | None = None) -> Actor:
     """The actor behind a bearer token, or AuthenticationRequired.  ``lookup(raw, digest,
     cutoff)`` may stand in for TOKEN_QUERY with a query that fetches more in the same trip."""
-    digest = _hash_token(secret)
+    hashed = digest(secret)
     now = utcnow()
     cutoff = now - TOUCH_EVERY
-    row = lookup(raw, digest, cutoff) if lookup else raw.one(_TOKEN_ROW, digest=digest,
+    row = lookup(raw, hashed, cutoff) if lookup else raw.one(_TOKEN_ROW, digest=hashed,
                                                              cutoff=cutoff)
-    if row is None or row.revoked or not hmac.compare_digest(row.token_hash, digest):
+    if row is None or row.revoked or not hmac.compare_digest(row.token_hash, hashed):
         raise AuthenticationRequired("invalid or revoked token")
     if row.kind != "runner" and (row.username is None or row.disabled):
         raise AuthenticationRequired("invalid or revoked token")

@@ -26,6 +26,7 @@ class Settings:
     id_token_issuer: str | None = None  # the ``iss`` of step identity tokens (default: the URL asked)
     oidc: dict[str, str] = field(default_factory=dict, repr=False)  # WORKBENCH_OIDC_* (sso.py)
     run_retention_days: int = 90  # finished runs kept this long (retention.py); 0: for ever
+    resolve_cache_seconds: float = 60.0  # resolution.Answers keeps an answer this long; 0: off
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -43,6 +44,10 @@ class Settings:
         if "run_retention_days" not in overrides and env.get("WORKBENCH_RUN_RETENTION_DAYS"):
             overrides["run_retention_days"] = _days("WORKBENCH_RUN_RETENTION_DAYS",
                                                     env["WORKBENCH_RUN_RETENTION_DAYS"])
+        if "resolve_cache_seconds" not in overrides and env.get("WORKBENCH_RESOLVE_CACHE_SECONDS"):
+            overrides["resolve_cache_seconds"] = _seconds(
+                "WORKBENCH_RESOLVE_CACHE_SECONDS", env["WORKBENCH_RESOLVE_CACHE_SECONDS"],
+                zero=True, most=3600)
         overrides.setdefault("oidc", {k: v for k, v in env.items()
                                       if k.startswith("WORKBENCH_OIDC_")})
         s = cls(instance=instance, database_url=url,
@@ -71,13 +76,14 @@ def _instance(env: dict[str, str], given) -> tuple[Path, str]:
     return Path("instance").absolute(), "default"
 
 
-def _seconds(name: str, text: str) -> float:
+def _seconds(name: str, text: str, *, zero: bool = False, most: float = 86400) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = 0.0
-    if not 0 < value < 86400:
-        raise ConfigError(f"{name} must be a number of seconds between 0 and 86400")
+        value = -1.0
+    if not (0 <= value if zero else 0 < value) or not value < most:
+        raise ConfigError(f"{name} must be a number of seconds from 0 "
+                          f"({'off' if zero else 'excluded'}) to {most:g}")
     return value
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from collections import namedtuple
 from datetime import datetime
+from time import monotonic
 from typing import Sequence
 
-from sqlalchemy import and_, any_, bindparam, exists, false, func, insert, literal, or_, select, \
-    true, update
+from sqlalchemy import and_, bindparam, false, func, insert, literal, select, true, update
 
 from . import audit, crypto
 from .accounts import TOKEN_QUERY, TOUCH_EVERY, stale
@@ -104,12 +104,6 @@ def resolve(raw: Raw, barrier: Barrier, actor: Actor, *, workspace: str, refs: S
             details={**ctx, "missing": missing}, outcome="failed")
     if touch:
         raw.many(_TOUCH, [{"pk": pk, "now": now} for pk in touch])
-    if prefetch is not None and len(refs) == 1 and prefetch.done:
-        prefetch.opened(prefetch.row)  # decrypted: the next resolve of it may take one statement
-        if prefetch.audited:
-            # that statement committed this very row already: its conditions are the checks
-            # above, and it matched the version against one that decrypted before
-            return out
     audit.append(raw, actor, "credential.resolve",
                  [(rc.id, {**ctx, "version": rc.version,
                            **({"from": inherited[rc.id]} if rc.id in inherited else {})})
@@ -152,21 +146,21 @@ _TOUCH = Prepared(update(Credential.__table__).where(Credential.__table__.c.pk =
 _VersionRow = namedtuple("_VersionRow", _version_query(False).selected_columns.keys())
 
 
-def _audited(pinned: bool, own: bool) -> Prepared:
-    """PostgreSQL: ``_with_token``'s row, and in the same statement the audit row of resolving
-    that version, inserted only when every check ``resolve`` makes would pass and the version
-    is byte for byte the one given (``g_…``), which this process has decrypted before.  One
-    round trip, one commit, as many as the floor makes.  ``own``: the version given is of the
-    scope's own credential, which shadows any other: a plain lookup finds it, without the
-    walk up the tree (``Prefetch`` reads anew when it is gone)."""
-    tok, e = TOKEN_QUERY.cte("t"), AuditEvent.__table__
-    ver = _version_query(pinned, own).cte("v")
-    allowed = func.string_to_array(tok.c.allow, literal("\n"))
-    checks = and_(  # token_actor's and resolve's checks of a runner token's ad-hoc resolve
-        tok.c.kind == "runner", ~tok.c.revoked, tok.c.workspace == bindparam("workspace"),
-        or_(literal("*") == any_(allowed), bindparam("cred_id") == any_(allowed)),
-        ~ver.c.protected,
-        # the version that decrypted before (the AAD's parts and both ciphertexts)
+def _confirm(pinned: bool, own: bool) -> Prepared:
+    """The audit row of a resolve ``Answers`` holds the answer to, inserted only when every
+    check ``resolve`` and ``accounts.token_actor`` make would pass today and the version is
+    byte for byte the one that answer was decrypted from (``g_…``); returns its id, or no row.
+    One statement and one commit, as the floor makes.  Neither "last used" time may be due for
+    a rewrite (those resolves take the full path, which writes it).  ``own``: the version was
+    the scope's own credential, which shadows any other: a plain lookup finds it, without the
+    walk up the tree."""
+    tok, e = TOKEN_QUERY.subquery("t"), AuditEvent.__table__
+    ver = _version_query(pinned, own).subquery("v")
+    checks = and_(
+        tok.c.kind == "runner", ~tok.c.revoked, ~tok.c.stale,
+        tok.c.name == bindparam("g_name"), tok.c.allow.is_not_distinct_from(bindparam("g_allow")),
+        tok.c.workspace.is_not_distinct_from(bindparam("g_scope")),
+        ~ver.c.protected, ~ver.c.stale,
         ver.c.pk == bindparam("g_pk"), ver.c.owner == bindparam("g_owner"),
         ver.c.version == bindparam("g_version"), ver.c.type == bindparam("g_type"),
         ver.c.wrapped_key == bindparam("g_wrapped_key"),
@@ -175,91 +169,106 @@ def _audited(pinned: bool, own: bool) -> Prepared:
                   literal("credential.resolve"), literal("ok"), bindparam("workspace"),
                   ver.c.cred_id, bindparam("source"), bindparam("details", type_=e.c.details.type))
            .select_from(tok.join(ver, true())).where(checks))
-    added = (insert(e).from_select(["at", "actor", "action", "outcome", "workspace", "target",
-                                    "source", "details"], row)
-             .returning(e.c.id).cte("added"))
-    return Prepared(select(*tok.c, *(col.label(f"v_{col.name}") for col in ver.c),
-                           exists(select(added.c.id)).label("audited"))
-                    .select_from(tok.outerjoin(ver, true())))
+    return Prepared(insert(e).from_select(["at", "actor", "action", "outcome", "workspace",
+                                           "target", "source", "details"], row)
+                    .returning(e.c.id))
 
 
 # Keyed by (is the version pinned, is it the scope's own credential).
-_AUDITED = {(pinned, own): _audited(pinned, own) for pinned in (False, True)
+_CONFIRM = {(pinned, own): _confirm(pinned, own) for pinned in (False, True)
             for own in (False, True)}
 
 
-class Opened:
-    """The versions this process decrypted last, by workspace and reference: what the one
-    statement of ``Prefetch`` checks a version against before it audits a resolve of it.
-    Only a check: what a resolve returns is always read and decrypted anew."""
+class Answers:
+    """The answers this process gave to one-reference resolves, by token digest, scope and
+    reference, each with the version row it decrypted and the token facts it was checked
+    against: a repeat of the request takes one statement (``_confirm``) that re-checks all of
+    it in the database and commits the audit row, and then the same answer, without reading,
+    decrypting or encoding again.  Anything changed (token revoked, new version, policy, key
+    rotation, a nearer credential) makes that statement insert nothing, and the full path
+    answers.  Answers hold values in memory: each for ``seconds`` at most, ``LIMIT`` at most
+    (the process holds the key that opens every value anyway: docs/security.md)."""
 
-    LIMIT = 1_000  # rows hold ciphertexts (a kubeconfig's is kilobytes): forgotten past this
+    LIMIT = 1_000
 
-    def __init__(self):
-        self._rows: dict[tuple[str, Ref], _VersionRow] = {}
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._got: dict[tuple, tuple[float, dict, dict]] = {}
 
-    def get(self, workspace: str, ref: Ref) -> _VersionRow | None:
-        return self._rows.get((workspace, ref))
+    def get(self, key: tuple) -> tuple[dict, dict] | None:
+        """(statement values, answer) of a live entry."""
+        got = self._got.get(key)
+        if got is None:
+            return None
+        if got[0] < monotonic():
+            del self._got[key]
+            return None
+        return got[1], got[2]
 
-    def put(self, workspace: str, ref: Ref, row: _VersionRow) -> None:
-        if len(self._rows) >= self.LIMIT:
-            self._rows.clear()
-        self._rows[(workspace, ref)] = row
+    def put(self, key: tuple, values: dict, answer: dict) -> None:
+        if self.seconds <= 0:
+            return
+        now = monotonic()
+        if len(self._got) >= self.LIMIT:  # drop the expired; if none are, all
+            self._got = {k: v for k, v in self._got.items() if v[0] >= now}
+            if len(self._got) >= self.LIMIT:
+                self._got.clear()
+        self._got[key] = (now + self.seconds, values, answer)
+
+    def drop(self, key: tuple) -> None:
+        self._got.pop(key, None)
 
 
-def opened(vault: Vault) -> Opened:
-    """The vault's ``Opened`` in this process: kept on the vault, as its job queue is, not in
+def answers(vault: Vault) -> Answers:
+    """The vault's ``Answers`` in this process: kept on the vault, as its job queue is, not in
     a module-level map."""
-    return vault.__dict__.setdefault("_opened", Opened())
+    got = vault.__dict__.get("_answers")
+    if got is None:
+        got = vault.__dict__["_answers"] = Answers(vault.settings.resolve_cache_seconds)
+    return got
+
+
+def answer_again(raw: Raw, got: tuple[dict, dict], *, workspace: str, context: dict | None,
+                 source: str) -> dict | None:
+    """``got``'s answer if its one statement audited this resolve, else None (nothing written)."""
+    values, answer = got
+    details = {**audit_context(context), "version": values["g_version"],
+               **({"from": values["g_owner"]} if values["g_owner"] != workspace else {})}
+    now = utcnow()
+    ids = raw.write(_CONFIRM[values["pinned"], values["g_owner"] == workspace],
+                    **{k: v for k, v in values.items() if k != "pinned"}, workspace=workspace,
+                    cutoff=now - TOUCH_EVERY, at=now, source=source, details=details)
+    return answer if ids else None
+
+
+def to_remember(actor: Actor, digest: str, row: _VersionRow, ref: Ref) -> dict:
+    """The values ``answer_again`` checks a repeat of this resolve against."""
+    return dict(digest=digest, cred_id=ref.id, version=ref.version, pinned=bool(ref.version),
+                g_name=actor.name, g_allow="\n".join(actor.allow) or None,
+                g_scope=actor.workspace, g_pk=row.pk, g_owner=row.owner,
+                g_version=row.version, g_type=row.type, g_wrapped_key=row.wrapped_key,
+                g_ciphertext=row.ciphertext)
 
 
 class Prefetch:
     """A token lookup (``accounts.token_actor(lookup=…)``) that reads one reference in the same
     statement: a step usually asks for one credential, so this saves a round trip to
     PostgreSQL, or a read on SQLite, on every resolve.  Nothing is decrypted or returned
-    before the token and its scope are checked.
+    before the token and its scope are checked."""
 
-    On PostgreSQL, for a request of that one reference whose version this process has
-    decrypted before (``opened``), the same statement also commits its audit row
-    (``_audited``), so a resolve makes one round trip.  ``audited`` says it did."""
-
-    def __init__(self, workspace: str, ref: Ref, *, opened: Opened | None = None,
-                 context: dict | None = None, source: str = ""):
+    def __init__(self, workspace: str, ref: Ref):
         self.key = (workspace, ref)
-        self.done, self.row, self.audited = False, None, False
-        self._opened, self.context, self.source = opened, context, source
+        self.done, self.row = False, None
 
     def __call__(self, raw: Raw, digest: str, cutoff: datetime):
         workspace, ref = self.key
-        known = self._opened.get(workspace, ref) \
-            if self._opened is not None and raw.dialect.name == "postgresql" else None
-        values = dict(digest=digest, cutoff=cutoff, workspace=workspace, cred_id=ref.id,
-                      version=ref.version)
-        n = len(_VersionRow._fields)
-        if known is None:
-            row = raw.one(_WITH_TOKEN[bool(ref.version)], **values)
-            version = row[-n:] if row is not None else None
-        else:
-            details = {**audit_context(self.context), "version": known.version,
-                       **({"from": known.owner} if known.owner != workspace else {})}
-            own = known.owner == workspace
-            row = raw.one(_AUDITED[bool(ref.version), own], **values, at=utcnow(),
-                          source=self.source, details=details,
-                          **{f"g_{k}": getattr(known, k) for k in
-                             ("pk", "owner", "version", "type", "wrapped_key", "ciphertext")})
-            version = row[-n - 1:-1] if row is not None else None
-            self.audited = row is not None and row.audited
-            if own and row is not None and version[0] is None:
-                return row  # no own credential (any more): resolve reads the nearest one
+        row = raw.one(_WITH_TOKEN[bool(ref.version)], digest=digest, cutoff=cutoff,
+                      workspace=workspace, cred_id=ref.id, version=ref.version)
         if row is not None:
+            version = row[-len(_VersionRow._fields):]
             self.done = True
             self.row = None if version[0] is None else _VersionRow._make(version)
         return row
-
-    def opened(self, row: _VersionRow) -> None:
-        """``row`` decrypted (and was answered)."""
-        if self._opened is not None:
-            self._opened.put(*self.key, row)
 
 
 class VaultResolver(Resolver):

@@ -401,6 +401,16 @@ class Raw:
         with self.pool.writers.turn():
             self._execute(form.sql, stmt.params(form, values))
 
+    def write(self, stmt: Prepared, **values: Any) -> list:
+        """Run a write that returns rows (``RETURNING``, as plain tuples): committed when this
+        returns."""
+        if self.libpq:
+            return _Libpq.rows(stmt, self._pq(stmt, values))
+        form = stmt.form(self.dialect)
+        with self.pool.writers.turn():
+            self._execute(form.sql, stmt.params(form, values))
+            return self.cursor.fetchall()  # to the statement's end, which commits it
+
     def many(self, stmt: Prepared, rows: list[dict[str, Any]]) -> None:
         """Run a write for each row, all or none."""
         if len(rows) == 1:
