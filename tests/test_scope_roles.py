@@ -13,6 +13,7 @@ from tests.test_cli import wb  # noqa: F401 (a fixture)
 from tests.test_web import login, post
 from workbench import access, accounts, audit, scopes
 from workbench.audit import SYSTEM
+from workbench.cli.pipelines import index_folder
 from workbench.models import User
 
 SECRET = {"type": "secret_text", "values": {"secret": "scope-role-canary-1"}}
@@ -248,7 +249,7 @@ def test_grants_from_the_cli(wb):  # noqa: F811
 
 
 def test_a_project_member_sees_what_the_project_inherits_in_the_api_and_the_table(
-        person, tree, client):
+        person, tree, client, tmp_path):
     """The list of a workspace holds what its runs get, for anyone who may see it: the same
     rows through the API and the table; "all workspaces" shows only what the user may see."""
     api = person("pia", proj="viewer")
@@ -269,3 +270,15 @@ def test_a_project_member_sees_what_the_project_inherits_in_the_api_and_the_tabl
     assert not re.search(r"/credentials/(org|team|sib)/", page)
     everything = client.get("/").get_data(as_text=True)  # all she may see: proj's own, none
     assert not re.search(r"/credentials/(org|team|sib)/", everything)
+    # a pipeline of proj that uses them: named, and not linked to pages she may not open
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    (folder / "deploy.yaml").write_text(
+        "name: deploy\nsteps:\n  - name: push\n    run: 'true'\n"
+        "    credentials:\n      - registry\n")
+    index_folder(tree, str(tmp_path), workspace="proj")
+    listing = client.get("/pipelines?workspace=proj").get_data(as_text=True)
+    pid = re.search(r'/pipelines/(\d+)\?workspace=proj', listing).group(1)
+    shown = client.get(f"/pipelines/{pid}?workspace=proj").get_data(as_text=True)
+    assert "registry" in shown and "from org" in shown
+    assert not re.search(r"/credentials/(org|team|sib)/", shown)

@@ -94,7 +94,9 @@ def pipeline(pipeline_id: int):
         p = references.get_pipeline(s, ws, pipeline_id)
         runs = [r for r in records.list_runs(s, ws, limit=200) if r.pipeline == p["name"]][:10]
         runs = [records.run_to_dict(r) for r in runs]
-    return render_template("pipelines/show.html", p=p, workspace=ws, runs=runs)
+        workspaces = _workspaces(s)
+    return render_template("pipelines/show.html", p=p, workspace=ws, runs=runs,
+                           workspaces=workspaces)
 
 
 @web.get("/runs")
