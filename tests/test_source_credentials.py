@@ -242,7 +242,7 @@ def test_a_server_killed_mid_sync_leaves_no_git_process_waiting_on_the_remote(
     sid = add_source(vault, url=url, credential_id="orphan-login", name="orphan")
     env = {**os.environ, "WORKBENCH_INSTANCE": str(vault.settings.instance),
            "WORKBENCH_DATABASE_URL": vault.settings.database_url,
-           "WORKBENCH_MASTER_KEY": vault.settings.master_key, "WORKBENCH_GIT_TIMEOUT": "2"}
+           "WORKBENCH_MASTER_KEY": vault.settings.master_key, "WORKBENCH_GIT_TIMEOUT": "10"}
     code = ("import sys; from workbench import sources; from workbench.audit import SYSTEM; "
             "from workbench.config import Settings; from workbench.vault import Vault; "
             "v = Vault(Settings.from_env()).open(); "
@@ -257,7 +257,9 @@ def test_a_server_killed_mid_sync_leaves_no_git_process_waiting_on_the_remote(
         assert _git_processes_of(clone)
         proc.send_signal(signal.SIGKILL)  # the server dies: its kill-after-timeout thread too
         proc.wait(10)
-        deadline = time.monotonic() + 20  # the remote holds the request for 30 s
+        # git gives up 15 s after its request (GIT_HTTP_LOW_SPEED_TIME: the timeout + 5);
+        # the remote would answer it after 30 s, which must not be what ends it
+        deadline = time.monotonic() + 25
         while _git_processes_of(clone) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not _git_processes_of(clone)  # git gave up on the silent remote by itself
