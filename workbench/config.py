@@ -82,8 +82,8 @@ def _seconds(name: str, text: str, *, zero: bool = False, most: float = 86400) -
     except ValueError:
         value = -1.0
     if not (0 <= value if zero else 0 < value) or not value < most:
-        raise ConfigError(f"{name} must be a number of seconds from 0 "
-                          f"({'off' if zero else 'excluded'}) to {most:g}")
+        raise ConfigError(f"{name} must be a number of seconds, "
+                          f"{'0 (off) or more' if zero else 'more than 0'} and under {most:g}")
     return value
 
 
