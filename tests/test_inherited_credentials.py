@@ -7,9 +7,10 @@ import pytest
 
 from tests.fixtures.pipeline_repo import pipeline_yaml, unique_name
 from tests.test_web import as_role  # noqa: F401 (a fixture)
-from workbench import audit, credentials, scopes, sources
+from workbench import audit, credentials, references, scopes, sources
 from workbench.audit import SYSTEM
 from workbench.errors import NotFound
+from workbench.pipeline import records
 
 from tests.test_inheritance import TREE, _secret  # the same tree as resolve's tests
 
@@ -158,6 +159,38 @@ def test_the_table_marks_inherited_rows_and_edits_them_where_they_live(as_role, 
     assert '<option value="false" selected>Own only</option>' in page
     page = editor.get("/").get_data(as_text=True)
     assert page.count('<td data-col="id"') == 8 and "from org" not in page
+
+
+def _record(vault, workspace, run_id, uses):
+    with vault.factory.begin() as s:
+        records.store_run(s, workspace, {
+            "id": run_id, "status": "success", "pipeline": f"pipe-{workspace}",
+            "steps": [{"name": "s", "status": "success"}],
+            "uses": [{"step": "s", "credential_id": cid, "version": 1} for cid in uses]})
+
+
+def _recent(page: str) -> list[str]:
+    section = page.split('id="runs"', 1)[1].split("</section>", 1)[0]
+    return re.findall(r'href="/runs/([^"]+)"', section)
+
+
+def test_a_credential_page_lists_the_runs_of_the_scopes_that_inherit_it(as_role, tree):
+    _record(tree, "proj", "run-proj", ["registry", "db"])  # proj's db shadows team's
+    _record(tree, "team", "run-team", ["db", "cfg"])  # team's own cfg shadows org's for team
+    _record(tree, "other", "run-other", ["cfg"])
+    viewer = as_role("viewer")
+    page = viewer.get("/credentials/org/registry").get_data(as_text=True)
+    assert _recent(page) == ["run-proj"] and "No run has used" not in page
+    assert _recent(viewer.get("/credentials/org/cfg").get_data(as_text=True)) == ["run-other"]
+    assert _recent(viewer.get("/credentials/team/db").get_data(as_text=True)) == ["run-team"]
+    assert _recent(viewer.get("/credentials/proj/db").get_data(as_text=True)) == ["run-proj"]
+    assert _recent(viewer.get("/credentials/team/cfg").get_data(as_text=True)) == ["run-team"]
+    # the "last used" filter agrees: org's registry was used, by a run in proj
+    page = viewer.get("/?workspace=org&last_used=ever&inherited=false").get_data(as_text=True)
+    assert sorted(_row_ids(page)) == ["cfg", "registry"]
+    with tree.factory() as s:
+        assert references.last_used(s, "org", ["registry"])["registry"] is not None
+        assert references.last_used(s, "team", ["registry"])["registry"] is None
 
 
 # ---- run tokens ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def _referenced():
 def _ever_used():
     u = CredentialUse
     return or_(Credential.last_used_at.is_not(None),
-               exists().where(u.credential_id == Credential.cred_id, u.workspace == Workspace.name,
+               exists().where(u.credential_id == Credential.cred_id, u.owner == Workspace.name,
                               Workspace.id == Credential.workspace_id))
 
 

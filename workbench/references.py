@@ -218,13 +218,14 @@ def receiving_counts(s: Session, creds: Iterable[Credential]) -> dict[int, int]:
 
 
 def last_used(s: Session, workspace: str, cred_ids: Iterable[str]) -> dict[str, datetime | None]:
-    """credential ID → when a run last handed it to a step (None: never)."""
+    """credential ID → when a run last handed the credential of ``workspace`` to a step, in
+    that scope or one below that inherits it (None: never)."""
     ids = list(dict.fromkeys(cred_ids))
     out: dict[str, datetime | None] = dict.fromkeys(ids)
     if ids:
         CU = records.CredentialUse
         q = (select(CU.credential_id, func.max(CU.used_at))
-             .where(CU.workspace == workspace, CU.credential_id.in_(ids))
+             .where(CU.owner == workspace, CU.credential_id.in_(ids))
              .group_by(CU.credential_id))
         out.update({cid: aware(when) for cid, when in s.execute(q)})
     return out

@@ -105,6 +105,11 @@ def receivers(s: Session, workspace: str, cred_id: str) -> list[str]:
             == row.pk]
 
 
+def owner(s: Session, workspace: str, cred_id: str) -> str | None:
+    """The scope whose credential ``cred_id`` runs in ``workspace`` get (None: none)."""
+    return s.scalar(_OWNER, {"cred_id": cred_id, "workspace": workspace})
+
+
 def explain(s: Session, workspace: str, cred_id: str) -> dict:
     """Which credential ``cred_id`` a pipeline in ``workspace`` gets, and what it shadows:
     every credential with that ID in the scope and above, nearest first."""
@@ -148,6 +153,8 @@ _CHAIN_NAMES = (lambda c: select(_ws.c.name).join(c, c.c.id == _ws.c.id)
 CLOSURE = closure()
 _NEAREST = select(nearest(bindparam("cred_id")))
 _ALONG_CHAIN = _along_chain_query()
+_OWNER = (select(Workspace.name).join(Credential, Credential.workspace_id == Workspace.id)
+          .where(Credential.pk == nearest(bindparam("cred_id"))))
 _CREDENTIAL = (select(Credential.pk, Credential.inherit)
                .join(Workspace, Workspace.id == Credential.workspace_id)
                .where(Workspace.name == bindparam("workspace"),

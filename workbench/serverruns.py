@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import (Boolean, DateTime, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, bindparam, insert, select)
+                        UniqueConstraint, bindparam, func, insert, select)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from . import audit, policy
@@ -53,6 +53,10 @@ class ServerRun(Base):
     opened_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(TS)
     closed_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
+
+
+# its age for retention: closed, or past its expiry (see ``retention``)
+Index("ix_server_runs_age", func.coalesce(ServerRun.closed_at, ServerRun.expires_at))
 
 
 class RunGrant(Base):

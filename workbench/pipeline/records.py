@@ -5,9 +5,11 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text, func, select
+from sqlalchemy import (DateTime, Float, ForeignKey, Index, Integer, String, Text, func,
+                        select)
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
+from .. import scopes
 from ..db import Base, aware, iso, utcnow
 from ..errors import NotFound, ValidationError
 
@@ -37,6 +39,11 @@ class Run(Base):
         back_populates="run", cascade="all, delete-orphan")
 
 
+# a run's age for retention (``retention.prune``, every minute in the job engine): its finish,
+# else its start; without it each prune reads the whole table
+Index("ix_runs_age", func.coalesce(Run.finished_at, Run.started_at))
+
+
 class StepRun(Base):
     __tablename__ = "step_runs"
 
@@ -59,7 +66,10 @@ class CredentialUse(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
-    workspace: Mapped[str] = mapped_column(String(64))
+    workspace: Mapped[str] = mapped_column(String(64))  # the run's
+    # the scope whose credential the step got: the run's own, or one above it that the run
+    # inherits from; that credential's page lists the run
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     step: Mapped[str] = mapped_column(String(64))
     credential_id: Mapped[str] = mapped_column(String(63), index=True)
     version: Mapped[int] = mapped_column(Integer)
@@ -85,6 +95,12 @@ def store_run(session: Session, workspace: str, record: dict) -> Run:
         session.flush()
     try:
         run = _build(workspace, run_id, status, record)
+        # which scope's credential each got, as the run's scope sees it now: the record comes
+        # from the runner right after the steps, and it only knows the IDs it resolved
+        owners = {cid: scopes.owner(session, workspace, cid) or workspace  # or: gone since
+                  for cid in {u.credential_id for u in run.uses}}
+        for use in run.uses:
+            use.owner = owners[use.credential_id]
     except (KeyError, TypeError, ValueError, AttributeError):
         raise ValidationError("malformed run record: steps need name and status, uses need "
                               "step, credential_id and version", field="steps") from None
@@ -144,13 +160,6 @@ def get_run(session: Session, run_id: str, workspace: str | None = None) -> Run:
     if run is None or (workspace is not None and run.workspace != workspace):
         raise NotFound(f"no run {run_id!r}")
     return run
-
-
-def last_used(session: Session, workspace: str) -> dict[str, datetime]:
-    """credential ID → when a step last received it."""
-    q = (select(CredentialUse.credential_id, func.max(CredentialUse.used_at))
-         .where(CredentialUse.workspace == workspace).group_by(CredentialUse.credential_id))
-    return {cid: aware(when) for cid, when in session.execute(q)}
 
 
 def run_to_dict(run: Run, with_log: bool = False) -> dict[str, Any]:

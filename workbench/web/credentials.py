@@ -76,10 +76,11 @@ def new_credential():
 
 
 def recent_runs(s, workspace: str, cred_id: str, limit: int = 10) -> list[tuple]:
-    """(run, step, version) for the latest runs that received this credential."""
+    """(run, step, version) for the latest runs that received this credential: in its own
+    scope and in the scopes below that inherit it (a role on a scope holds below it too)."""
     q = (select(Run, CredentialUse.step, CredentialUse.version)
          .join(CredentialUse, CredentialUse.run_id == Run.id)
-         .where(CredentialUse.workspace == workspace, CredentialUse.credential_id == cred_id)
+         .where(CredentialUse.owner == workspace, CredentialUse.credential_id == cred_id)
          .order_by(CredentialUse.used_at.desc()).limit(limit))
     return list(s.execute(q))
 
