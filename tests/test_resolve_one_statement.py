@@ -20,9 +20,9 @@ from .test_resolve_path import _store
 def trips(vault, monkeypatch):
     """Statements the hot path sends to PostgreSQL (round trips; none counted on SQLite)."""
     sent = []
-    execute, together = statements._Libpq.execute, statements._Libpq.together
-    monkeypatch.setattr(statements._Libpq, "execute",
-                        lambda self, *a: sent.append("execute") or execute(self, *a))
+    send, together = statements._Libpq.send, statements._Libpq.together
+    monkeypatch.setattr(statements._Libpq, "send",
+                        lambda self, *a: sent.append("execute") or send(self, *a))
     monkeypatch.setattr(statements._Libpq, "together",
                         lambda self, *a: sent.append("together") or together(self, *a))
     return sent
@@ -50,6 +50,16 @@ def test_a_repeated_resolve_is_one_round_trip_and_audited_alike(api_as, vault, t
                                                  "version": 1}
     if vault.engine.dialect.name == "postgresql":
         assert trips == ["execute"] * 3  # one statement per resolve, audit row included
+    # each repeat audits its own context and time, though the rest is encoded once per answer
+    for step in ("seed", "migrate"):
+        assert runner.post("/resolve", {**body, "context": {"step": step}}).status_code == 200
+    with vault.factory() as s:
+        last = s.scalars(select(AuditEvent).where(AuditEvent.action == "credential.resolve")
+                         .order_by(AuditEvent.id.desc()).limit(3)).all()
+    assert [e.details for e in last] == [{"step": "migrate", "version": 1},
+                                         {"step": "seed", "version": 1},
+                                         {"pipeline": "deploy", "step": "migrate", "version": 1}]
+    assert last[0].at >= last[1].at >= last[2].at and last[0].at != last[2].at
     # the pinned version too
     pinned = [runner.post("/resolve", {"refs": ["db@1"]}) for _ in range(2)]
     assert pinned[0].get_json() == pinned[1].get_json()

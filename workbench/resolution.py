@@ -15,7 +15,7 @@ from .credentials import decode_values
 from .crypto import Barrier
 from .db import utcnow
 from .errors import CryptoError, NotFound, PermissionDenied, ValidationError
-from .models import AuditEvent, Credential, CredentialVersion, Workspace
+from .models import ApiToken, AuditEvent, Credential, CredentialVersion, Workspace
 from .pipeline import names
 from .pipeline.resolve import Ref, ResolvedCredential, Resolver
 from .policy import CredentialPolicy
@@ -146,6 +146,19 @@ _TOUCH = Prepared(update(Credential.__table__).where(Credential.__table__.c.pk =
 _VersionRow = namedtuple("_VersionRow", _version_query(False).selected_columns.keys())
 
 
+def _runner_token():
+    """TOKEN_QUERY's columns a runner token's check needs (no user: runner tokens have none)."""
+    t, w = ApiToken.__table__.c, Workspace.__table__.c
+    return (select(t.kind, t.name, t.allow, t.revoked_at.is_not(None).label("revoked"),
+                   stale(t.last_used_at).label("stale"), w.name.label("workspace"))
+            .select_from(ApiToken.__table__.outerjoin(Workspace.__table__,
+                                                      w.id == t.workspace_id))
+            .where(t.token_hash == bindparam("digest")))
+
+
+_RUNNER_TOKEN = _runner_token()
+
+
 def _confirm(pinned: bool, own: bool) -> Prepared:
     """The audit row of a resolve ``Answers`` holds the answer to, inserted only when every
     check ``resolve`` and ``accounts.token_actor`` make would pass today and the version is
@@ -154,7 +167,7 @@ def _confirm(pinned: bool, own: bool) -> Prepared:
     a rewrite (those resolves take the full path, which writes it).  ``own``: the version was
     the scope's own credential, which shadows any other: a plain lookup finds it, without the
     walk up the tree."""
-    tok, e = TOKEN_QUERY.subquery("t"), AuditEvent.__table__
+    tok, e = _RUNNER_TOKEN.subquery("t"), AuditEvent.__table__
     ver = _version_query(pinned, own).subquery("v")
     checks = and_(
         tok.c.kind == "runner", ~tok.c.revoked, ~tok.c.stale,
@@ -174,6 +187,8 @@ def _confirm(pinned: bool, own: bool) -> Prepared:
                     .returning(e.c.id))
 
 
+# What differs from one repeat of a resolve to the next; the rest is encoded once per answer.
+_PER_REQUEST = ("workspace", "cutoff", "at", "source", "details")
 # Keyed by (is the version pinned, is it the scope's own credential).
 _CONFIRM = {(pinned, own): _confirm(pinned, own) for pinned in (False, True)
             for own in (False, True)}
@@ -232,12 +247,16 @@ def answer_again(raw: Raw, got: tuple[dict, dict], *, workspace: str, context: d
                  source: str) -> dict | None:
     """``got``'s answer if its one statement audited this resolve, else None (nothing written)."""
     values, answer = got
+    own = values["g_owner"] == workspace
     details = {**audit_context(context), "version": values["g_version"],
-               **({"from": values["g_owner"]} if values["g_owner"] != workspace else {})}
+               **({} if own else {"from": values["g_owner"]})}
+    bound = values.get("bound")
+    if bound is None or bound.dialect != raw.dialect.name:  # the entry's first repeat
+        fixed = {k: v for k, v in values.items() if k not in ("pinned", "bound")}
+        bound = values["bound"] = raw.bind(_CONFIRM[values["pinned"], own], fixed, _PER_REQUEST)
     now = utcnow()
-    ids = raw.write(_CONFIRM[values["pinned"], values["g_owner"] == workspace],
-                    **{k: v for k, v in values.items() if k != "pinned"}, workspace=workspace,
-                    cutoff=now - TOUCH_EVERY, at=now, source=source, details=details)
+    ids = raw.write_bound(bound, workspace=workspace, cutoff=now - TOUCH_EVERY, at=now,
+                          source=source, details=details)
     return answer if ids else None
 
 

@@ -98,6 +98,48 @@ class Prepared:
                 **form.constants}
 
 
+class Bound:
+    """A ``Prepared`` statement with most of its parameters encoded once, for a dialect: a
+    statement run again and again with the same values but for ``dynamic`` ones (an answer
+    given again: ``resolution.answer_again``) encodes only those each time."""
+
+    def __init__(self, stmt: Prepared, dialect: Dialect, fixed: dict[str, Any],
+                 dynamic: tuple[str, ...]):
+        self.stmt, self.dialect, self.form = stmt, dialect.name, stmt.form(dialect)
+        form, blank = self.form, dict.fromkeys(dynamic)
+        if form.libpq is not None:  # PostgreSQL: libpq's parameters and their formats
+            self.params, self.formats = _Libpq.params(stmt, form, {**fixed, **blank})
+            names = [k for k, _ in form.libpq[1]]
+            self.slots = [(i, k, None) for i, k in enumerate(names) if k in blank]
+        else:
+            self.params = stmt.params(form, {**fixed, **blank})
+            self.formats = None
+            names = [k for k, _, _ in form.order] if form.order is not None else []
+            self.slots = [(i, k, form.processors.get(k)) for i, k in enumerate(names)
+                          if k in blank]
+        if form.order is None and form.libpq is None:
+            raise TypeError("Bound needs a positional driver or libpq")
+        # the last value of each dynamic parameter and its encoding: a key's (value, encoding)
+        # tuple is replaced whole, so threads sharing this statement never see half of one
+        self._memo: dict[str, tuple[Any, Any]] = {}
+
+    def fill(self, values: dict[str, Any]) -> tuple[list, list | None]:
+        """(parameters, formats) with ``values`` for the dynamic ones."""
+        params = list(self.params)
+        formats = None if self.formats is None else list(self.formats)
+        memo = self._memo
+        for i, k, proc in self.slots:
+            v = values[k]
+            last = memo.get(k)  # a value as last time (say the same details): encoded then
+            if last is None or type(last[0]) is not type(v) or last[0] != v:
+                enc = _param(v) if formats is not None else proc(v) if proc else v
+                last = memo[k] = (v, enc)
+            params[i] = last[1]
+            if formats is not None:
+                formats[i] = 1 if type(v) is bytes else 0
+        return params, formats
+
+
 _PLACEHOLDER = re.compile(r"%\(([^)]+)\)s|%%")
 
 
@@ -204,8 +246,11 @@ class _Libpq:
         raise err
 
     def execute(self, stmt: Prepared, form: _Form, values: dict[str, Any], prepared: set):
+        return self.send(stmt, form, *self.params(stmt, form, values), prepared)
+
+    def send(self, stmt: Prepared, form: _Form, params: list, formats: list, prepared: set):
+        """One round trip: run the statement (prepared first if it is new here)."""
         self.prepare(stmt, form, prepared)
-        params, formats = self.params(stmt, form, values)
         return self.check(self.pg.exec_prepared(stmt.name, params, formats, 1))
 
     @staticmethod
@@ -409,6 +454,26 @@ class Raw:
         form = stmt.form(self.dialect)
         with self.pool.writers.turn():
             self._execute(form.sql, stmt.params(form, values))
+            return self.cursor.fetchall()  # to the statement's end, which commits it
+
+    def bind(self, stmt: Prepared, fixed: dict[str, Any], dynamic: tuple[str, ...]) -> Bound:
+        """``stmt`` with ``fixed`` encoded once for this connection's dialect."""
+        return Bound(stmt, self.dialect, fixed, dynamic)
+
+    def write_bound(self, bound: Bound, **values: Any) -> list:
+        """``write`` for a ``Bound`` statement: ``values`` are its dynamic parameters."""
+        if bound.dialect != self.dialect.name:
+            raise TypeError(f"statement bound for {bound.dialect}, run on {self.dialect.name}")
+        params, formats = bound.fill(values)
+        if self.libpq:
+            stmt, form = bound.stmt, bound.form
+
+            def do():
+                runner, prepared = self._libpq()
+                return runner.send(stmt, form, params, formats, prepared)
+            return _Libpq.rows(stmt, self._retrying(do))
+        with self.pool.writers.turn():
+            self._execute(bound.form.sql, params)
             return self.cursor.fetchall()  # to the statement's end, which commits it
 
     def many(self, stmt: Prepared, rows: list[dict[str, Any]]) -> None:
