@@ -1,4 +1,5 @@
 """The Alembic migrations build exactly the schema the models describe."""
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -6,6 +7,9 @@ from workbench.db import Base
 from workbench.model_modules import import_all, include_name
 
 
+# SQLite cannot reflect expression indexes, so compare_metadata skips them (and says so);
+# the next test checks those by name in the catalogue
+@pytest.mark.filterwarnings("ignore:.*expression-based index")
 def test_migrations_match_models(vault):
     import_all()
     with vault.engine.connect() as conn:
