@@ -246,7 +246,7 @@ TOKEN_QUERY = (
     select(_tok.c.id, _tok.c.kind, _tok.c.name, _tok.c.token_hash, _tok.c.allow,
            _tok.c.revoked_at.is_not(None).label("revoked"),
            stale(_tok.c.last_used_at).label("stale"), _wsp.c.name.label("workspace"),
-           _usr.c.username, _usr.c.role, _usr.c.disabled)
+           _usr.c.username, _usr.c.role, _usr.c.disabled, _tok.c.workspace_id.label("scope_id"))
     .select_from(_tok.outerjoin(_wsp, _wsp.c.id == _tok.c.workspace_id)
                  .outerjoin(_usr, _usr.c.id == _tok.c.user_id))
     .where(_tok.c.token_hash == bindparam("digest")))

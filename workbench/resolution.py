@@ -121,7 +121,8 @@ def _version_query(pinned: bool, own: bool = False):
     want = bindparam("version") if pinned else c.current_version
     return (select(c.pk, c.cred_id, w.name.label("owner"), stale(c.last_used_at).label("stale"),
                    v.version, v.type, v.wrapped_key, v.ciphertext,
-                   func.coalesce(p.protected, false()).label("protected"))
+                   func.coalesce(p.protected, false()).label("protected"),
+                   c.workspace_id.label("owner_id"))
             .select_from(Credential.__table__
                          .join(Workspace.__table__, w.id == c.workspace_id)
                          .join(CredentialVersion.__table__,
@@ -147,13 +148,28 @@ _VersionRow = namedtuple("_VersionRow", _version_query(False).selected_columns.k
 
 
 def _runner_token():
-    """TOKEN_QUERY's columns a runner token's check needs (no user: runner tokens have none)."""
-    t, w = ApiToken.__table__.c, Workspace.__table__.c
+    """TOKEN_QUERY's columns a runner token's check needs: no user (runner tokens have none),
+    and its scope by id (ids and names of scopes never change: no join to compare names)."""
+    t = ApiToken.__table__.c
     return (select(t.kind, t.name, t.allow, t.revoked_at.is_not(None).label("revoked"),
-                   stale(t.last_used_at).label("stale"), w.name.label("workspace"))
-            .select_from(ApiToken.__table__.outerjoin(Workspace.__table__,
-                                                      w.id == t.workspace_id))
+                   stale(t.last_used_at).label("stale"), t.workspace_id.label("scope_id"))
             .where(t.token_hash == bindparam("digest")))
+
+
+def _own_version(pinned: bool):
+    """``_version_query(pinned, own=True)`` by the scope's id, for ``_confirm``: the same row
+    without the join that looks the scope up by name."""
+    c, v = Credential.__table__.c, CredentialVersion.__table__.c
+    p = CredentialPolicy.__table__.c
+    want = bindparam("version") if pinned else c.current_version
+    return (select(c.pk, c.cred_id, stale(c.last_used_at).label("stale"),
+                   v.version, v.type, v.wrapped_key, v.ciphertext,
+                   func.coalesce(p.protected, false()).label("protected"))
+            .select_from(Credential.__table__
+                         .join(CredentialVersion.__table__,
+                               (v.credential_pk == c.pk) & (v.version == want))
+                         .outerjoin(CredentialPolicy.__table__, p.credential_pk == c.pk))
+            .where(c.workspace_id == bindparam("g_owner_id"), c.cred_id == bindparam("cred_id")))
 
 
 _RUNNER_TOKEN = _runner_token()
@@ -168,13 +184,13 @@ def _confirm(pinned: bool, own: bool) -> Prepared:
     the scope's own credential, which shadows any other: a plain lookup finds it, without the
     walk up the tree."""
     tok, e = _RUNNER_TOKEN.subquery("t"), AuditEvent.__table__
-    ver = _version_query(pinned, own).subquery("v")
+    ver = (_own_version(pinned) if own else _version_query(pinned)).subquery("v")
     checks = and_(
         tok.c.kind == "runner", ~tok.c.revoked, ~tok.c.stale,
         tok.c.name == bindparam("g_name"), tok.c.allow.is_not_distinct_from(bindparam("g_allow")),
-        tok.c.workspace.is_not_distinct_from(bindparam("g_scope")),
-        ~ver.c.protected, ~ver.c.stale,
-        ver.c.pk == bindparam("g_pk"), ver.c.owner == bindparam("g_owner"),
+        tok.c.scope_id.is_not_distinct_from(bindparam("g_scope_id")),
+        ~ver.c.protected, ~ver.c.stale, ver.c.pk == bindparam("g_pk"),
+        *(() if own else (ver.c.owner_id == bindparam("g_owner_id"),)),
         ver.c.version == bindparam("g_version"), ver.c.type == bindparam("g_type"),
         ver.c.wrapped_key == bindparam("g_wrapped_key"),
         ver.c.ciphertext == bindparam("g_ciphertext"))
@@ -260,11 +276,13 @@ def answer_again(raw: Raw, got: tuple[dict, dict], *, workspace: str, context: d
     return answer if ids else None
 
 
-def to_remember(actor: Actor, digest: str, row: _VersionRow, ref: Ref) -> dict:
+def to_remember(actor: Actor, digest: str, prefetch: Prefetch, ref: Ref) -> dict:
     """The values ``answer_again`` checks a repeat of this resolve against."""
+    row = prefetch.row
     return dict(digest=digest, cred_id=ref.id, version=ref.version, pinned=bool(ref.version),
                 g_name=actor.name, g_allow="\n".join(actor.allow) or None,
-                g_scope=actor.workspace, g_pk=row.pk, g_owner=row.owner,
+                g_scope_id=prefetch.scope_id, g_pk=row.pk, g_owner=row.owner,
+                g_owner_id=row.owner_id,
                 g_version=row.version, g_type=row.type, g_wrapped_key=row.wrapped_key,
                 g_ciphertext=row.ciphertext)
 
@@ -277,7 +295,7 @@ class Prefetch:
 
     def __init__(self, workspace: str, ref: Ref):
         self.key = (workspace, ref)
-        self.done, self.row = False, None
+        self.done, self.row, self.scope_id = False, None, None
 
     def __call__(self, raw: Raw, digest: str, cutoff: datetime):
         workspace, ref = self.key
@@ -285,7 +303,7 @@ class Prefetch:
                       workspace=workspace, cred_id=ref.id, version=ref.version)
         if row is not None:
             version = row[-len(_VersionRow._fields):]
-            self.done = True
+            self.done, self.scope_id = True, row.scope_id  # the token's
             self.row = None if version[0] is None else _VersionRow._make(version)
         return row
 

@@ -85,7 +85,7 @@ def resolve_request(vault: Vault, data: Any, *, workspace: str, authorization: s
                               for ref, rc in out.items()]}
     if remember is not None and who.kind == "runner" and prefetch.row is not None:
         answer = Encoded(answer)
-        answers.put(remember, resolution.to_remember(who, digest, prefetch.row, refs[0]), answer)
+        answers.put(remember, resolution.to_remember(who, digest, prefetch, refs[0]), answer)
     return answer
 
 
