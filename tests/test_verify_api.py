@@ -16,7 +16,7 @@ def test_git_credential_verified_against_its_stored_target(api_as, git_http_serv
         "username": git_http_server.username, "password": "wrong-password-123", "target": url}})
     assert _status(editor, "git-good")["status"] == "Not tested"
     good = editor.post("/credentials/git-good/verify").get_json()
-    assert good["status"] == "No issues found"
+    assert good["status"] == "No issues found", good
     reach = next(c for c in good["conditions"] if c["type"] == "Reachable")
     assert reach["status"] == "True" and reach["last_transition"]
     bad = editor.post("/credentials/git-bad/verify").get_json()
@@ -25,7 +25,7 @@ def test_git_credential_verified_against_its_stored_target(api_as, git_http_serv
     # a request cannot choose another target: unknown parameters are ignored, the stored one wins
     again = editor.post("/credentials/git-good/verify?target=http://127.0.0.1:9/x.git",
                         json={"target": "http://127.0.0.1:9/x.git"}).get_json()
-    assert again["status"] == "No issues found"
+    assert again["status"] == "No issues found", again
     events = api_as("admin").get("/audit?action=credential.verify").get_json()["items"]
     assert {e["target"] for e in events} == {"git-good", "git-bad"}
 
@@ -34,7 +34,8 @@ def test_kubeconfig_verified_and_unreachable_reported(api_as, kube_api):
     editor = api_as("editor")
     editor.post("/credentials", {"id": "kube", "type": "kubeconfig",
                                  "values": {"kubeconfig": kube_api.kubeconfig(auth="token")}})
-    assert editor.post("/credentials/kube/verify").get_json()["status"] == "No issues found"
+    got = editor.post("/credentials/kube/verify").get_json()
+    assert got["status"] == "No issues found", got  # the conditions say what was found
     dead = kube_api.kubeconfig(auth="token").replace(kube_api.server, "https://127.0.0.1:9")
     editor.post("/credentials", {"id": "kube-dead", "type": "kubeconfig",
                                  "values": {"kubeconfig": dead}})
