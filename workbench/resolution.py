@@ -112,24 +112,32 @@ def resolve(raw: Raw, barrier: Barrier, actor: Actor, *, workspace: str, refs: S
     return out
 
 
-def _version_query(pinned: bool, own: bool = False):
+def _version_query(pinned: bool, own: bool = False, by_id: bool = False):
     """The pinned (or current) version of the credential a run in the scope gets (its own,
     else the nearest inherited one: ``scopes.nearest``), with what resolve needs of it;
-    ``own``: the scope's own credential only (none when it has none)."""
+    ``own``: the scope's own credential only (none when it has none); ``by_id`` (with ``own``,
+    for ``_confirm``): that scope by its id (``g_owner_id``), without the join that looks it up
+    by name, and so without the owner's columns."""
     c, v, w = Credential.__table__.c, CredentialVersion.__table__.c, Workspace.__table__.c
     p = CredentialPolicy.__table__.c
     want = bindparam("version") if pinned else c.current_version
-    return (select(c.pk, c.cred_id, w.name.label("owner"), stale(c.last_used_at).label("stale"),
+    creds = Credential.__table__ if by_id else \
+        Credential.__table__.join(Workspace.__table__, w.id == c.workspace_id)
+    if by_id:
+        where = and_(c.workspace_id == bindparam("g_owner_id"), c.cred_id == bindparam("cred_id"))
+    elif own:
+        where = and_(w.name == bindparam("workspace"), c.cred_id == bindparam("cred_id"))
+    else:
+        where = c.pk == nearest(bindparam("cred_id"))
+    owner = () if by_id else (w.name.label("owner"),)
+    owner_id = () if by_id else (c.workspace_id.label("owner_id"),)
+    return (select(c.pk, c.cred_id, *owner, stale(c.last_used_at).label("stale"),
                    v.version, v.type, v.wrapped_key, v.ciphertext,
-                   func.coalesce(p.protected, false()).label("protected"),
-                   c.workspace_id.label("owner_id"))
-            .select_from(Credential.__table__
-                         .join(Workspace.__table__, w.id == c.workspace_id)
-                         .join(CredentialVersion.__table__,
-                               (v.credential_pk == c.pk) & (v.version == want))
+                   func.coalesce(p.protected, false()).label("protected"), *owner_id)
+            .select_from(creds.join(CredentialVersion.__table__,
+                                    (v.credential_pk == c.pk) & (v.version == want))
                          .outerjoin(CredentialPolicy.__table__, p.credential_pk == c.pk))
-            .where(and_(w.name == bindparam("workspace"), c.cred_id == bindparam("cred_id"))
-                   if own else c.pk == nearest(bindparam("cred_id"))))
+            .where(where))
 
 
 def _with_token(pinned: bool) -> Prepared:
@@ -156,22 +164,6 @@ def _runner_token():
             .where(t.token_hash == bindparam("digest")))
 
 
-def _own_version(pinned: bool):
-    """``_version_query(pinned, own=True)`` by the scope's id, for ``_confirm``: the same row
-    without the join that looks the scope up by name."""
-    c, v = Credential.__table__.c, CredentialVersion.__table__.c
-    p = CredentialPolicy.__table__.c
-    want = bindparam("version") if pinned else c.current_version
-    return (select(c.pk, c.cred_id, stale(c.last_used_at).label("stale"),
-                   v.version, v.type, v.wrapped_key, v.ciphertext,
-                   func.coalesce(p.protected, false()).label("protected"))
-            .select_from(Credential.__table__
-                         .join(CredentialVersion.__table__,
-                               (v.credential_pk == c.pk) & (v.version == want))
-                         .outerjoin(CredentialPolicy.__table__, p.credential_pk == c.pk))
-            .where(c.workspace_id == bindparam("g_owner_id"), c.cred_id == bindparam("cred_id")))
-
-
 _RUNNER_TOKEN = _runner_token()
 
 
@@ -184,7 +176,7 @@ def _confirm(pinned: bool, own: bool) -> Prepared:
     the scope's own credential, which shadows any other: a plain lookup finds it, without the
     walk up the tree."""
     tok, e = _RUNNER_TOKEN.subquery("t"), AuditEvent.__table__
-    ver = (_own_version(pinned) if own else _version_query(pinned)).subquery("v")
+    ver = _version_query(pinned, own, by_id=own).subquery("v")
     checks = and_(
         tok.c.kind == "runner", ~tok.c.revoked, ~tok.c.stale,
         tok.c.name == bindparam("g_name"), tok.c.allow.is_not_distinct_from(bindparam("g_allow")),
@@ -267,7 +259,7 @@ def answer_again(raw: Raw, got: tuple[dict, dict], *, workspace: str, context: d
     details = {**audit_context(context), "version": values["g_version"],
                **({} if own else {"from": values["g_owner"]})}
     bound = values.get("bound")
-    if bound is None or bound.dialect != raw.dialect.name:  # the entry's first repeat
+    if bound is None:  # the entry's first repeat
         fixed = {k: v for k, v in values.items() if k not in ("pinned", "bound")}
         bound = values["bound"] = raw.bind(_CONFIRM[values["pinned"], own], fixed, _PER_REQUEST)
     now = utcnow()

@@ -109,15 +109,12 @@ class Bound:
         form, blank = self.form, dict.fromkeys(dynamic)
         if form.libpq is not None:  # PostgreSQL: libpq's parameters and their formats
             self.params, self.formats = _Libpq.params(stmt, form, {**fixed, **blank})
-            names = [k for k, _ in form.libpq[1]]
-            self.slots = [(i, k, None) for i, k in enumerate(names) if k in blank]
-        else:
-            self.params = stmt.params(form, {**fixed, **blank})
-            self.formats = None
-            names = [k for k, _, _ in form.order] if form.order is not None else []
-            self.slots = [(i, k, form.processors.get(k)) for i, k in enumerate(names)
+            self.slots = [(i, k, None) for i, (k, _) in enumerate(form.libpq[1]) if k in blank]
+        elif form.order is not None:  # SQLite: the driver's positional parameters
+            self.params, self.formats = stmt.params(form, {**fixed, **blank}), None
+            self.slots = [(i, k, form.processors.get(k)) for i, (k, _, _) in enumerate(form.order)
                           if k in blank]
-        if form.order is None and form.libpq is None:
+        else:
             raise TypeError("Bound needs a positional driver or libpq")
         # the last value of each dynamic parameter and its encoding: a key's (value, encoding)
         # tuple is replaced whole, so threads sharing this statement never see half of one
@@ -244,9 +241,6 @@ class _Libpq:
             err = psycopg.errors.error_from_result(res)
         res.clear()
         raise err
-
-    def execute(self, stmt: Prepared, form: _Form, values: dict[str, Any], prepared: set):
-        return self.send(stmt, form, *self.params(stmt, form, values), prepared)
 
     def send(self, stmt: Prepared, form: _Form, params: list, formats: list, prepared: set):
         """One round trip: run the statement (prepared first if it is new here)."""
@@ -413,11 +407,19 @@ class Raw:
 
     def _pq(self, stmt: Prepared, values: dict[str, Any]):
         form = stmt.form(self.dialect)
+        return self._send(stmt, form, *_Libpq.params(stmt, form, values))
 
+    def _send(self, stmt: Prepared, form: _Form, params: list, formats: list):
         def do():
             runner, prepared = self._libpq()
-            return runner.execute(stmt, form, values, prepared)
+            return runner.send(stmt, form, params, formats, prepared)
         return self._retrying(do)
+
+    def _write(self, sql: str, params: Any) -> list:
+        """SQLite: a write that returns rows, in the writer's turn."""
+        with self.pool.writers.turn():
+            self._execute(sql, params)
+            return self.cursor.fetchall()  # to the statement's end, which commits it
 
     def one(self, stmt: Prepared, **values: Any):
         """The first row (a named tuple), or None."""
@@ -452,9 +454,7 @@ class Raw:
         if self.libpq:
             return _Libpq.rows(stmt, self._pq(stmt, values))
         form = stmt.form(self.dialect)
-        with self.pool.writers.turn():
-            self._execute(form.sql, stmt.params(form, values))
-            return self.cursor.fetchall()  # to the statement's end, which commits it
+        return self._write(form.sql, stmt.params(form, values))
 
     def bind(self, stmt: Prepared, fixed: dict[str, Any], dynamic: tuple[str, ...]) -> Bound:
         """``stmt`` with ``fixed`` encoded once for this connection's dialect."""
@@ -466,15 +466,8 @@ class Raw:
             raise TypeError(f"statement bound for {bound.dialect}, run on {self.dialect.name}")
         params, formats = bound.fill(values)
         if self.libpq:
-            stmt, form = bound.stmt, bound.form
-
-            def do():
-                runner, prepared = self._libpq()
-                return runner.send(stmt, form, params, formats, prepared)
-            return _Libpq.rows(stmt, self._retrying(do))
-        with self.pool.writers.turn():
-            self._execute(bound.form.sql, params)
-            return self.cursor.fetchall()  # to the statement's end, which commits it
+            return _Libpq.rows(bound.stmt, self._send(bound.stmt, bound.form, params, formats))
+        return self._write(bound.form.sql, params)
 
     def many(self, stmt: Prepared, rows: list[dict[str, Any]]) -> None:
         """Run a write for each row, all or none."""

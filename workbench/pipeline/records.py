@@ -95,15 +95,15 @@ def store_run(session: Session, workspace: str, record: dict) -> Run:
         session.flush()
     try:
         run = _build(workspace, run_id, status, record)
-        # which scope's credential each got, as the run's scope sees it now: the record comes
-        # from the runner right after the steps, and it only knows the IDs it resolved
-        owners = {cid: scopes.owner(session, workspace, cid) or workspace  # or: gone since
-                  for cid in {u.credential_id for u in run.uses}}
-        for use in run.uses:
-            use.owner = owners[use.credential_id]
     except (KeyError, TypeError, ValueError, AttributeError):
         raise ValidationError("malformed run record: steps need name and status, uses need "
                               "step, credential_id and version", field="steps") from None
+    # which scope's credential each got, as the run's scope sees it now: the record comes from
+    # the runner right after the steps, and it only knows the IDs it resolved
+    owners = {cid: scopes.owner(session, workspace, cid) or workspace  # or: gone since
+              for cid in {u.credential_id for u in run.uses}}
+    for use in run.uses:
+        use.owner = owners[use.credential_id]
     session.add(run)
     session.flush()
     return run
